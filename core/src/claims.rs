@@ -1,0 +1,276 @@
+//! Claim validation (the policy an admin sets) and claim access.
+//!
+//! Stricter than jsonwebtoken's `Validation`: registered claims must have
+//! their RFC 7519 JSON types (a numeric `iss` or an `aud` array holding a
+//! number is refused, not skipped), `exp` is required, `nbf` and `iat` are
+//! always checked, and `exp == now` is already expired.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Latest NumericDate accepted: 9999-12-31T23:59:59Z.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// What a token's claims must satisfy. Built from the extension's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Accepted `iss` values; empty means any string (or none).
+    pub issuers: Vec<String>,
+    /// Accepted audiences; empty means `aud` is only type-checked.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on exp, nbf and iat, in seconds.
+    pub leeway: i64,
+    /// Longest allowed exp - iat in seconds; 0 turns the check off.
+    pub max_lifetime: i64,
+    /// Claims that must be present and not null (exp always is).
+    pub required: Vec<String>,
+    /// Largest token accepted, in bytes, checked before any decoding.
+    pub max_bytes: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            issuers: vec![],
+            audiences: vec![],
+            leeway: 10,
+            max_lifetime: 0,
+            required: vec![],
+            max_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The time claims of a verified token, kept to re-check them at every read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub exp: i64,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+}
+
+impl Times {
+    /// exp, nbf and iat against `now` (Unix seconds) with `leeway`.
+    pub fn check(&self, now: i64, leeway: i64) -> Result<()> {
+        if now >= self.exp.saturating_add(leeway) {
+            return Err(Error::Expired { exp: self.exp, now });
+        }
+        if let Some(nbf) = self.nbf {
+            if now.saturating_add(leeway) < nbf {
+                return Err(Error::NotYetValid { nbf, now });
+            }
+        }
+        if let Some(iat) = self.iat {
+            if iat > now.saturating_add(leeway) {
+                return Err(Error::IssuedInFuture { iat, now });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn wrong_type(claim: &str, expected: &'static str) -> Error {
+    Error::ClaimType { claim: claim.to_string(), expected }
+}
+
+/// A NumericDate: an integer number of seconds in [0, MAX_NUMERIC_DATE].
+/// Floats, exponents, strings and booleans are refused rather than rounded.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(t) if (0..=MAX_NUMERIC_DATE).contains(&t) && is_plain_integer(n) => Ok(Some(t)),
+            _ => Err(wrong_type(name, "an integer NumericDate")),
+        },
+        Some(_) => Err(wrong_type(name, "an integer NumericDate")),
+    }
+}
+
+/// With exact numbers, "1e3" and "1000.0" would still read as integers;
+/// only digits are a plain integer.
+fn is_plain_integer(n: &serde_json::Number) -> bool {
+    n.to_string().bytes().all(|b| b.is_ascii_digit())
+}
+
+fn optional_string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong_type(name, "a string")),
+    }
+}
+
+/// `aud` as a list: a string, or a non-empty array made only of strings.
+fn audiences(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>> {
+    const EXPECTED: &str = "a string or an array of strings";
+    match claims.get("aud") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![s.as_str()])),
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| wrong_type("aud", EXPECTED)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        Some(_) => Err(wrong_type("aud", EXPECTED)),
+    }
+}
+
+/// Validates claims against the policy at `now`; returns the time claims.
+pub fn validate(claims: &Map<String, Value>, policy: &Policy, now: i64) -> Result<Times> {
+    let exp = numeric_date(claims, "exp")?.ok_or_else(|| Error::MissingClaim("exp".into()))?;
+    let times = Times { exp, nbf: numeric_date(claims, "nbf")?, iat: numeric_date(claims, "iat")? };
+    let iss = optional_string(claims, "iss")?;
+    optional_string(claims, "sub")?;
+    optional_string(claims, "jti")?;
+    let aud = audiences(claims)?;
+    for name in &policy.required {
+        if claims.get(name).is_none_or(Value::is_null) {
+            return Err(Error::MissingClaim(name.clone()));
+        }
+    }
+    times.check(now, policy.leeway)?;
+    if policy.max_lifetime > 0 {
+        let iat = times.iat.ok_or_else(|| Error::MissingClaim("iat".into()))?;
+        let lifetime = exp - iat;
+        if lifetime > policy.max_lifetime {
+            return Err(Error::LifetimeTooLong { lifetime, max: policy.max_lifetime });
+        }
+    }
+    if !policy.issuers.is_empty() {
+        let iss = iss.ok_or_else(|| Error::MissingClaim("iss".into()))?;
+        if !policy.issuers.iter().any(|i| i == iss) {
+            return Err(Error::Issuer);
+        }
+    }
+    if !policy.audiences.is_empty() {
+        let aud = aud.ok_or_else(|| Error::MissingClaim("aud".into()))?;
+        if !aud.iter().any(|a| policy.audiences.iter().any(|p| p == a)) {
+            return Err(Error::Audience);
+        }
+    }
+    Ok(times)
+}
+
+/// A claim by name: first the top-level member of exactly that name (names
+/// such as "https://example.com/roles" contain dots), then a dotted path
+/// through objects and array indexes ("org.id", "roles.0").
+pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    let mut parts = name.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = match current {
+            Value::Object(m) => m.get(part)?,
+            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// A claim value as SQL text: strings unquoted, numbers exactly as written,
+/// objects and arrays as JSON; JSON null and the empty string are absent, so
+/// that a policy comparing against them fails closed.
+pub fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            issuers: vec!["https://issuer.example".into()],
+            audiences: vec!["api".into()],
+            leeway: 0,
+            ..Policy::default()
+        }
+    }
+
+    fn check(v: Value) -> Result<Times> {
+        validate(&obj(v), &policy(), NOW)
+    }
+
+    fn base() -> Value {
+        json!({"iss":"https://issuer.example","aud":"api","exp": NOW + 60})
+    }
+
+    fn with(key: &str, value: Value) -> Value {
+        let mut b = base();
+        b[key] = value;
+        b
+    }
+
+    #[test]
+    fn exp_is_strict() {
+        assert!(check(base()).is_ok());
+        assert!(matches!(check(with("exp", json!(NOW))), Err(Error::Expired { .. })));
+        let mut no_exp = base();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(check(no_exp).unwrap_err(), Error::MissingClaim("exp".into()));
+        for bad in [json!("4102444800"), json!(4102444800.0), json!(-1), json!(1e19), json!(true), json!(null)] {
+            assert!(matches!(check(with("exp", bad.clone())), Err(Error::ClaimType { .. })), "{bad}");
+        }
+        let leeway = Policy { leeway: 30, ..policy() };
+        assert!(validate(&obj(with("exp", json!(NOW - 29))), &leeway, NOW).is_ok());
+        assert!(validate(&obj(with("exp", json!(NOW - 30))), &leeway, NOW).is_err());
+    }
+
+    #[test]
+    fn nbf_iat_and_lifetime() {
+        assert!(matches!(check(with("nbf", json!(NOW + 1))), Err(Error::NotYetValid { .. })));
+        assert!(check(with("nbf", json!(NOW))).is_ok());
+        assert!(matches!(check(with("iat", json!(NOW + 1))), Err(Error::IssuedInFuture { .. })));
+        let short = Policy { max_lifetime: 3600, ..policy() };
+        assert_eq!(validate(&obj(base()), &short, NOW).unwrap_err(), Error::MissingClaim("iat".into()));
+        assert!(validate(&obj(with("iat", json!(NOW - 10))), &short, NOW).is_ok());
+        assert!(matches!(
+            validate(&obj(with("iat", json!(NOW - 7200))), &short, NOW),
+            Err(Error::LifetimeTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn registered_claims_have_types() {
+        assert!(matches!(check(with("iss", json!(1))), Err(Error::ClaimType { .. })));
+        assert!(matches!(check(with("sub", json!({"id":1}))), Err(Error::ClaimType { .. })));
+        assert!(matches!(check(with("aud", json!(["api", 1]))), Err(Error::ClaimType { .. })));
+        assert!(matches!(check(with("aud", json!([]))), Err(Error::ClaimType { .. })));
+        assert!(check(with("aud", json!(["other", "api"]))).is_ok());
+        assert_eq!(check(with("aud", json!("other"))).unwrap_err(), Error::Audience);
+        assert_eq!(check(with("iss", json!("https://issuer.example/"))).unwrap_err(), Error::Issuer);
+        let required = Policy { required: vec!["tenant_id".into()], ..policy() };
+        assert!(validate(&obj(with("tenant_id", json!(null))), &required, NOW).is_err());
+        assert!(validate(&obj(with("tenant_id", json!("t1"))), &required, NOW).is_ok());
+    }
+
+    #[test]
+    fn lookup_and_text() {
+        let c = obj(json!({"org":{"id":"o1","roles":["a","b"]},"https://x.example/t":"t","e":"","n":null,"big":18446744073709551615u64}));
+        assert_eq!(lookup(&c, "org.id").and_then(text), Some("o1".into()));
+        assert_eq!(lookup(&c, "org.roles.1").and_then(text), Some("b".into()));
+        assert_eq!(lookup(&c, "org.roles").and_then(text), Some(r#"["a","b"]"#.into()));
+        assert_eq!(lookup(&c, "https://x.example/t").and_then(text), Some("t".into()));
+        assert_eq!(lookup(&c, "e").and_then(text), None);
+        assert_eq!(lookup(&c, "n").and_then(text), None);
+        assert_eq!(lookup(&c, "missing"), None);
+        assert_eq!(lookup(&c, "org.id.x"), None);
+        assert_eq!(lookup(&c, "big").and_then(text), Some("18446744073709551615".into()));
+    }
+}

@@ -1,0 +1,94 @@
+//! JWS compact serialization: the checks that run before any parsing.
+//!
+//! RFC 7515 section 7.1: three segments of unpadded base64url. Everything is
+//! rejected that a lenient decoder would quietly fix (padding, '+', '/',
+//! whitespace, a "Bearer " prefix, non-zero trailing bits), because a token
+//! with two spellings could be cached, compared or logged under the wrong one.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::error::{Error, Part, Result};
+
+/// The three segments of a token, still encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Segments<'a> {
+    pub header: &'a str,
+    pub payload: &'a str,
+    pub signature: &'a str,
+    /// `header.payload`, the bytes the signature covers.
+    pub signing_input: &'a str,
+}
+
+/// Size, alphabet and segment checks; no decoding yet.
+pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
+    if token.is_empty() {
+        return Err(Error::Empty);
+    }
+    if token.len() > max_bytes {
+        return Err(Error::TooLarge { size: token.len(), limit: max_bytes });
+    }
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if !token.as_bytes().iter().all(allowed) {
+        return Err(Error::BadCharacter);
+    }
+    let dots: Vec<usize> = token.match_indices('.').map(|(i, _)| i).collect();
+    if dots.len() != 2 {
+        return Err(Error::SegmentCount(dots.len() + 1));
+    }
+    let (first, second) = (dots[0], dots[1]);
+    let segments = Segments {
+        header: &token[..first],
+        payload: &token[first + 1..second],
+        signature: &token[second + 1..],
+        signing_input: &token[..second],
+    };
+    if segments.header.is_empty() {
+        return Err(Error::Base64(Part::Header));
+    }
+    if segments.payload.is_empty() {
+        return Err(Error::Base64(Part::Payload));
+    }
+    // An empty signature is refused by `decode`, after the header has been
+    // read, so that an unsecured (alg "none") token is named as such.
+    Ok(segments)
+}
+
+/// Strict base64url: no padding, canonical trailing bits (the engine rejects
+/// non-zero unused bits and impossible lengths).
+pub fn decode(segment: &str, part: Part) -> Result<Vec<u8>> {
+    if segment.is_empty() {
+        return Err(Error::Base64(part));
+    }
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| Error::Base64(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_before_parsing() {
+        assert_eq!(split("", 100).unwrap_err(), Error::Empty);
+        assert!(matches!(split("a.b.c", 4), Err(Error::TooLarge { size: 5, limit: 4 })));
+        for bad in ["a.b.c=", "a+b.c.d", "a/b.c.d", "a .b.c", "a.b.c\n", "Bearer a.b.c", "a.b.\0"] {
+            assert_eq!(split(bad, 100).unwrap_err(), Error::BadCharacter, "{bad:?}");
+        }
+        assert_eq!(split("a.b", 100).unwrap_err(), Error::SegmentCount(2));
+        assert_eq!(split("a.b.c.d", 100).unwrap_err(), Error::SegmentCount(4));
+        assert_eq!(split("a.b.c.d.e", 100).unwrap_err(), Error::SegmentCount(5));
+        assert_eq!(decode("", Part::Signature).unwrap_err(), Error::Base64(Part::Signature));
+        assert_eq!(split(".b.c", 100).unwrap_err(), Error::Base64(Part::Header));
+        let s = split("aa.bb.cc", 100).unwrap();
+        assert_eq!((s.header, s.payload, s.signature, s.signing_input), ("aa", "bb", "cc", "aa.bb"));
+    }
+
+    #[test]
+    fn base64url_is_canonical() {
+        assert_eq!(decode("QQ", Part::Header).unwrap(), b"A");
+        // "QR" carries non-zero unused bits: the same byte with another spelling.
+        assert_eq!(decode("QR", Part::Header).unwrap_err(), Error::Base64(Part::Header));
+        // A length of 4n+1 cannot be base64.
+        assert!(decode("QUJDR", Part::Payload).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The JOSE header: which algorithm and which key, and nothing else.
+//!
+//! Members that would let a token choose its own key (`jwk`, `jku`, `x5u`,
+//! `x5c`) are never read; members that change how the token must be
+//! processed (`crit`, `b64`, `zip`, `enc`) are refused, because a verifier
+//! that ignores them may accept a token its issuer meant differently.
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The algorithms jwt_rls verifies, by their exact JOSE names.
+pub const ALGORITHMS: [(&str, Algorithm); 12] = [
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Exact, case-sensitive lookup of an algorithm name.
+pub fn algorithm(name: &str) -> Option<Algorithm> {
+    ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+}
+
+/// The JOSE name of an algorithm.
+pub fn algorithm_name(alg: Algorithm) -> &'static str {
+    ALGORITHMS.iter().find(|(_, a)| *a == alg).map(|(n, _)| *n).unwrap_or("unknown")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+}
+
+const REFUSED: [&str; 4] = ["crit", "b64", "zip", "enc"];
+
+pub fn parse(map: &Map<String, Value>) -> Result<Header> {
+    for member in REFUSED {
+        if map.contains_key(member) {
+            return Err(Error::UnsupportedHeader(member));
+        }
+    }
+    let alg = match map.get("alg") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(Error::HeaderType("alg")),
+        None => return Err(Error::UnsupportedAlg(String::new())),
+    };
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(Error::UnsecuredToken);
+    }
+    let alg = algorithm(alg).ok_or_else(|| Error::UnsupportedAlg(alg.to_string()))?;
+    let kid = match map.get("kid") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(Error::HeaderType("kid")),
+    };
+    match map.get("typ") {
+        None => {}
+        Some(Value::String(t)) => {
+            let ok = ["JWT", "at+jwt", "application/jwt", "application/at+jwt"];
+            if !ok.iter().any(|o| o.eq_ignore_ascii_case(t)) {
+                return Err(Error::BadTyp(t.clone()));
+            }
+        }
+        Some(_) => return Err(Error::HeaderType("typ")),
+    }
+    Ok(Header { alg, kid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn h(v: Value) -> Result<Header> {
+        parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn algorithms_are_exact() {
+        assert_eq!(h(json!({"alg":"HS256"})).unwrap().alg, Algorithm::HS256);
+        for none in ["none", "None", "NONE", "nOnE"] {
+            assert_eq!(h(json!({"alg": none})).unwrap_err(), Error::UnsecuredToken);
+        }
+        assert!(matches!(h(json!({"alg":"hs256"})), Err(Error::UnsupportedAlg(_))));
+        assert!(matches!(h(json!({"alg":"ES512"})), Err(Error::UnsupportedAlg(_))));
+        assert!(matches!(h(json!({})), Err(Error::UnsupportedAlg(_))));
+        assert_eq!(h(json!({"alg":["HS256"]})).unwrap_err(), Error::HeaderType("alg"));
+        for (name, alg) in ALGORITHMS {
+            assert_eq!(algorithm_name(alg), name);
+        }
+    }
+
+    #[test]
+    fn refused_and_typed_members() {
+        assert_eq!(h(json!({"alg":"HS256","crit":[]})).unwrap_err(), Error::UnsupportedHeader("crit"));
+        assert_eq!(h(json!({"alg":"HS256","b64":false})).unwrap_err(), Error::UnsupportedHeader("b64"));
+        assert_eq!(h(json!({"alg":"HS256","kid":7})).unwrap_err(), Error::HeaderType("kid"));
+        assert!(matches!(h(json!({"alg":"HS256","typ":"JWE"})), Err(Error::BadTyp(_))));
+        assert!(h(json!({"alg":"HS256","typ":"jwt"})).is_ok());
+        assert!(h(json!({"alg":"HS256","typ":"at+jwt","jku":"https://evil","jwk":{}})).is_ok());
+    }
+}
