@@ -1,0 +1,257 @@
+//! The key table, `jwt_rls.keys`: loading it for verification, noticing
+//! changes, and the admin functions that write it.
+//!
+//! Application roles cannot read the table, so keys are loaded with the
+//! table owner's rights inside a security-restricted operation, by a query
+//! that calls no function or operator (nothing a crafted search_path could
+//! replace). Every change to the table fires a statement trigger that
+//! queues a relcache invalidation for it; Postgres delivers that to every
+//! backend (and, through WAL, to hot standbys) at commit, and the callback
+//! below bumps `KEYS_GENERATION`, so the next read reloads the keys.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use jwt_rls_core::keys::{check_kid, encode_secret, parse_jwks, Format};
+use jwt_rls_core::{Key, KeySet};
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgRelation};
+
+use crate::errors;
+use crate::state::unix_seconds;
+
+/// Bumped when `jwt_rls.keys` changes in any backend (or on a cache reset).
+pub static KEYS_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// OID of `jwt_rls.keys` as last loaded; 0 before the first load.
+static KEYS_TABLE: AtomicU32 = AtomicU32::new(0);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let table = KEYS_TABLE.load(Ordering::Relaxed);
+    if relid == pg_sys::InvalidOid || table == 0 || relid.to_u32() == table {
+        KEYS_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn init() {
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0)) };
+}
+
+fn keys_table() -> Option<pg_sys::Oid> {
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"jwt_rls".as_ptr(), true);
+        if schema == pg_sys::InvalidOid {
+            return None;
+        }
+        let table = pg_sys::get_relname_relid(c"keys".as_ptr(), schema);
+        (table != pg_sys::InvalidOid).then_some(table)
+    }
+}
+
+struct Row {
+    kid: String,
+    alg: String,
+    format: String,
+    material: String,
+    enabled: bool,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+}
+
+fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
+    ts.filter(|t| t.is_finite()).map(|t| unix_seconds(pg_sys::TimestampTz::from(t)))
+}
+
+fn read_rows() -> Vec<Row> {
+    Spi::connect(|client| {
+        let table = client.select(
+            "SELECT kid, alg, format, material, enabled, not_before, not_after FROM jwt_rls.keys",
+            None,
+            &[],
+        )?;
+        let mut rows = Vec::new();
+        for row in table {
+            rows.push(Row {
+                kid: row.get::<String>(1)?.unwrap_or_default(),
+                alg: row.get::<String>(2)?.unwrap_or_default(),
+                format: row.get::<String>(3)?.unwrap_or_default(),
+                material: row.get::<String>(4)?.unwrap_or_default(),
+                enabled: row.get::<bool>(5)?.unwrap_or(false),
+                not_before: seconds(row.get::<TimestampWithTimeZone>(6)?),
+                not_after: seconds(row.get::<TimestampWithTimeZone>(7)?),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(rows)
+    })
+    .unwrap_or_else(|e| error!("jwt_rls could not read its key table: {e}"))
+}
+
+/// Reads every key, as the table owner. Rows that fail the import checks
+/// (written around the key functions) are skipped with a WARNING.
+pub fn load() -> KeySet {
+    let Some(table) = keys_table() else {
+        return KeySet::default();
+    };
+    KEYS_TABLE.store(table.to_u32(), Ordering::Relaxed);
+    let owner = unsafe {
+        let rel = PgRelation::with_lock(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        (*rel.rd_rel).relowner
+    };
+    let (mut saved_user, mut saved_context) = (pg_sys::InvalidOid, 0);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
+    let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+    unsafe { pg_sys::SetUserIdAndSecContext(owner, saved_context | restricted) };
+    let rows = PgTryBuilder::new(read_rows)
+        .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) })
+        .execute();
+
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in rows {
+        let built = Format::from_name(&row.format).and_then(|f| Key::new(&row.kid, &row.alg, f, &row.material));
+        match built {
+            Ok(mut key) => {
+                key.enabled = row.enabled;
+                key.not_before = row.not_before;
+                key.not_after = row.not_after;
+                keys.push(key);
+            }
+            Err(e) => ereport!(
+                WARNING,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "an unusable key in jwt_rls.keys is ignored",
+                format!("Key {}: {}.", jwt_rls_core::error::shown(&row.kid), e.message())
+            ),
+        }
+    }
+    KeySet::new(keys)
+}
+
+/// Statement trigger on jwt_rls.keys: queue the invalidation that tells
+/// every backend to reload keys once this transaction commits.
+#[pg_trigger]
+fn keys_changed<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(trigger.relid()?) };
+    Ok(None)
+}
+
+fn check_or_raise<T>(r: jwt_rls_core::Result<T>) -> T {
+    r.unwrap_or_else(|e| errors::raise(&e))
+}
+
+fn insert_key(
+    kid: &str,
+    alg: &str,
+    format: Format,
+    material: &str,
+    not_before: Option<TimestampWithTimeZone>,
+    not_after: Option<TimestampWithTimeZone>,
+) {
+    check_or_raise(Key::new(kid, alg, format, material));
+    let args: [DatumWithOid; 6] = [
+        kid.into(),
+        alg.into(),
+        format.name().into(),
+        material.into(),
+        not_before.into(),
+        not_after.into(),
+    ];
+    Spi::run_with_args(
+        "INSERT INTO jwt_rls.keys (kid, alg, format, material, not_before, not_after) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &args,
+    )
+    .unwrap_or_else(|e| error!("could not store key: {e}"));
+}
+
+/// Adds an HMAC key (HS256/384/512). The secret must be at least as long
+/// as the hash output (32, 48 or 64 bytes).
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_hmac_key(
+    kid: &str,
+    alg: &str,
+    secret: &[u8],
+    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
+    not_after: default!(Option<TimestampWithTimeZone>, "NULL"),
+) {
+    insert_key(kid, alg, Format::Secret, &encode_secret(secret), not_before, not_after);
+}
+
+/// Adds a public key in PEM (SubjectPublicKeyInfo, or PKCS#1 for RSA) for
+/// RS*, PS*, ES256, ES384 or EdDSA.
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_pem_key(
+    kid: &str,
+    alg: &str,
+    pem: &str,
+    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
+    not_after: default!(Option<TimestampWithTimeZone>, "NULL"),
+) {
+    insert_key(kid, alg, Format::Pem, pem, not_before, not_after);
+}
+
+/// Imports the signature keys of a JWKS document. New kids are added; a kid
+/// already stored with the same key is left alone; a kid already stored
+/// with a different key is an error (remove the old key first). Returns the
+/// number of keys added.
+#[pg_extern(volatile, parallel_unsafe)]
+fn import_jwks(jwks: JsonB) -> i32 {
+    let entries = check_or_raise(parse_jwks(&jwks.0.to_string()));
+    let mut added = 0;
+    for e in entries {
+        let existing: Option<String> = Spi::get_one_with_args(
+            "SELECT alg || ' ' || material FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1",
+            &[e.kid.as_str().into()],
+        )
+        .unwrap_or(None);
+        match existing {
+            Some(stored) if stored == format!("{} {}", e.alg, e.material) => {}
+            Some(_) => errors::raise(&jwt_rls_core::Error::Key(format!(
+                "kid {} already holds a different key; remove it first",
+                jwt_rls_core::error::shown(&e.kid)
+            ))),
+            None => {
+                insert_key(&e.kid, &e.alg, Format::Jwk, &e.material, None, None);
+                added += 1;
+            }
+        }
+    }
+    added
+}
+
+fn set_enabled(kid: &str, enabled: bool) -> bool {
+    check_or_raise(check_kid(kid));
+    Spi::get_one_with_args::<String>(
+        "UPDATE jwt_rls.keys SET enabled = $2 WHERE kid OPERATOR(pg_catalog.=) $1 RETURNING kid",
+        &[kid.into(), enabled.into()],
+    )
+    .map(|r| r.is_some())
+    .unwrap_or(false)
+}
+
+/// Stops a key from verifying tokens, from the first transaction after
+/// this one commits, in every backend. Returns false if no key has `kid`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn disable_key(kid: &str) -> bool {
+    set_enabled(kid, false)
+}
+
+/// Lets a disabled key verify tokens again.
+#[pg_extern(volatile, parallel_unsafe)]
+fn enable_key(kid: &str) -> bool {
+    set_enabled(kid, true)
+}
+
+/// Deletes a key. Returns false if no key has `kid`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn remove_key(kid: &str) -> bool {
+    check_or_raise(check_kid(kid));
+    Spi::get_one_with_args::<String>(
+        "DELETE FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1 RETURNING kid",
+        &[kid.into()],
+    )
+    .map(|r| r.is_some())
+    .unwrap_or(false)
+}

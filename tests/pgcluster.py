@@ -1,0 +1,98 @@
+"""Throwaway PostgreSQL clusters for the demo and the end-to-end tests.
+
+Postgres refuses to run as root, so when we are root every server command
+runs as the `postgres` user through sudo. Clusters listen on 127.0.0.1 only,
+with trust authentication, and are removed on stop.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(args, **kw):
+    if os.geteuid() == 0:
+        args = ["sudo", "-n", "-u", "postgres", "--"] + args
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+class Cluster:
+    """initdb + pg_ctl start; `conf` lines are appended to postgresql.conf."""
+
+    def __init__(self, conf=(), port=None, data_dir=None, init=True):
+        self.port = port or free_port()
+        self.base = tempfile.mkdtemp(prefix="jwt_rls_pg_")
+        os.chmod(self.base, 0o755)
+        self.data = data_dir or os.path.join(self.base, "data")
+        self.log = os.path.join(self.base, "server.log")
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        if init:
+            as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
+                         "--no-sync", "-E", "UTF8", "--locale=C"])
+            with open(self.conf_path, "a") as f:
+                f.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n")
+                f.write(f"unix_socket_directories = '{self.base}'\nfsync = off\n")
+                for line in conf:
+                    f.write(line + "\n")
+
+    @property
+    def conf_path(self):
+        return os.path.join(self.data, "postgresql.conf")
+
+    def start(self):
+        as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start"])
+        return self
+
+    def stop(self, mode="fast"):
+        subprocess.run((["sudo", "-n", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
+                       + [f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
+                       capture_output=True)
+
+    def remove(self):
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def dsn(self, user="postgres", dbname="postgres", **extra):
+        parts = [f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def psql(self, sql, user="postgres", dbname="postgres"):
+        out = subprocess.run([f"{PG_BIN}/psql", "-X", "-v", "ON_ERROR_STOP=1", "-At",
+                              self.dsn(user, dbname), "-c", sql],
+                             check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def server_log(self):
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def wait_for(predicate, timeout=30, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
