@@ -158,12 +158,11 @@ fn insert_key(
         not_before.into(),
         not_after.into(),
     ];
-    Spi::run_with_args(
+    modify(
         "INSERT INTO jwt_rls.keys (kid, alg, format, material, not_before, not_after) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &args,
-    )
-    .unwrap_or_else(|e| error!("could not store key: {e}"));
+    );
 }
 
 /// Adds an HMAC key (HS256/384/512). The secret must be at least as long
@@ -221,14 +220,21 @@ fn import_jwks(jwks: JsonB) -> i32 {
     added
 }
 
+/// Runs a data-modifying statement to completion and returns how many rows
+/// it touched. (A row limit, as `Spi::get_one` sets, would stop the
+/// statement early and skip its AFTER STATEMENT trigger, which is what
+/// tells other backends that keys changed.)
+fn modify(query: &str, args: &[DatumWithOid]) -> usize {
+    Spi::connect_mut(|client| client.update(query, None, args).map(|t| t.len()))
+        .unwrap_or_else(|e| error!("could not change jwt_rls.keys: {e}"))
+}
+
 fn set_enabled(kid: &str, enabled: bool) -> bool {
     check_or_raise(check_kid(kid));
-    Spi::get_one_with_args::<String>(
-        "UPDATE jwt_rls.keys SET enabled = $2 WHERE kid OPERATOR(pg_catalog.=) $1 RETURNING kid",
+    modify(
+        "UPDATE jwt_rls.keys SET enabled = $2 WHERE kid OPERATOR(pg_catalog.=) $1",
         &[kid.into(), enabled.into()],
-    )
-    .map(|r| r.is_some())
-    .unwrap_or(false)
+    ) > 0
 }
 
 /// Stops a key from verifying tokens, from the first transaction after
@@ -248,10 +254,5 @@ fn enable_key(kid: &str) -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 fn remove_key(kid: &str) -> bool {
     check_or_raise(check_kid(kid));
-    Spi::get_one_with_args::<String>(
-        "DELETE FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1 RETURNING kid",
-        &[kid.into()],
-    )
-    .map(|r| r.is_some())
-    .unwrap_or(false)
+    modify("DELETE FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1", &[kid.into()]) > 0
 }

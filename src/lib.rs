@@ -67,7 +67,7 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.remove_key(text) FROM PUBLIC;
 );
 
 #[cfg(any(test, feature = "pg_test"))]
-mod tests;
+mod pg_tests;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

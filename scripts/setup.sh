@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything jwt_rls needs to build and test, skipping what is
+# already there, so a second run takes seconds. Safe without a terminal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_MAJOR="${PG_MAJOR:-15}"
+PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+# The one place the pgrx version is read from: Cargo.toml's exact pin.
+PGRX_VERSION="$(sed -n 's/^pgrx = "=\(.*\)"$/\1/p' Cargo.toml)"
+
+need_apt=()
+dpkg -s "postgresql-server-dev-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-server-dev-${PG_MAJOR}")
+dpkg -s "postgresql-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-${PG_MAJOR}")
+for pkg in libclang-dev clang sudo pgbouncer python3-pip; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+# Debian's pgbouncer package starts a service we do not use.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
+  echo "setup: installing cargo-pgrx ${PGRX_VERSION} (about 3 minutes)"
+  cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
+fi
+
+if ! grep -qs "pg${PG_MAJOR} = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  cargo pgrx init "--pg${PG_MAJOR}" "${PG_CONFIG}"
+fi
+
+if ! python3 -c 'import psycopg, jwt, pytest, cryptography' >/dev/null 2>&1; then
+  echo "setup: installing Python test dependencies"
+  python3 -m pip install -q --root-user-action=ignore -r tests/requirements.txt
+fi
