@@ -1,0 +1,273 @@
+"""Tenant isolation through RLS, as the application role, with tokens signed
+by PyJWT. Each test states the property from DESIGN.md it proves."""
+
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import TENANT_A, TENANT_B
+
+ALGS = ["HS256", "RS256", "ES256", "EdDSA"]
+
+
+def tenants_seen(conn):
+    return {row[0] for row in conn.execute("SELECT tenant_id FROM invoices")}
+
+
+def count(conn):
+    return conn.execute("SELECT count(*) FROM invoices").fetchone()[0]
+
+
+def claim(conn, name="tenant_id"):
+    return conn.execute("SELECT jwt_rls.jwt_claim(%s)", (name,)).fetchone()[0]
+
+
+def sqlstate(conn, sql, params=None):
+    try:
+        with conn.transaction():
+            conn.execute(sql, params)
+    except psycopg.Error as e:
+        return e.sqlstate
+    return None
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_each_tenant_sees_only_its_rows(app, signers, alg):
+    s = signers[alg]
+    for tenant, expected in [(TENANT_A, 3), (TENANT_B, 5)]:
+        with app.transaction():
+            claims = app.execute("SELECT jwt_rls.authenticate(%s)", (s.token(tenant),)).fetchone()[0]
+            assert claims["tenant_id"] == str(tenant)
+            assert tenants_seen(app) == {tenant}
+            assert count(app) == expected
+
+
+def test_set_local_binds_like_authenticate(app, hs):
+    with app.transaction():
+        app.execute("SELECT set_config('jwt_rls.token', %s, true)", (hs.token(TENANT_B),))
+        assert tenants_seen(app) == {TENANT_B}
+    with app.transaction():
+        app.execute(f"SET LOCAL jwt_rls.token = '{hs.token(TENANT_A)}'")
+        assert tenants_seen(app) == {TENANT_A}
+
+
+def test_no_token_sees_no_rows(app):
+    assert claim(app) is None
+    assert count(app) == 0
+    assert app.execute("SELECT jwt_rls.jwt_claims()").fetchone()[0] is None
+
+
+def test_with_check_refuses_writes_into_another_tenant(app, hs):
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        app.execute("INSERT INTO invoices (tenant_id, amount) VALUES (%s, 1)", (TENANT_A,))
+        app.execute("DELETE FROM invoices WHERE amount = 1")
+    for sql, params in [
+        ("INSERT INTO invoices (tenant_id, amount) VALUES (%s, 1)", (TENANT_B,)),
+        ("UPDATE invoices SET tenant_id = %s", (TENANT_B,)),
+    ]:
+        with app.transaction():
+            app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+            assert sqlstate(app, sql, params) == "42501"
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        # Rows of B are invisible, so this touches nothing.
+        assert app.execute("UPDATE invoices SET amount = 0 WHERE tenant_id = %s", (TENANT_B,)).rowcount == 0
+
+
+def test_claims_are_gone_after_commit_and_rollback(app, hs):
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        assert claim(app) == str(TENANT_A)
+    assert claim(app) is None and count(app) == 0
+
+    app.execute("BEGIN")
+    app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_B),))
+    assert count(app) == 5
+    app.execute("ROLLBACK")
+    assert claim(app) is None and count(app) == 0
+
+
+def test_savepoint_rollback_restores_the_outer_token(app, hs):
+    app.execute("BEGIN")
+    app.execute("SAVEPOINT s1")
+    app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+    assert claim(app) == str(TENANT_A)
+    app.execute("ROLLBACK TO SAVEPOINT s1")
+    assert claim(app) is None and count(app) == 0
+    app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_B),))
+    app.execute("SAVEPOINT s2")
+    app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+    assert claim(app) == str(TENANT_A)
+    app.execute("ROLLBACK TO SAVEPOINT s2")
+    assert claim(app) == str(TENANT_B) and tenants_seen(app) == {TENANT_B}
+    app.execute("COMMIT")
+    assert claim(app) is None
+
+
+def test_prepared_statements_follow_the_current_tenant(app, hs):
+    query = "SELECT tenant_id, count(*) FROM invoices GROUP BY 1"
+    for mode in ["force_custom_plan", "force_generic_plan"]:
+        app.execute(f"SET plan_cache_mode = {mode}")
+        for tenant, n in [(TENANT_A, 3), (TENANT_B, 5), (TENANT_A, 3)] * 3:
+            with app.transaction():
+                app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(tenant),))
+                # prepare=True: psycopg keeps a server-side prepared statement.
+                assert app.execute(query, prepare=True).fetchall() == [(tenant, n)]
+    app.execute("PREPARE q AS SELECT count(*) FROM invoices")
+    for tenant, n in [(TENANT_B, 5), (TENANT_A, 3)]:
+        with app.transaction():
+            app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(tenant),))
+            assert app.execute("EXECUTE q").fetchone()[0] == n
+    assert app.execute("EXECUTE q").fetchone()[0] == 0
+
+
+PARALLEL = ["SET LOCAL parallel_setup_cost = 0", "SET LOCAL parallel_tuple_cost = 0",
+            "SET LOCAL min_parallel_table_scan_size = 0", "SET LOCAL max_parallel_workers_per_gather = 2"]
+QUERY = "SELECT count(*), sum(n) FROM events"
+
+
+@pytest.mark.parametrize("alg", ["HS256", "ES256"])
+def test_parallel_plan_sees_the_leaders_claims(app, signers, alg):
+    for tenant in [TENANT_A, TENANT_B]:
+        token = signers[alg].token(tenant)
+        with app.transaction():
+            app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+            app.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            serial = app.execute(QUERY).fetchone()
+        with app.transaction():
+            app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+            for s in PARALLEL:
+                app.execute(s)
+            plan = "\n".join(r[0] for r in app.execute("EXPLAIN (ANALYZE, COSTS OFF) " + QUERY))
+            assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
+            parallel = app.execute(QUERY).fetchone()
+        assert parallel == serial
+        assert serial[0] == (20000 if tenant == TENANT_A else 40000)
+
+
+def test_session_token_and_discard(cluster, db, hs):
+    token = hs.token(TENANT_B)
+    with psycopg.connect(cluster.dsn(user="app", options=f"'-c jwt_rls.token={token}'"),
+                         autocommit=True) as conn:
+        assert tenants_seen(conn) == {TENANT_B}
+        # A token given at connection time is the session's default, as a
+        # login role is: RESET and DISCARD ALL return to it, not to nothing.
+        conn.execute("DISCARD ALL")
+        assert tenants_seen(conn) == {TENANT_B}
+        conn.execute("SET jwt_rls.token = ''")
+        assert claim(conn) is None and count(conn) == 0
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as conn:
+        conn.execute(f"SET jwt_rls.token = '{hs.token(TENANT_A)}'")
+        assert count(conn) == 3
+        with conn.transaction():
+            conn.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+            assert count(conn) == 5
+        assert count(conn) == 3
+        conn.execute("RESET ALL")
+        assert count(conn) == 0
+        conn.execute(f"SET jwt_rls.token = '{hs.token(TENANT_A)}'")
+        assert count(conn) == 3
+        conn.execute("DISCARD ALL")
+        assert claim(conn) is None and count(conn) == 0
+
+
+def test_expiry_is_checked_at_every_read(app, hs):
+    app.execute(f"SET jwt_rls.token = '{hs.token(TENANT_A, ttl=2)}'")
+    assert count(app) == 3
+    time.sleep(2.5)
+    assert sqlstate(app, "SELECT count(*) FROM invoices") == "28000"
+    assert sqlstate(app, "SELECT jwt_rls.jwt_claim('tenant_id')") == "28000"
+    app.execute("RESET jwt_rls.token")
+    assert count(app) == 0
+
+
+def test_forged_expired_and_foreign_tokens_are_refused(app, hs, signers):
+    from tokens import AUDIENCE, ISSUER, Signer, handmade_hs256
+    attacker = Signer(hs.kid, "HS256")  # same kid, another secret
+    cases = {
+        "forged": attacker.token(TENANT_B),
+        "expired": hs.token(TENANT_B, ttl=-60),
+        "not yet valid": hs.token(TENANT_B, nbf=int(time.time()) + 3600),
+        "other issuer": hs.token(TENANT_B, iss="https://evil.example"),
+        "other audience": hs.token(TENANT_B, aud="another-api"),
+        "RS256 key, HS256 token": handmade_hs256(
+            {"alg": "HS256", "kid": signers["RS256"].kid},
+            {"tenant_id": str(TENANT_B), "exp": int(time.time()) + 60, "iss": ISSUER, "aud": AUDIENCE},
+            signers["RS256"].public.encode()),
+    }
+    for name, token in cases.items():
+        assert sqlstate(app, "SELECT jwt_rls.authenticate(%s)", (token,)) == "28000", name
+        assert sqlstate(app, f"SET jwt_rls.token = '{token}'") == "28000", name
+        assert count(app) == 0, name
+
+
+def test_app_cannot_change_claims_or_read_keys(app, hs):
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        forged = hs.token(TENANT_B)[:-4] + "AAAA"
+        for sql in [
+            f"SET LOCAL jwt_rls.token = '{forged}'",
+            f"SELECT set_config('jwt_rls.token', '{forged}', true)",
+            "SET jwt_rls.issuer = 'https://evil.example'",
+            "SET jwt_rls.tenant_id_claim = 'sub'",
+            "SET jwt_rls.claims = '{}'",
+            "SELECT * FROM jwt_rls.keys",
+            "SELECT * FROM jwt_rls.key_list",
+            "SELECT jwt_rls.add_hmac_key('evil', 'HS256', repeat('x', 64)::bytea)",
+            "SELECT jwt_rls.disable_key('hs256-test')",
+            "ALTER ROLE app SET jwt_rls.token = 'x.y.z'",
+            "ALTER ROLE app SET jwt_rls.issuer = 'x'",
+        ]:
+            app.execute("SAVEPOINT s")
+            try:
+                app.execute(sql)
+                failed = None
+            except psycopg.Error as e:
+                failed = e.sqlstate
+            app.execute("ROLLBACK TO SAVEPOINT s")
+            assert failed in {"28000", "22023", "42501", "42602"}, (sql, failed)
+            assert claim(app) == str(TENANT_A), sql
+        # A temp table named like the key table changes nothing: the
+        # extension only ever reads jwt_rls.keys.
+        app.execute("CREATE TEMP TABLE keys (kid text, alg text, format text, material text, enabled bool,"
+                    " not_before timestamptz, not_after timestamptz)")
+        app.execute("SET LOCAL search_path = pg_temp, public")
+        assert tenants_seen(app) == {TENANT_A}
+        # RESET only removes claims (fail closed); it never yields another tenant.
+        app.execute("RESET jwt_rls.token")
+        assert claim(app) is None and count(app) == 0
+
+
+def test_superuser_settings_are_per_database(db, cluster, hs):
+    rows = db.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0").fetchone()[0]
+    assert any(r.startswith("jwt_rls.issuer=") for r in rows)
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as conn:
+        assert conn.execute("SHOW jwt_rls.leeway").fetchone()[0] == "0"
+        assert conn.execute("SHOW jwt_rls.audience").fetchone()[0] == "invoices-api"
+
+
+def test_key_change_reaches_a_running_backend(cluster, db, signers):
+    from tokens import Signer
+    fresh = Signer(f"rotated-{uuid.uuid4().hex[:8]}", "ES256")
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as conn:
+        token = fresh.token(TENANT_A)
+        assert sqlstate(conn, "SELECT jwt_rls.authenticate(%s)", (token,)) == "28000"
+        with db.cursor() as cur:
+            fresh.install(cur)
+        with conn.transaction():
+            conn.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+            assert count(conn) == 3
+        db.execute("SELECT jwt_rls.disable_key(%s)", (fresh.kid,))
+        assert sqlstate(conn, "SELECT jwt_rls.authenticate(%s)", (token,)) == "28000"
+        conn.execute(f"SET jwt_rls.token = '{signers['RS256'].token(TENANT_B)}'")
+        assert count(conn) == 5
+        db.execute("SELECT jwt_rls.disable_key(%s)", (signers["RS256"].kid,))
+        try:
+            # A session token signed by a key disabled meanwhile stops at once.
+            assert sqlstate(conn, "SELECT count(*) FROM invoices") == "28000"
+        finally:
+            db.execute("SELECT jwt_rls.enable_key(%s)", (signers["RS256"].kid,))
+        assert count(conn) == 5
