@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test: core unit and vector tests, the SQL contract inside Postgres
+# (cargo pgrx test), then scenario tests through a real client against a
+# throwaway cluster with the freshly built extension installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_MAJOR="${PG_MAJOR:-15}"
+
+bash scripts/setup.sh
+
+echo "== core: cargo test -p jwt_rls_core"
+cargo test -p jwt_rls_core
+
+echo "== extension: cargo pgrx test (SQL contract)"
+bash scripts/pgrx-test.sh
+
+echo "== extension: install into PostgreSQL ${PG_MAJOR}"
+cargo pgrx install --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+
+echo "== scenarios: pytest tests/"
+python3 -m pytest tests -q -p no:cacheprovider
