@@ -16,6 +16,7 @@ bash scripts/pgrx-test.sh
 
 echo "== extension: install into PostgreSQL ${PG_MAJOR}"
 cargo pgrx install --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+bash scripts/check-schema.sh
 
 echo "== scenarios: pytest tests/"
 python3 -m pytest tests -q -p no:cacheprovider

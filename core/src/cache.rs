@@ -99,7 +99,7 @@ mod tests {
             c.insert(&format!("t{i}"), verified(500));
         }
         assert!(c.bytes() <= 10_000, "{}", c.bytes());
-        assert!(c.len() < 100 && c.len() > 0);
+        assert!(c.len() < 100 && !c.is_empty());
         c.insert("huge", verified(100_000));
         assert!(c.get("huge").is_none());
         c.clear();

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Fails when the SQL that pgrx generates for this version differs from the
+# reviewed copy in sql/. A released version's schema never changes: a new
+# surface needs a new version, its schema in sql/ and an upgrade script
+# sql/jwt_rls--OLD--NEW.sql. Comments (source locations) are ignored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_MAJOR="${PG_MAJOR:-15}"
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+SHAREDIR="$("/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir)"
+generated="${SHAREDIR}/extension/jwt_rls--${VERSION}.sql"
+reviewed="sql/jwt_rls--${VERSION}.sql"
+normalize() { grep -v -E '^\s*(--|/\*)' "$1" | sed '/^\s*$/d'; }
+if [ "${1:-}" = "--update" ]; then
+  cp "$generated" "$reviewed"
+  echo "check-schema: wrote $reviewed"
+  exit 0
+fi
+if ! diff -u <(normalize "$reviewed") <(normalize "$generated"); then
+  echo "check-schema: the generated schema differs from $reviewed." >&2
+  echo "  Unreleased version: run scripts/check-schema.sh --update and commit it." >&2
+  echo "  Released version: bump the version and add sql/jwt_rls--${VERSION}--NEW.sql." >&2
+  exit 1
+fi
+echo "check-schema: $reviewed matches the generated schema"
