@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: core unit and vector tests, the SQL contract inside Postgres
-# (cargo pgrx test), then scenario tests through a real client against a
-# throwaway cluster with the freshly built extension installed.
+# (cargo pgrx test), scenario and security tests through a real client
+# against a throwaway cluster with the freshly built extension installed,
+# and a short fuzzing run of the core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR="${PG_MAJOR:-15}"
@@ -11,6 +12,10 @@ bash scripts/setup.sh
 echo "== core: cargo test -p jwt_rls_core"
 cargo test -p jwt_rls_core
 
+echo "== core: fuzz smoke, scripts/fuzz.sh ${FUZZ_SECONDS:-30} (a crash fails the run)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}" > target/fuzz-smoke.log 2>&1 || { tail -50 target/fuzz-smoke.log; exit 1; }
+grep -E "^Done" target/fuzz-smoke.log
+
 echo "== extension: cargo pgrx test (SQL contract)"
 bash scripts/pgrx-test.sh
 
@@ -19,4 +24,4 @@ cargo pgrx install --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
 bash scripts/check-schema.sh
 
 echo "== scenarios: pytest tests/"
-python3 -m pytest tests -q -p no:cacheprovider
+python3 -m pytest tests -q -s -p no:cacheprovider

@@ -204,43 +204,6 @@ def test_forged_expired_and_foreign_tokens_are_refused(app, hs, signers):
         assert count(app) == 0, name
 
 
-def test_app_cannot_change_claims_or_read_keys(app, hs):
-    with app.transaction():
-        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
-        forged = hs.token(TENANT_B)[:-4] + "AAAA"
-        for sql in [
-            f"SET LOCAL jwt_rls.token = '{forged}'",
-            f"SELECT set_config('jwt_rls.token', '{forged}', true)",
-            "SET jwt_rls.issuer = 'https://evil.example'",
-            "SET jwt_rls.tenant_id_claim = 'sub'",
-            "SET jwt_rls.claims = '{}'",
-            "SELECT * FROM jwt_rls.keys",
-            "SELECT * FROM jwt_rls.key_list",
-            "SELECT jwt_rls.add_hmac_key('evil', 'HS256', repeat('x', 64)::bytea)",
-            "SELECT jwt_rls.disable_key('hs256-test')",
-            "ALTER ROLE app SET jwt_rls.token = 'x.y.z'",
-            "ALTER ROLE app SET jwt_rls.issuer = 'x'",
-        ]:
-            app.execute("SAVEPOINT s")
-            try:
-                app.execute(sql)
-                failed = None
-            except psycopg.Error as e:
-                failed = e.sqlstate
-            app.execute("ROLLBACK TO SAVEPOINT s")
-            assert failed in {"28000", "22023", "42501", "42602"}, (sql, failed)
-            assert claim(app) == str(TENANT_A), sql
-        # A temp table named like the key table changes nothing: the
-        # extension only ever reads jwt_rls.keys.
-        app.execute("CREATE TEMP TABLE keys (kid text, alg text, format text, material text, enabled bool,"
-                    " not_before timestamptz, not_after timestamptz)")
-        app.execute("SET LOCAL search_path = pg_temp, public")
-        assert tenants_seen(app) == {TENANT_A}
-        # RESET only removes claims (fail closed); it never yields another tenant.
-        app.execute("RESET jwt_rls.token")
-        assert claim(app) is None and count(app) == 0
-
-
 def test_superuser_settings_are_per_database(db, cluster, hs):
     rows = db.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0").fetchone()[0]
     assert any(r.startswith("jwt_rls.issuer=") for r in rows)

@@ -178,7 +178,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// made of harmless characters; anything else is replaced, so that messages
 /// and logs can never carry token material, control characters or SQL.
 pub fn shown(s: &str) -> String {
-    let harmless = |c: char| c.is_ascii_alphanumeric() || "-_.:+/@".contains(c);
+    let harmless = |c: char| c.is_ascii_alphanumeric() || "-_.:+@".contains(c);
     if !s.is_empty() && s.len() <= 64 && s.chars().all(harmless) {
         format!("\"{s}\"")
     } else {

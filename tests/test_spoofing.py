@@ -1,0 +1,163 @@
+"""The spoofing catalog: everything a non-superuser application role might
+try, from inside a transaction bound to tenant A, to make jwt_claim() say
+something else without presenting another validly signed token. After each
+attempt the claims must still be tenant A's (or gone, for RESET)."""
+
+import time
+
+import psycopg
+import pytest
+
+from conftest import TENANT_A, TENANT_B
+
+
+def claim(conn):
+    return conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0]
+
+
+def tenants(conn):
+    return {r[0] for r in conn.execute("SELECT tenant_id FROM invoices")}
+
+
+ATTEMPTS = [
+    # the token setting, with a token that does not verify
+    ("SET", "SET jwt_rls.token = '{forged}'"),
+    ("SET LOCAL", "SET LOCAL jwt_rls.token = '{forged}'"),
+    ("set_config local", "SELECT set_config('jwt_rls.token', '{forged}', true)"),
+    ("set_config session", "SELECT set_config('jwt_rls.token', '{forged}', false)"),
+    ("SET unsigned claims", "SET LOCAL jwt_rls.token = '{unsigned}'"),
+    ("ALTER ROLE SET token", "ALTER ROLE app SET jwt_rls.token = '{forged}'"),
+    ("function SET clause", "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql "
+                            "SET jwt_rls.token = '{forged}' AS 'SELECT 1::text'"),
+    # the settings that decide what verifies
+    *[(f"SET {s}", f"SET jwt_rls.{s} = 'x'") for s in
+      ["issuer", "audience", "required_claims", "user_id_claim", "tenant_id_claim"]],
+    *[(f"SET {s}", f"SET jwt_rls.{s} = 300") for s in ["leeway", "max_lifetime", "max_token_bytes"]],
+    ("set_config issuer", "SELECT set_config('jwt_rls.issuer', 'https://evil.example', true)"),
+    ("ALTER ROLE SET issuer", "ALTER ROLE app SET jwt_rls.issuer = 'https://evil.example'"),
+    ("ALTER ROLE SET leeway", "ALTER ROLE app SET jwt_rls.leeway = 300"),
+    ("invent a claims setting", "SET jwt_rls.claims = '{{\"tenant_id\": \"x\"}}'"),
+    ("invent a setting", "SET jwt_rls.tenant = 'x'"),
+    # keys
+    ("read the key table", "SELECT * FROM jwt_rls.keys"),
+    ("read the key list", "SELECT * FROM jwt_rls.key_list"),
+    ("write the key table", "INSERT INTO jwt_rls.keys (kid, alg, format, material) VALUES ('e', 'HS256', 'secret', 'x')"),
+    ("add a key", "SELECT jwt_rls.add_hmac_key('evil', 'HS256', repeat('x', 64)::bytea)"),
+    ("import keys", "SELECT jwt_rls.import_jwks('{{\"keys\": []}}')"),
+    ("disable a key", "SELECT jwt_rls.disable_key('hs256-test')"),
+    ("remove a key", "SELECT jwt_rls.remove_key('hs256-test')"),
+    ("call the trigger function", "SELECT jwt_rls.keys_changed()"),
+    ("drop the policy", "DROP POLICY tenant_isolation ON invoices"),
+    ("disable RLS", "ALTER TABLE invoices DISABLE ROW LEVEL SECURITY"),
+    ("become postgres", "SET ROLE postgres"),
+    ("session authorization", "SET SESSION AUTHORIZATION postgres"),
+    ("drop the extension", "DROP EXTENSION jwt_rls"),
+    ("replace jwt_claim", "CREATE OR REPLACE FUNCTION jwt_rls.jwt_claim(text) RETURNS text "
+                          "LANGUAGE sql AS $$SELECT '{tenant_b}'$$"),
+]
+
+
+@pytest.mark.parametrize("label,sql", ATTEMPTS, ids=[a[0] for a in ATTEMPTS])
+def test_attempt_changes_nothing(app, hs, label, sql):
+    forged = hs.token(TENANT_B)[:-4] + "AAAA"
+    unsigned = hs.token(TENANT_B).rsplit(".", 1)[0] + "."
+    statement = sql.format(forged=forged, unsigned=unsigned, tenant_b=TENANT_B)
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        app.execute("SAVEPOINT attempt")
+        try:
+            app.execute(statement)
+            failed = None
+        except psycopg.Error as e:
+            failed = e.sqlstate
+        app.execute("ROLLBACK TO SAVEPOINT attempt")
+        assert failed in {"28000", "22023", "42501", "42602", "0A000", "42883"}, (label, failed)
+        assert claim(app) == str(TENANT_A), label
+        assert tenants(app) == {TENANT_A}, label
+
+
+def test_reset_only_removes_claims(app, hs):
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        for statement in ["RESET jwt_rls.token", "SET LOCAL jwt_rls.token TO DEFAULT", "RESET ALL",
+                          "SET LOCAL jwt_rls.token = ''"]:
+            app.execute("SAVEPOINT s")
+            app.execute(statement)
+            assert claim(app) is None and tenants(app) == set(), statement
+            app.execute("ROLLBACK TO SAVEPOINT s")
+            assert claim(app) == str(TENANT_A)
+
+
+def test_shadow_objects_change_nothing(app, hs):
+    """Temp tables and functions named like the extension's objects, first in
+    search_path: policies hold OIDs, and the extension reads only
+    schema-qualified objects."""
+    attacker = __import__("tokens").Signer("hs256-test", "HS256")
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
+        app.execute("CREATE TEMP TABLE keys (kid text, alg text, format text, material text, enabled bool, "
+                    "not_before timestamptz, not_after timestamptz)")
+        app.execute("INSERT INTO pg_temp.keys VALUES ('hs256-test', 'HS256', 'secret', %s, true, NULL, NULL)",
+                    (__import__("hostile").b64(attacker.key),))
+        app.execute(f"CREATE FUNCTION pg_temp.jwt_claim(text) RETURNS text LANGUAGE sql AS $$SELECT '{TENANT_B}'$$")
+        app.execute("SET LOCAL search_path = pg_temp, public, jwt_rls")
+        assert tenants(app) == {TENANT_A}
+        assert app.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0] == str(TENANT_A)
+        app.execute("SAVEPOINT s")
+        with pytest.raises(psycopg.Error) as refused:
+            app.execute("SELECT jwt_rls.authenticate(%s)", (attacker.token(TENANT_B),))
+        assert refused.value.sqlstate == "28000"
+        app.execute("ROLLBACK TO SAVEPOINT s")
+        assert tenants(app) == {TENANT_A}
+
+
+def test_no_key_material_in_settings_views(app, db, hs):
+    secret_text = hs.key.hex()
+    b64 = __import__("hostile").b64(hs.key)
+    rows = app.execute("SELECT name, setting FROM pg_settings WHERE name LIKE 'jwt_rls.%'").fetchall()
+    rows += app.execute("SELECT setrole::text, array_to_string(setconfig, ',') FROM pg_db_role_setting").fetchall()
+    for row in rows:
+        assert secret_text not in str(row) and b64 not in str(row), row
+
+
+def test_no_binding_during_security_restricted_operations(cluster, db, hs):
+    """A materialized view refresh runs as a security-restricted operation:
+    code there cannot bind a token on anyone's behalf."""
+    token = hs.token(TENANT_A)
+    db.execute("CREATE SCHEMA IF NOT EXISTS scratch AUTHORIZATION app")
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        app.execute("DROP MATERIALIZED VIEW IF EXISTS scratch.mv")
+        app.execute(f"CREATE MATERIALIZED VIEW scratch.mv AS SELECT jwt_rls.authenticate('{token}') AS c WITH NO DATA")
+        with pytest.raises(psycopg.Error) as e:
+            app.execute("REFRESH MATERIALIZED VIEW scratch.mv")
+        assert e.value.sqlstate == "42501", e.value
+        app.execute("DROP MATERIALIZED VIEW scratch.mv")
+        app.execute("CREATE FUNCTION scratch.bind() RETURNS int LANGUAGE sql "
+                    f"SET jwt_rls.token = '{token}' AS 'SELECT 1'")
+        app.execute(f"CREATE MATERIALIZED VIEW scratch.mv2 AS SELECT scratch.bind() AS c WITH NO DATA")
+        with pytest.raises(psycopg.Error) as e:
+            app.execute("REFRESH MATERIALIZED VIEW scratch.mv2")
+        assert e.value.sqlstate == "42501", e.value
+        app.execute("DROP SCHEMA scratch CASCADE")
+
+
+def test_disabled_key_and_replayed_expired_token(cluster, db, signers):
+    from tokens import Signer
+    es = Signer("es256-replay", "ES256")
+    with db.cursor() as cur:
+        es.install(cur)
+    short = es.token(TENANT_A, ttl=2)
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        with app.transaction():
+            app.execute("SELECT jwt_rls.authenticate(%s)", (short,))
+            assert tenants(app) == {TENANT_A}
+        time.sleep(2.2)
+        with pytest.raises(psycopg.Error) as e:
+            app.execute("SELECT jwt_rls.authenticate(%s)", (short,))
+        assert e.value.sqlstate == "28000" and "expired" in e.value.diag.message_primary
+        fresh = es.token(TENANT_A)
+        app.execute("SELECT jwt_rls.authenticate(%s)", (fresh,))
+        db.execute("SELECT jwt_rls.disable_key('es256-replay')")
+        with pytest.raises(psycopg.Error) as e:
+            app.execute("SELECT jwt_rls.authenticate(%s)", (fresh,))
+        assert e.value.sqlstate == "28000" and "disabled" in e.value.diag.message_primary
