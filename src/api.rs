@@ -33,12 +33,12 @@ fn authenticate(token: &str) -> JsonB {
             false,
         );
     }
-    JsonB(Value::Object(verified.claims.clone()))
+    JsonB(Value::Object(verified.claims().clone()))
 }
 
 fn claim(name: &str) -> Option<String> {
     let verified = state::current().unwrap_or_else(|e| errors::raise(&e))?;
-    lookup(&verified.claims, name).and_then(text)
+    lookup(verified.claims(), name).and_then(text)
 }
 
 /// A claim of the bound token as text; dotted paths reach into objects and
@@ -53,7 +53,7 @@ fn jwt_claim(name: &str) -> Option<String> {
 #[pg_extern(stable, parallel_safe)]
 fn jwt_claims() -> Option<JsonB> {
     let verified = state::current().unwrap_or_else(|e| errors::raise(&e))?;
-    Some(JsonB(Value::Object(verified.claims.clone())))
+    Some(JsonB(Value::Object(verified.claims().clone())))
 }
 
 /// The claim named by `jwt_rls.user_id_claim` (default `sub`).

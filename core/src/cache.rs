@@ -76,13 +76,12 @@ mod tests {
     use crate::claims::Times;
 
     fn verified(payload_len: usize) -> Arc<Verified> {
-        Arc::new(Verified {
-            claims: Default::default(),
-            payload: "x".repeat(payload_len),
-            times: Times { exp: 1, nbf: None, iat: None },
-            kid: "k".into(),
-            alg: jsonwebtoken::Algorithm::HS256,
-        })
+        Arc::new(Verified::new(
+            "x".repeat(payload_len),
+            Times { exp: 1, nbf: None, iat: None },
+            "k".into(),
+            jsonwebtoken::Algorithm::HS256,
+        ))
     }
 
     #[test]

@@ -7,7 +7,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Part, Result};
+use crate::json::{self, Members};
+
+/// The registered claims validation reads, in the order of `Members`.
+const REGISTERED: [&str; 7] = ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"];
 
 /// Latest NumericDate accepted: 9999-12-31T23:59:59Z.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
@@ -76,8 +80,8 @@ fn wrong_type(claim: &str, expected: &'static str) -> Error {
 
 /// A NumericDate: an integer number of seconds in [0, MAX_NUMERIC_DATE].
 /// Floats, exponents, strings and booleans are refused rather than rounded.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>> {
-    match claims.get(name) {
+fn numeric_date(value: Option<&Value>, name: &str) -> Result<Option<i64>> {
+    match value {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
             Some(t) if (0..=MAX_NUMERIC_DATE).contains(&t) && is_plain_integer(n) => Ok(Some(t)),
@@ -93,8 +97,8 @@ fn is_plain_integer(n: &serde_json::Number) -> bool {
     n.to_string().bytes().all(|b| b.is_ascii_digit())
 }
 
-fn optional_string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
-    match claims.get(name) {
+fn optional_string<'a>(value: Option<&'a Value>, name: &str) -> Result<Option<&'a str>> {
+    match value {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(wrong_type(name, "a string")),
@@ -102,9 +106,9 @@ fn optional_string<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Opt
 }
 
 /// `aud` as a list: a string, or a non-empty array made only of strings.
-fn audiences(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>> {
+fn audiences(value: Option<&Value>) -> Result<Option<Vec<&str>>> {
     const EXPECTED: &str = "a string or an array of strings";
-    match claims.get("aud") {
+    match value {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(vec![s.as_str()])),
         Some(Value::Array(items)) if !items.is_empty() => items
@@ -116,18 +120,23 @@ fn audiences(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>> {
     }
 }
 
-/// Validates claims against the policy at `now`; returns the time claims.
-pub fn validate(claims: &Map<String, Value>, policy: &Policy, now: i64) -> Result<Times> {
-    let exp = numeric_date(claims, "exp")?.ok_or_else(|| Error::MissingClaim("exp".into()))?;
-    let times = Times { exp, nbf: numeric_date(claims, "nbf")?, iat: numeric_date(claims, "iat")? };
-    let iss = optional_string(claims, "iss")?;
-    optional_string(claims, "sub")?;
-    optional_string(claims, "jti")?;
-    let aud = audiences(claims)?;
-    for name in &policy.required {
-        if claims.get(name).is_none_or(Value::is_null) {
-            return Err(Error::MissingClaim(name.clone()));
-        }
+/// Checks a decoded payload strictly (see `json`) and validates its claims
+/// against the policy at `now`; returns the time claims.
+pub fn validate(payload: &[u8], policy: &Policy, now: i64) -> Result<Times> {
+    let found = json::members(payload, Part::Payload, &REGISTERED, &policy.required)?;
+    validate_members(&found, policy, now)
+}
+
+fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times> {
+    let get = |name: &str| found.values[REGISTERED.iter().position(|r| *r == name).unwrap_or(0)].as_ref();
+    let exp = numeric_date(get("exp"), "exp")?.ok_or_else(|| Error::MissingClaim("exp".into()))?;
+    let times = Times { exp, nbf: numeric_date(get("nbf"), "nbf")?, iat: numeric_date(get("iat"), "iat")? };
+    let iss = optional_string(get("iss"), "iss")?;
+    optional_string(get("sub"), "sub")?;
+    optional_string(get("jti"), "jti")?;
+    let aud = audiences(get("aud"))?;
+    if let Some(name) = &found.missing {
+        return Err(Error::MissingClaim(name.clone()));
     }
     times.check(now, policy.leeway)?;
     if policy.max_lifetime > 0 {
@@ -204,7 +213,11 @@ mod tests {
     }
 
     fn check(v: Value) -> Result<Times> {
-        validate(&obj(v), &policy(), NOW)
+        validate(&serde_json::to_vec(&v).unwrap(), &policy(), NOW)
+    }
+
+    fn with_policy(v: Value, p: &Policy) -> Result<Times> {
+        validate(&serde_json::to_vec(&v).unwrap(), p, NOW)
     }
 
     fn base() -> Value {
@@ -228,8 +241,8 @@ mod tests {
             assert!(matches!(check(with("exp", bad.clone())), Err(Error::ClaimType { .. })), "{bad}");
         }
         let leeway = Policy { leeway: 30, ..policy() };
-        assert!(validate(&obj(with("exp", json!(NOW - 29))), &leeway, NOW).is_ok());
-        assert!(validate(&obj(with("exp", json!(NOW - 30))), &leeway, NOW).is_err());
+        assert!(with_policy(with("exp", json!(NOW - 29)), &leeway).is_ok());
+        assert!(with_policy(with("exp", json!(NOW - 30)), &leeway).is_err());
     }
 
     #[test]
@@ -238,10 +251,10 @@ mod tests {
         assert!(check(with("nbf", json!(NOW))).is_ok());
         assert!(matches!(check(with("iat", json!(NOW + 1))), Err(Error::IssuedInFuture { .. })));
         let short = Policy { max_lifetime: 3600, ..policy() };
-        assert_eq!(validate(&obj(base()), &short, NOW).unwrap_err(), Error::MissingClaim("iat".into()));
-        assert!(validate(&obj(with("iat", json!(NOW - 10))), &short, NOW).is_ok());
+        assert_eq!(with_policy(base(), &short).unwrap_err(), Error::MissingClaim("iat".into()));
+        assert!(with_policy(with("iat", json!(NOW - 10)), &short).is_ok());
         assert!(matches!(
-            validate(&obj(with("iat", json!(NOW - 7200))), &short, NOW),
+            with_policy(with("iat", json!(NOW - 7200)), &short),
             Err(Error::LifetimeTooLong { .. })
         ));
     }
@@ -256,8 +269,8 @@ mod tests {
         assert_eq!(check(with("aud", json!("other"))).unwrap_err(), Error::Audience);
         assert_eq!(check(with("iss", json!("https://issuer.example/"))).unwrap_err(), Error::Issuer);
         let required = Policy { required: vec!["tenant_id".into()], ..policy() };
-        assert!(validate(&obj(with("tenant_id", json!(null))), &required, NOW).is_err());
-        assert!(validate(&obj(with("tenant_id", json!("t1"))), &required, NOW).is_ok());
+        assert!(with_policy(with("tenant_id", json!(null)), &required).is_err());
+        assert!(with_policy(with("tenant_id", json!("t1")), &required).is_ok());
     }
 
     #[test]

@@ -20,6 +20,18 @@ pub struct Segments<'a> {
     pub signing_input: &'a str,
 }
 
+/// The bytes a compact token may contain: base64url and '.'.
+static ALLOWED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    table
+};
+
 /// Size, alphabet and segment checks; no decoding yet.
 pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
     if token.is_empty() {
@@ -28,26 +40,25 @@ pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
     if token.len() > max_bytes {
         return Err(Error::TooLarge { size: token.len(), limit: max_bytes });
     }
-    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-    if !token.as_bytes().iter().all(allowed) {
-        return Err(Error::BadCharacter);
+    // The alphabet is checked by the base64 decoder, segment by segment
+    // (see `decode`); here only the dots are found, which vectorizes.
+    let bytes = token.as_bytes();
+    let count = bytes.iter().filter(|&&b| b == b'.').count();
+    if count != 2 {
+        return Err(if has_bad_character(bytes) { Error::BadCharacter } else { Error::SegmentCount(count + 1) });
     }
-    let dots: Vec<usize> = token.match_indices('.').map(|(i, _)| i).collect();
-    if dots.len() != 2 {
-        return Err(Error::SegmentCount(dots.len() + 1));
-    }
-    let (first, second) = (dots[0], dots[1]);
+    let first = bytes.iter().position(|&b| b == b'.').unwrap_or(0);
+    let second = first + 1 + bytes[first + 1..].iter().position(|&b| b == b'.').unwrap_or(0);
     let segments = Segments {
         header: &token[..first],
         payload: &token[first + 1..second],
         signature: &token[second + 1..],
         signing_input: &token[..second],
     };
-    if segments.header.is_empty() {
-        return Err(Error::Base64(Part::Header));
-    }
-    if segments.payload.is_empty() {
-        return Err(Error::Base64(Part::Payload));
+    for (segment, part) in [(segments.header, Part::Header), (segments.payload, Part::Payload)] {
+        if segment.is_empty() {
+            return Err(if has_bad_character(bytes) { Error::BadCharacter } else { Error::Base64(part) });
+        }
     }
     // An empty signature is refused by `decode`, after the header has been
     // read, so that an unsecured (alg "none") token is named as such.
@@ -56,11 +67,23 @@ pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
 
 /// Strict base64url: no padding, canonical trailing bits (the engine rejects
 /// non-zero unused bits and impossible lengths).
+/// A segment with a byte outside base64url (padding, '+', '/', whitespace,
+/// anything non-ASCII) is reported as such, before its encoding is judged.
 pub fn decode(segment: &str, part: Part) -> Result<Vec<u8>> {
     if segment.is_empty() {
         return Err(Error::Base64(part));
     }
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| Error::Base64(part))
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
+        if has_bad_character(segment.as_bytes()) {
+            Error::BadCharacter
+        } else {
+            Error::Base64(part)
+        }
+    })
+}
+
+fn has_bad_character(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| !ALLOWED[usize::from(b)])
 }
 
 #[cfg(test)]
@@ -71,8 +94,17 @@ mod tests {
     fn rejects_before_parsing() {
         assert_eq!(split("", 100).unwrap_err(), Error::Empty);
         assert!(matches!(split("a.b.c", 4), Err(Error::TooLarge { size: 5, limit: 4 })));
-        for bad in ["a.b.c=", "a+b.c.d", "a/b.c.d", "a .b.c", "a.b.c\n", "Bearer a.b.c", "a.b.\0"] {
+        for bad in ["a.b.c.=", "a+b.c.d.e", "a b", "a.b.c\n.", " .b"] {
             assert_eq!(split(bad, 100).unwrap_err(), Error::BadCharacter, "{bad:?}");
+        }
+        // Within three segments, the decoder finds the stray bytes.
+        for bad in ["QQ.QQ.QQ=", "Q+Q.QQ.QQ", "Q/Q.QQ.QQ", "QQ. QQ.QQ", "QQ.QQ.QQ\n", "Bearer QQ.QQ.QQ", "QQ.QQ.Q\0"] {
+            let s = split(bad, 100).unwrap();
+            let decoded = [(s.header, Part::Header), (s.payload, Part::Payload), (s.signature, Part::Signature)]
+                .into_iter()
+                .map(|(seg, part)| decode(seg, part))
+                .find(|r| r.is_err());
+            assert_eq!(decoded, Some(Err(Error::BadCharacter)), "{bad:?}");
         }
         assert_eq!(split("a.b", 100).unwrap_err(), Error::SegmentCount(2));
         assert_eq!(split("a.b.c.d", 100).unwrap_err(), Error::SegmentCount(4));

@@ -6,9 +6,10 @@
 //! that ignores them may accept a token its issuer meant differently.
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Part, Result};
+use crate::json;
 
 /// The algorithms jwt_rls verifies, by their exact JOSE names.
 pub const ALGORITHMS: [(&str, Algorithm); 12] = [
@@ -42,15 +43,19 @@ pub struct Header {
     pub kid: Option<String>,
 }
 
-const REFUSED: [&str; 4] = ["crit", "b64", "zip", "enc"];
+/// The header members read; the last four are refused when present.
+const MEMBERS: [&str; 7] = ["alg", "kid", "typ", "crit", "b64", "zip", "enc"];
 
-pub fn parse(map: &Map<String, Value>) -> Result<Header> {
-    for member in REFUSED {
-        if map.contains_key(member) {
+/// Parses and checks a decoded header.
+pub fn parse(bytes: &[u8]) -> Result<Header> {
+    let found = json::members(bytes, Part::Header, &MEMBERS, &[])?;
+    let get = |name: &str| found.values[MEMBERS.iter().position(|m| *m == name).unwrap_or(0)].as_ref();
+    for member in &MEMBERS[3..] {
+        if get(member).is_some() {
             return Err(Error::UnsupportedHeader(member));
         }
     }
-    let alg = match map.get("alg") {
+    let alg = match get("alg") {
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(Error::HeaderType("alg")),
         None => return Err(Error::UnsupportedAlg(String::new())),
@@ -59,12 +64,12 @@ pub fn parse(map: &Map<String, Value>) -> Result<Header> {
         return Err(Error::UnsecuredToken);
     }
     let alg = algorithm(alg).ok_or_else(|| Error::UnsupportedAlg(alg.to_string()))?;
-    let kid = match map.get("kid") {
+    let kid = match get("kid") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(Error::HeaderType("kid")),
     };
-    match map.get("typ") {
+    match get("typ") {
         None => {}
         Some(Value::String(t)) => {
             let ok = ["JWT", "at+jwt", "application/jwt", "application/at+jwt"];
@@ -83,7 +88,7 @@ mod tests {
     use serde_json::json;
 
     fn h(v: Value) -> Result<Header> {
-        parse(v.as_object().unwrap())
+        parse(&serde_json::to_vec(&v).unwrap())
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! before the signature is known to be good: size and alphabet, header,
 //! key selection, signature, and only then the payload and its claims.
 
+use std::sync::OnceLock;
+
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
@@ -9,25 +11,35 @@ use crate::claims::{validate, Policy, Times};
 use crate::compact::{decode, split};
 use crate::error::{Error, Part, Result};
 use crate::header::{self, algorithm_name};
-use crate::json::parse_object;
 use crate::keys::KeySet;
 
 /// A token whose signature and claims were checked.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Verified {
-    /// The payload as decoded JSON, for claim look-ups.
-    pub claims: Map<String, Value>,
-    /// The payload exactly as signed, for `jsonb` output with exact numbers.
+    /// The payload exactly as signed (strict JSON, UTF-8), for `jsonb`
+    /// output with exact numbers.
     pub payload: String,
     pub times: Times,
     pub kid: String,
     pub alg: Algorithm,
+    /// The payload decoded, built on first use: verification itself only
+    /// reads the registered claims.
+    claims: OnceLock<Map<String, Value>>,
 }
 
 impl Verified {
-    /// Rough heap footprint, for the cache's byte bound.
+    pub fn new(payload: String, times: Times, kid: String, alg: Algorithm) -> Verified {
+        Verified { payload, times, kid, alg, claims: OnceLock::new() }
+    }
+
+    /// All claims, decoded once per token.
+    pub fn claims(&self) -> &Map<String, Value> {
+        self.claims.get_or_init(|| serde_json::from_str(&self.payload).unwrap_or_default())
+    }
+
+    /// Rough heap footprint, for the cache's byte bound: the text, and the
+    /// decoded map, which costs a few times its text once built.
     pub fn approx_bytes(&self) -> usize {
-        // The decoded map costs a few times its JSON text.
         std::mem::size_of::<Self>() + self.payload.len() * 4 + self.kid.len()
     }
 }
@@ -35,9 +47,8 @@ impl Verified {
 /// Verifies `token` with `keys` under `policy` at `now` (Unix seconds).
 pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<Verified> {
     let seg = split(token, policy.max_bytes)?;
-    let header_bytes = decode(seg.header, Part::Header)?;
-    let header = header::parse(&parse_object(&header_bytes, Part::Header)?)?;
-    let payload_bytes = decode(seg.payload, Part::Payload)?;
+    let header = header::parse(&decode(seg.header, Part::Header)?)?;
+    let payload = decode(seg.payload, Part::Payload)?;
     let signature = decode(seg.signature, Part::Signature)?;
 
     let key = keys.select(header.kid.as_deref(), now)?;
@@ -52,9 +63,8 @@ pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<V
         return Err(Error::BadSignature);
     }
 
-    let claims = parse_object(&payload_bytes, Part::Payload)?;
-    let times = validate(&claims, policy, now)?;
-    // parse_object accepted the bytes, so they are UTF-8.
-    let payload = String::from_utf8(payload_bytes).map_err(|_| Error::Json(Part::Payload, "not UTF-8".into()))?;
-    Ok(Verified { claims, payload, times, kid: key.kid.clone(), alg: key.alg })
+    let times = validate(&payload, policy, now)?;
+    // The strict check accepted the bytes, so they are UTF-8.
+    let payload = String::from_utf8(payload).map_err(|_| Error::Json(Part::Payload, "not UTF-8".into()))?;
+    Ok(Verified::new(payload, times, key.kid.clone(), key.alg))
 }

@@ -34,7 +34,7 @@ fn appendix_a1_a2_a3_verify_before_their_expiry() {
         let (token, keys) = example(name);
         let v = verify(&token, &keys, &policy(), EXP - 10).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
-            Value::Object(v.claims.clone()),
+            Value::Object(v.claims().clone()),
             json!({"iss": "joe", "exp": EXP, "http://example.com/is_root": true}),
             "{name}"
         );

@@ -47,7 +47,7 @@ fn every_valid_token_verifies_with_its_claims() {
         let name = case["name"].as_str().unwrap();
         let v = verify(case["token"].as_str().unwrap(), &keys, &policy(), now())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(&Value::Object(v.claims.clone()), &case["claims"], "{name}");
+        assert_eq!(&Value::Object(v.claims().clone()), &case["claims"], "{name}");
         let reparsed: Value = serde_json::from_str(&v.payload).unwrap();
         assert_eq!(reparsed, case["claims"], "{name}: payload text");
         assert_eq!(Some(v.kid.as_str()), case["kid"].as_str(), "{name}");

@@ -1,0 +1,73 @@
+//! Verification cost per algorithm on realistic tokens (the PyJWT-signed
+//! vectors), the parts of it, and the cost of a cache hit. `scripts/bench.sh`
+//! puts these beside `openssl speed` measured in the same run.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use jwt_rls_core::cache::Cache;
+use jwt_rls_core::compact::{decode, split};
+use jwt_rls_core::error::Part;
+use jwt_rls_core::keys::parse_jwks;
+use jwt_rls_core::{verify, Format, Key, KeySet, Policy};
+use serde_json::Value;
+
+const JWKS: &str = include_str!("../tests/vectors/keys.jwks.json");
+const TOKENS: &str = include_str!("../tests/vectors/tokens.json");
+pub const ALGS: [&str; 8] = ["HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "ES384", "EdDSA"];
+
+fn keys() -> KeySet {
+    let entries = parse_jwks(JWKS).unwrap();
+    KeySet::new(entries.iter().map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap()).collect())
+}
+
+fn token(alg: &str) -> String {
+    let cases: Vec<Value> = serde_json::from_str(TOKENS).unwrap();
+    let name = format!("{alg}/valid/pyjwt");
+    cases.iter().find(|c| c["name"] == name.as_str()).unwrap()["token"].as_str().unwrap().to_string()
+}
+
+fn policy() -> Policy {
+    Policy {
+        issuers: vec!["https://issuer.example".into()],
+        audiences: vec!["jwt-rls-tests".into()],
+        ..Policy::default()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn benches(c: &mut Criterion) {
+    let keys = keys();
+    let policy = policy();
+    let now = now();
+    for alg in ALGS {
+        let t = token(alg);
+        c.bench_function(&format!("verify/{alg}"), |b| b.iter(|| verify(black_box(&t), &keys, &policy, now).unwrap()));
+        // The signature check alone, with the key already selected.
+        let seg = split(&t, policy.max_bytes).unwrap();
+        let sig = decode(seg.signature, Part::Signature).unwrap();
+        let key = keys.select(Some(&verify(&t, &keys, &policy, now).unwrap().kid), now).unwrap();
+        c.bench_function(&format!("signature/{alg}"), |b| {
+            b.iter(|| assert!(key.verify(black_box(seg.signing_input.as_bytes()), &sig)))
+        });
+    }
+    // What a repeated token costs: cache look-up, time claims, key state.
+    let t = token("RS256");
+    let mut cache = Cache::new(1000, 1 << 20);
+    cache.insert(&t, Arc::new(verify(&t, &keys, &policy, now).unwrap()));
+    c.bench_function("cache_hit/RS256", |b| {
+        b.iter(|| {
+            let hit = cache.get(black_box(&t)).unwrap();
+            hit.times.check(now, policy.leeway).unwrap();
+            keys.select(Some(&hit.kid), now).unwrap();
+        })
+    });
+}
+
+criterion_group!(benches_group, benches);
+criterion_main!(benches_group);
