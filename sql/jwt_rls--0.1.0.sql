@@ -7,6 +7,30 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:114
+
+CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
+    VOLATILE PARALLEL UNSAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
+COMMENT ON FUNCTION jwt_rls.authenticate(text) IS
+    'Verifies a JWT now, binds it to the current transaction and returns its claims';
+CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
+    STABLE PARALLEL SAFE
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL when none is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/claim_fn.rs:173
+
+CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
+    STABLE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
+    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/keystore.rs:170
 -- jwt_rls::keystore::add_hmac_key
 CREATE  FUNCTION "add_hmac_key"(
@@ -37,18 +61,7 @@ AS 'MODULE_PATHNAME', 'add_pem_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:16
--- jwt_rls::api::authenticate
-CREATE  FUNCTION "authenticate"(
-	"token" TEXT /* & str */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'authenticate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:72
+-- src/api.rs:147
 -- jwt_rls::api::cache_stats
 CREATE  FUNCTION "cache_stats"() RETURNS TABLE (
 	"entries" bigint,  /* i64 */
@@ -93,26 +106,6 @@ AS 'MODULE_PATHNAME', 'import_jwks_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:47
--- jwt_rls::api::jwt_claim
-CREATE  FUNCTION "jwt_claim"(
-	"name" TEXT /* & str */
-) RETURNS TEXT /* Option < String > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'jwt_claim_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:53
--- jwt_rls::api::jwt_claims
-CREATE  FUNCTION "jwt_claims"() RETURNS jsonb /* Option < JsonB > */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'jwt_claims_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/keystore.rs:254
 -- jwt_rls::keystore::remove_key
 CREATE  FUNCTION "remove_key"(
@@ -124,7 +117,7 @@ AS 'MODULE_PATHNAME', 'remove_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:66
+-- src/api.rs:141
 -- jwt_rls::api::tenant_id
 CREATE  FUNCTION "tenant_id"() RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE
@@ -133,7 +126,7 @@ AS 'MODULE_PATHNAME', 'tenant_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:60
+-- src/api.rs:135
 -- jwt_rls::api::user_id
 CREATE  FUNCTION "user_id"() RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE
@@ -151,7 +144,7 @@ CREATE FUNCTION "keys_changed"()
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:23
+-- src/lib.rs:24
 -- requires:
 --   keystore::keys_changed
 
@@ -183,93 +176,7 @@ CREATE TRIGGER keys_changed
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/pg_tests.rs:5
-CREATE SCHEMA IF NOT EXISTS tests; /* jwt_rls::pg_tests::tests */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:49
--- jwt_rls::pg_tests::tests::no_token_reads_null
-CREATE  FUNCTION tests."no_token_reads_null"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'no_token_reads_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:111
--- jwt_rls::pg_tests::tests::each_failure_has_its_sqlstate
-CREATE  FUNCTION tests."each_failure_has_its_sqlstate"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'each_failure_has_its_sqlstate_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:168
--- jwt_rls::pg_tests::tests::keys_are_checked_at_import
-CREATE  FUNCTION tests."keys_are_checked_at_import"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'keys_are_checked_at_import_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:217
--- jwt_rls::pg_tests::tests::policy_changes_apply_to_cached_tokens
-CREATE  FUNCTION tests."policy_changes_apply_to_cached_tokens"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'policy_changes_apply_to_cached_tokens_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:59
--- jwt_rls::pg_tests::tests::labels_in_pg_proc
-CREATE  FUNCTION tests."labels_in_pg_proc"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'labels_in_pg_proc_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:201
--- jwt_rls::pg_tests::tests::disabling_a_key_takes_effect_at_the_next_statement
-CREATE  FUNCTION tests."disabling_a_key_takes_effect_at_the_next_statement"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'disabling_a_key_takes_effect_at_the_next_statement_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:95
--- jwt_rls::pg_tests::tests::claims_are_exact_jsonb
-CREATE  FUNCTION tests."claims_are_exact_jsonb"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'claims_are_exact_jsonb_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:142
--- jwt_rls::pg_tests::tests::errors_never_carry_the_token
-CREATE  FUNCTION tests."errors_never_carry_the_token"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'errors_never_carry_the_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/pg_tests.rs:82
--- jwt_rls::pg_tests::tests::authenticate_binds_verified_claims
-CREATE  FUNCTION tests."authenticate_binds_verified_claims"() RETURNS void
-STRICT
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'authenticate_binds_verified_claims_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:54
+-- src/lib.rs:55
 -- finalize
 
 -- Key administration is for whoever the superuser grants it to.

@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod claim_fn;
 mod errors;
 mod keystore;
 mod settings;

@@ -27,6 +27,7 @@ static REQUIRED_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
+static CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static USER_ID_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"sub"));
 static TENANT_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
@@ -67,6 +68,11 @@ pub fn policy() -> Policy {
         required: list(&REQUIRED_CLAIMS),
         max_bytes: MAX_TOKEN_BYTES.get() as usize,
     }
+}
+
+/// Entries of the per-backend verification cache (0 turns it off).
+pub fn cache_entries() -> usize {
+    CACHE_ENTRIES.get().max(0) as usize
 }
 
 pub fn user_id_claim() -> String {
@@ -204,6 +210,13 @@ pub fn init() {
         c"Largest token accepted, checked before any decoding.",
         &MAX_TOKEN_BYTES,
         (256, 1024 * 1024),
+        GucFlags::default(),
+    );
+    policy_int(
+        c"jwt_rls.cache_entries",
+        c"Verified tokens each backend keeps (0 turns the cache off).",
+        &CACHE_ENTRIES,
+        (0, 100_000),
         GucFlags::default(),
     );
     for (name, description, setting) in [

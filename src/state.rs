@@ -20,9 +20,9 @@ use pgrx::pg_sys;
 use crate::keystore::{self, KEYS_GENERATION};
 use crate::settings::{self, POLICY_GENERATION, TOKEN_GENERATION};
 
-/// Entries and bytes the verification cache may hold per backend.
-pub const CACHE_ENTRIES: usize = 1000;
-pub const CACHE_BYTES: usize = 1024 * 1024;
+/// Estimated bytes the verification cache may hold per backend; the
+/// number of entries is the `jwt_rls.cache_entries` setting.
+pub const CACHE_BYTES: usize = 512 * 1024;
 
 /// What the last read resolved, and under which conditions it holds.
 struct Current {
@@ -38,6 +38,10 @@ struct Backend {
     keys: Option<(u64, Rc<KeySet>)>,
     policy: Option<(u64, Rc<Policy>)>,
     cache: Cache,
+    /// The token verified last, kept even when the cache is off or has
+    /// evicted it: binding a token checks it in authenticate(), again in
+    /// the setting's check hook, and again at the first read.
+    last: Option<(String, Arc<Verified>)>,
     current: Option<Current>,
 }
 
@@ -45,7 +49,8 @@ thread_local! {
     static BACKEND: RefCell<Backend> = RefCell::new(Backend {
         keys: None,
         policy: None,
-        cache: Cache::new(CACHE_ENTRIES, CACHE_BYTES),
+        cache: Cache::new(0, CACHE_BYTES),
+        last: None,
         current: None,
     });
 }
@@ -81,7 +86,8 @@ fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
         let p = Rc::new(settings::policy());
         BACKEND.with_borrow_mut(|b| {
             b.policy = Some((policy_generation, p.clone()));
-            b.cache.clear();
+            b.cache = Cache::new(settings::cache_entries(), CACHE_BYTES);
+            b.last = None;
         });
         p
     });
@@ -90,6 +96,7 @@ fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
         BACKEND.with_borrow_mut(|b| {
             b.keys = Some((keys_generation, k.clone()));
             b.cache.clear();
+            b.last = None;
         });
         k
     });
@@ -101,13 +108,27 @@ fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
 /// checked again on every hit.
 fn verify_at(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
     let (policy, keys) = policy_and_keys();
-    if let Some(hit) = BACKEND.with_borrow_mut(|b| b.cache.get(token)) {
-        hit.times.check(now, policy.leeway)?;
-        keys.select(Some(&hit.kid), now)?;
-        return Ok(hit);
-    }
-    let verified = Arc::new(jwt_rls_core::verify(token, &keys, &policy, now)?);
-    BACKEND.with_borrow_mut(|b| b.cache.insert(token, verified.clone()));
+    let hit = BACKEND.with_borrow_mut(|b| match &b.last {
+        Some((last, v)) if last == token => Some(v.clone()),
+        _ => b.cache.get(token),
+    });
+    let verified = match hit {
+        Some(hit) => {
+            hit.times.check(now, policy.leeway)?;
+            keys.select(Some(&hit.kid), now)?;
+            hit
+        }
+        None => {
+            let verified = Arc::new(jwt_rls_core::verify(token, &keys, &policy, now)?);
+            BACKEND.with_borrow_mut(|b| b.cache.insert(token, verified.clone()));
+            verified
+        }
+    };
+    BACKEND.with_borrow_mut(|b| {
+        if b.last.as_ref().is_none_or(|(last, _)| last != token) {
+            b.last = Some((token.to_string(), verified.clone()));
+        }
+    });
     Ok(verified)
 }
 

@@ -15,7 +15,8 @@ use lru::LruCache;
 use crate::verify::Verified;
 
 pub struct Cache {
-    entries: LruCache<String, Arc<Verified>>,
+    /// None when the cache is configured with 0 entries (off).
+    entries: Option<LruCache<String, Arc<Verified>>>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -26,25 +27,27 @@ fn entry_bytes(token: &str, v: &Verified) -> usize {
 
 impl Cache {
     pub fn new(max_entries: usize, max_bytes: usize) -> Cache {
-        let cap = NonZeroUsize::new(max_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Cache { entries: LruCache::new(cap), bytes: 0, max_bytes }
+        Cache { entries: NonZeroUsize::new(max_entries).map(LruCache::new), bytes: 0, max_bytes }
     }
 
     pub fn get(&mut self, token: &str) -> Option<Arc<Verified>> {
-        self.entries.get(token).cloned()
+        self.entries.as_mut()?.get(token).cloned()
     }
 
     pub fn insert(&mut self, token: &str, verified: Arc<Verified>) {
         let size = entry_bytes(token, &verified);
+        let Some(entries) = self.entries.as_mut() else {
+            return;
+        };
         if size > self.max_bytes {
             return;
         }
-        if let Some((old_token, old)) = self.entries.push(token.to_string(), verified) {
+        if let Some((old_token, old)) = entries.push(token.to_string(), verified) {
             self.bytes -= entry_bytes(&old_token, &old);
         }
         self.bytes += size;
         while self.bytes > self.max_bytes {
-            match self.entries.pop_lru() {
+            match entries.pop_lru() {
                 Some((t, v)) => self.bytes -= entry_bytes(&t, &v),
                 None => break,
             }
@@ -52,16 +55,18 @@ impl Cache {
     }
 
     pub fn clear(&mut self) {
-        self.entries.clear();
+        if let Some(entries) = self.entries.as_mut() {
+            entries.clear();
+        }
         self.bytes = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.as_ref().map_or(0, LruCache::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Estimated bytes held (tokens, payloads and decoded claims).
@@ -103,6 +108,13 @@ mod tests {
         assert!(c.get("huge").is_none());
         c.clear();
         assert_eq!((c.len(), c.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn zero_entries_is_off() {
+        let mut c = Cache::new(0, 1 << 20);
+        c.insert("t", verified(10));
+        assert!(c.get("t").is_none() && c.is_empty() && c.bytes() == 0);
     }
 
     #[test]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Benchmarks: builds and installs jwt_rls in release mode, then runs
+# scripts/bench.py (core beside openssl speed, pgbench pairs, scans, EXPLAIN,
+# memory) and rewrites the table in README.md. `--smoke` runs in seconds
+# and leaves the README alone (the test command uses it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_MAJOR="${PG_MAJOR:-15}"
+bash scripts/setup.sh
+cargo pgrx install --release --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+python3 scripts/bench.py "$@"
