@@ -2,7 +2,8 @@
 # Fails when the SQL that pgrx generates for this version differs from the
 # reviewed copy in sql/. A released version's schema never changes: a new
 # surface needs a new version, its schema in sql/ and an upgrade script
-# sql/jwt_rls--OLD--NEW.sql. Comments (source locations) are ignored.
+# sql/jwt_rls--OLD--NEW.sql. Comments (source locations) are ignored, and
+# so is the order of statements, which pgrx does not keep stable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR="${PG_MAJOR:-15}"
@@ -10,7 +11,15 @@ VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
 SHAREDIR="$("/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir)"
 generated="${SHAREDIR}/extension/jwt_rls--${VERSION}.sql"
 reviewed="sql/jwt_rls--${VERSION}.sql"
-normalize() { grep -v -E '^\s*(--|/\*)' "$1" | sed '/^\s*$/d'; }
+normalize() {
+  python3 - "$1" <<'PY'
+import re, sys
+text = re.sub(r"/\*.*?\*/", "", open(sys.argv[1]).read(), flags=re.S)
+lines = [l for l in text.splitlines() if l.strip() and not l.strip().startswith("--")]
+statements = re.split(r";\s*$", "\n".join(lines), flags=re.M)
+print("\n\n".join(sorted(s.strip() for s in statements if s.strip())))
+PY
+}
 if [ "${1:-}" = "--update" ]; then
   cp "$generated" "$reviewed"
   echo "check-schema: wrote $reviewed"

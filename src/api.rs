@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::ffi::CString;
 use std::sync::Arc;
 
-use jwt_rls_core::{lookup, text, Error, Verified};
+use jwt_rls_core::{Error, Verified};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::varlena::{text_to_rust_str, varsize_any};
@@ -128,7 +128,7 @@ COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL
 
 fn claim(name: &str) -> Option<String> {
     let verified = state::current().unwrap_or_else(|e| errors::raise(&e))?;
-    lookup(verified.claims(), name).and_then(text)
+    verified.claim(name)
 }
 
 /// The claim named by `jwt_rls.user_id_claim` (default `sub`).

@@ -19,7 +19,6 @@
 use std::ffi::c_char;
 use std::sync::atomic::Ordering;
 
-use jwt_rls_core::{lookup, text};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varsize_any, varsize_any_exhdr, vardata_any};
@@ -93,7 +92,7 @@ unsafe fn copy_text(t: *const pg_sys::varlena, context: pg_sys::MemoryContext) -
 fn answer(name: &[u8]) -> Option<String> {
     let name = std::str::from_utf8(name).ok()?;
     let verified = state::current().unwrap_or_else(|e| errors::raise(&e))?;
-    lookup(verified.claims(), name).and_then(text)
+    verified.claim(name)
 }
 
 unsafe fn give(fcinfo: pg_sys::FunctionCallInfo, result: *mut pg_sys::varlena) -> pg_sys::Datum {

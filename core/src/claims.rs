@@ -5,7 +5,10 @@
 //! number is refused, not skipped), `exp` is required, `nbf` and `iat` are
 //! always checked, and `exp == now` is already expired.
 
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::error::{Error, Part, Result};
 use crate::json::{self, Members};
@@ -84,17 +87,13 @@ fn numeric_date(value: Option<&Value>, name: &str) -> Result<Option<i64>> {
     match value {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
-            Some(t) if (0..=MAX_NUMERIC_DATE).contains(&t) && is_plain_integer(n) => Ok(Some(t)),
+            // Only JSON integers are i64: "1e3", "1000.0" and anything
+            // beyond i64 parse as floats (or u64) and are refused.
+            Some(t) if (0..=MAX_NUMERIC_DATE).contains(&t) => Ok(Some(t)),
             _ => Err(wrong_type(name, "an integer NumericDate")),
         },
         Some(_) => Err(wrong_type(name, "an integer NumericDate")),
     }
-}
-
-/// With exact numbers, "1e3" and "1000.0" would still read as integers;
-/// only digits are a plain integer.
-fn is_plain_integer(n: &serde_json::Number) -> bool {
-    n.to_string().bytes().all(|b| b.is_ascii_digit())
 }
 
 fn optional_string<'a>(value: Option<&'a Value>, name: &str) -> Result<Option<&'a str>> {
@@ -161,34 +160,48 @@ fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times>
     Ok(times)
 }
 
-/// A claim by name: first the top-level member of exactly that name (names
-/// such as "https://example.com/roles" contain dots), then a dotted path
-/// through objects and array indexes ("org.id", "roles.0").
-pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+/// A decoded payload: each top-level claim with its JSON text exactly as
+/// signed, so numbers of any size and precision come back unchanged.
+pub type RawClaims = HashMap<String, Box<RawValue>>;
+
+/// Decodes a payload that already passed the strict checks.
+pub fn raw_claims(payload: &str) -> RawClaims {
+    serde_json::from_str(payload).unwrap_or_default()
+}
+
+/// A claim as SQL text. The top-level member of exactly that name comes
+/// first (names such as "https://example.com/roles" contain dots); then
+/// `name` is a dotted path through objects and array indexes ("org.id",
+/// "roles.0"). Strings come unquoted, numbers, booleans, objects and arrays
+/// as their JSON text as signed; JSON null and the empty string are absent,
+/// so that a policy comparing against them fails closed.
+pub fn claim_text(claims: &RawClaims, name: &str) -> Option<String> {
     if let Some(v) = claims.get(name) {
-        return Some(v);
+        return text(v);
     }
     let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
+    let mut current: Box<RawValue> = claims.get(parts.next()?)?.clone();
     for part in parts {
-        current = match current {
-            Value::Object(m) => m.get(part)?,
-            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+        let json = current.get();
+        current = match json.as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<RawClaims>(json).ok()?.remove(part)?,
+            Some(b'[') => {
+                let mut items = serde_json::from_str::<Vec<Box<RawValue>>>(json).ok()?;
+                let i = part.parse::<usize>().ok().filter(|i| *i < items.len())?;
+                items.swap_remove(i)
+            }
             _ => return None,
         };
     }
-    Some(current)
+    text(&current)
 }
 
-/// A claim value as SQL text: strings unquoted, numbers exactly as written,
-/// objects and arrays as JSON; JSON null and the empty string are absent, so
-/// that a policy comparing against them fails closed.
-pub fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+fn text(value: &RawValue) -> Option<String> {
+    let json = value.get();
+    match json.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(json).ok().filter(|s| !s.is_empty()),
+        Some(b'n') | None => None,
+        Some(_) => Some(json.to_string()),
     }
 }
 
@@ -198,10 +211,6 @@ mod tests {
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
-    }
 
     fn policy() -> Policy {
         Policy {
@@ -240,6 +249,12 @@ mod tests {
         for bad in [json!("4102444800"), json!(4102444800.0), json!(-1), json!(1e19), json!(true), json!(null)] {
             assert!(matches!(check(with("exp", bad.clone())), Err(Error::ClaimType { .. })), "{bad}");
         }
+        let base = r#"{"iss":"https://issuer.example","aud":"api","exp":"#;
+        for literal in ["1e10", "2000000000.0", "2.0e9", "-0", "99999999999999999999"] {
+            let raw = format!("{base}{literal}}}");
+            let got = validate(raw.as_bytes(), &policy(), NOW);
+            assert!(matches!(got, Err(Error::ClaimType { .. }) | Err(Error::Expired { .. })), "{literal}: {got:?}");
+        }
         let leeway = Policy { leeway: 30, ..policy() };
         assert!(with_policy(with("exp", json!(NOW - 29)), &leeway).is_ok());
         assert!(with_policy(with("exp", json!(NOW - 30)), &leeway).is_err());
@@ -274,16 +289,24 @@ mod tests {
     }
 
     #[test]
-    fn lookup_and_text() {
-        let c = obj(json!({"org":{"id":"o1","roles":["a","b"]},"https://x.example/t":"t","e":"","n":null,"big":18446744073709551615u64}));
-        assert_eq!(lookup(&c, "org.id").and_then(text), Some("o1".into()));
-        assert_eq!(lookup(&c, "org.roles.1").and_then(text), Some("b".into()));
-        assert_eq!(lookup(&c, "org.roles").and_then(text), Some(r#"["a","b"]"#.into()));
-        assert_eq!(lookup(&c, "https://x.example/t").and_then(text), Some("t".into()));
-        assert_eq!(lookup(&c, "e").and_then(text), None);
-        assert_eq!(lookup(&c, "n").and_then(text), None);
-        assert_eq!(lookup(&c, "missing"), None);
-        assert_eq!(lookup(&c, "org.id.x"), None);
-        assert_eq!(lookup(&c, "big").and_then(text), Some("18446744073709551615".into()));
+    fn claims_as_text() {
+        let payload = r#"{"org":{"id":"o1","roles":["a","b"]},"https://x.example/t":"t","e":"","n":null,
+            "big":123456789012345678901234567890,"f":1.50,"esc":"caf\u00e9","obj":{ "k" : [1, 2] }}"#;
+        let c = raw_claims(payload);
+        let t = |name: &str| claim_text(&c, name);
+        assert_eq!(t("org.id").as_deref(), Some("o1"));
+        assert_eq!(t("org.roles.1").as_deref(), Some("b"));
+        assert_eq!(t("org.roles.2"), None);
+        assert_eq!(t("org.roles").as_deref(), Some(r#"["a","b"]"#));
+        assert_eq!(t("https://x.example/t").as_deref(), Some("t"));
+        assert_eq!(t("e"), None);
+        assert_eq!(t("n"), None);
+        assert_eq!(t("missing"), None);
+        assert_eq!(t("org.id.x"), None);
+        assert_eq!(t("big").as_deref(), Some("123456789012345678901234567890"));
+        assert_eq!(t("f").as_deref(), Some("1.50"));
+        assert_eq!(t("esc").as_deref(), Some("café"));
+        assert_eq!(t("obj").as_deref(), Some(r#"{ "k" : [1, 2] }"#));
+        assert_eq!(t("obj.k.0").as_deref(), Some("1"));
     }
 }

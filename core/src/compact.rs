@@ -41,14 +41,17 @@ pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
         return Err(Error::TooLarge { size: token.len(), limit: max_bytes });
     }
     // The alphabet is checked by the base64 decoder, segment by segment
-    // (see `decode`); here only the dots are found, which vectorizes.
+    // (see `decode`); here only the dots are found (memchr, vectorized).
     let bytes = token.as_bytes();
-    let count = bytes.iter().filter(|&&b| b == b'.').count();
-    if count != 2 {
-        return Err(if has_bad_character(bytes) { Error::BadCharacter } else { Error::SegmentCount(count + 1) });
-    }
-    let first = bytes.iter().position(|&b| b == b'.').unwrap_or(0);
-    let second = first + 1 + bytes[first + 1..].iter().position(|&b| b == b'.').unwrap_or(0);
+    let first = token.find('.');
+    let second = first.and_then(|f| token[f + 1..].find('.').map(|s| f + 1 + s));
+    let (first, second) = match (first, second) {
+        (Some(f), Some(s)) if !token[s + 1..].contains('.') => (f, s),
+        _ => {
+            let count = bytes.iter().filter(|&&b| b == b'.').count();
+            return Err(if has_bad_character(bytes) { Error::BadCharacter } else { Error::SegmentCount(count + 1) });
+        }
+    };
     let segments = Segments {
         header: &token[..first],
         payload: &token[first + 1..second],

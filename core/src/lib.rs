@@ -15,7 +15,7 @@ pub mod json;
 pub mod keys;
 pub mod verify;
 
-pub use claims::{lookup, text, Policy, Times};
+pub use claims::{Policy, Times};
 pub use error::{Class, Error, Result};
 pub use keys::{Format, Key, KeySet};
 pub use verify::{verify, Verified};

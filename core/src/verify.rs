@@ -2,15 +2,15 @@
 //! before the signature is known to be good: size and alphabet, header,
 //! key selection, signature, and only then the payload and its claims.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
 
-use crate::claims::{validate, Policy, Times};
+use crate::claims::{claim_text, raw_claims, validate, Policy, RawClaims, Times};
 use crate::compact::{decode, split};
 use crate::error::{Error, Part, Result};
-use crate::header::{self, algorithm_name};
+use crate::header::{self, algorithm_name, Header};
 use crate::keys::KeySet;
 
 /// A token whose signature and claims were checked.
@@ -24,7 +24,7 @@ pub struct Verified {
     pub alg: Algorithm,
     /// The payload decoded, built on first use: verification itself only
     /// reads the registered claims.
-    claims: OnceLock<Map<String, Value>>,
+    claims: OnceLock<RawClaims>,
 }
 
 impl Verified {
@@ -33,8 +33,13 @@ impl Verified {
     }
 
     /// All claims, decoded once per token.
-    pub fn claims(&self) -> &Map<String, Value> {
-        self.claims.get_or_init(|| serde_json::from_str(&self.payload).unwrap_or_default())
+    pub fn claims(&self) -> &RawClaims {
+        self.claims.get_or_init(|| raw_claims(&self.payload))
+    }
+
+    /// A claim as SQL text (see `claims::claim_text`).
+    pub fn claim(&self, name: &str) -> Option<String> {
+        claim_text(self.claims(), name)
     }
 
     /// Rough heap footprint, for the cache's byte bound: the text, and the
@@ -44,10 +49,26 @@ impl Verified {
     }
 }
 
+thread_local! {
+    /// The last header segment and what it parsed to. Tokens of one issuer
+    /// and key share their header byte for byte, so most verifications skip
+    /// decoding it; a different segment is parsed as usual.
+    static LAST_HEADER: RefCell<Option<(String, Header)>> = const { RefCell::new(None) };
+}
+
+fn parse_header(segment: &str) -> Result<Header> {
+    if let Some(h) = LAST_HEADER.with_borrow(|last| last.as_ref().filter(|(s, _)| s == segment).map(|(_, h)| h.clone())) {
+        return Ok(h);
+    }
+    let header = header::parse(&decode(segment, Part::Header)?)?;
+    LAST_HEADER.with_borrow_mut(|last| *last = Some((segment.to_string(), header.clone())));
+    Ok(header)
+}
+
 /// Verifies `token` with `keys` under `policy` at `now` (Unix seconds).
 pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<Verified> {
     let seg = split(token, policy.max_bytes)?;
-    let header = header::parse(&decode(seg.header, Part::Header)?)?;
+    let header = parse_header(seg.header)?;
     let payload = decode(seg.payload, Part::Payload)?;
     let signature = decode(seg.signature, Part::Signature)?;
 
@@ -59,12 +80,14 @@ pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<V
             token_alg: algorithm_name(header.alg),
         });
     }
-    if !key.verify(seg.signing_input.as_bytes(), &signature) {
+    if !key.verify_decoded(seg.signing_input.as_bytes(), &signature) {
         return Err(Error::BadSignature);
     }
 
     let times = validate(&payload, policy, now)?;
-    // The strict check accepted the bytes, so they are UTF-8.
-    let payload = String::from_utf8(payload).map_err(|_| Error::Json(Part::Payload, "not UTF-8".into()))?;
+    // SAFETY: `validate` parsed the payload as JSON from bytes: serde_json
+    // checked every string as UTF-8, and anything outside strings that is
+    // not ASCII is a syntax error, so the whole payload is UTF-8.
+    let payload = unsafe { String::from_utf8_unchecked(payload) };
     Ok(Verified::new(payload, times, key.kid.clone(), key.alg))
 }
