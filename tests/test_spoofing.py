@@ -161,3 +161,34 @@ def test_disabled_key_and_replayed_expired_token(cluster, db, signers):
         with pytest.raises(psycopg.Error) as e:
             app.execute("SELECT jwt_rls.authenticate(%s)", (fresh,))
         assert e.value.sqlstate == "28000" and "disabled" in e.value.diag.message_primary
+
+
+def test_a_token_set_before_the_library_loads_is_verified_at_load(cluster, db, hs):
+    """Until a session first calls jwt_rls, jwt_rls.token is a mere
+    placeholder that Postgres accepts unchecked. The first call loads the
+    library, which verifies the placeholder's value and drops it (with a
+    WARNING) when it does not verify: it never yields claims."""
+    forged = hs.token(TENANT_B)[:-4] + "AAAA"
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        warnings = []
+        app.add_notice_handler(lambda d: warnings.append(d.message_primary))
+        app.execute(f"SET jwt_rls.token = '{forged}'")
+        assert claim(app) is None
+        assert tenants(app) == set()
+        assert "token signature is invalid" in warnings, warnings
+    good = hs.token(TENANT_B)
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        app.execute(f"SET jwt_rls.token = '{good}'")
+        assert tenants(app) == {TENANT_B}
+
+
+def test_session_preload_makes_set_verify_at_once(cluster, db, hs):
+    forged = hs.token(TENANT_B)[:-4] + "AAAA"
+    db.execute("ALTER ROLE app SET session_preload_libraries = 'jwt_rls'")
+    try:
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+            with pytest.raises(psycopg.Error) as e:
+                app.execute(f"SET jwt_rls.token = '{forged}'")
+            assert e.value.sqlstate == "28000"
+    finally:
+        db.execute("ALTER ROLE app RESET session_preload_libraries")
