@@ -164,7 +164,7 @@ def pair(cluster, name, ours, theirs, seconds, rounds, mode, defines):
 
 def bench_sql(cluster, smoke):
     log("== SQL: pgbench pairs (2 clients; BEGIN; bind; 10-row RLS select; COMMIT)")
-    seconds, rounds = (1, 1) if smoke else (5, 2)
+    seconds, rounds = (1, 1) if smoke else (4, 3)
     signers = {alg: Signer(f"bench-{alg.lower()}", alg) for alg in ["HS256", "RS256", "ES256"]}
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         admin.execute(SCHEMA)
@@ -195,6 +195,8 @@ def bench_sql(cluster, smoke):
             fresh = FRESH.format(n=n_fresh)
             pair(cluster, f"{alg} authenticate, fresh token", fresh + SCRIPTS["jwt"], fresh + SCRIPTS["pgrst"],
                  seconds, rounds, "prepared", {})
+            pair(cluster, f"{alg} SET LOCAL, fresh token", fresh + SCRIPTS["jwt_set"], fresh + SCRIPTS["pgrst_set"],
+                 seconds, rounds, "simple", {})
             admin.execute("ALTER ROLE app RESET jwt_rls.cache_entries")
 
 

@@ -23,5 +23,9 @@ echo "== extension: install into PostgreSQL ${PG_MAJOR}"
 cargo pgrx install --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
 bash scripts/check-schema.sh
 
+echo "== benchmarks, smoke run (checks the scripts run; the numbers mean nothing here)"
+python3 scripts/bench.py --smoke > target/bench-smoke.log 2>&1 || { tail -40 target/bench-smoke.log; exit 1; }
+tail -3 target/bench-smoke.log
+
 echo "== scenarios: pytest tests/"
 python3 -m pytest tests -q -s -p no:cacheprovider

