@@ -15,7 +15,6 @@ import os
 import platform
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,7 +203,7 @@ def bench_sql(cluster, smoke):
 
 def bench_scan(cluster, smoke):
     rows = 100_000 if smoke else 1_000_000
-    runs = 3 if smoke else 15
+    runs = 3 if smoke else 21
     log(f"== sequential scan of {rows:,} rows / 100 tenants: count(*) under each policy form")
     signer = Signer("scan-hs", "HS256")
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
@@ -219,8 +218,9 @@ def bench_scan(cluster, smoke):
             "PostgREST-style current_setting": "tenant_id = current_setting('request.jwt.claims', true)::jsonb ->> 'tenant_id'",
         }
         for i, (label, expr) in enumerate(forms.items()):
-            admin.execute(f"DROP ROLE IF EXISTS scan{i}")
-            admin.execute(f"CREATE ROLE scan{i} LOGIN")
+            admin.execute(f"DROP POLICY IF EXISTS p{i} ON scan_rows")
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (f"scan{i}",)).fetchone():
+                admin.execute(f"CREATE ROLE scan{i} LOGIN")
             admin.execute(f"GRANT USAGE ON SCHEMA jwt_rls TO scan{i}")
             admin.execute(f"GRANT SELECT ON scan_rows TO scan{i}")
             admin.execute(f"CREATE POLICY p{i} ON scan_rows TO scan{i} USING ({expr})")
@@ -246,11 +246,13 @@ def bench_scan(cluster, smoke):
             counts.add(c.execute(q).fetchone()[0])
             times[label].append((time.perf_counter() - started) * 1000)
     assert counts == {rows // 100}, counts
-    base = statistics.median(times["literal predicate"])
+    # The fastest of the interleaved runs: on a shared machine interference
+    # only ever adds time, so the minimum is the steadiest estimate.
+    base = min(times["literal predicate"])
     targets = {"bare jwt_claim()": 1.5, "recommended (SELECT jwt_claim())": 1.1}
     results["scan"] = []
     for label, ts in times.items():
-        ms = statistics.median(ts)
+        ms = min(ts)
         log(f"  {label:36} {ms:8.1f} ms   ratio to literal {ms / base:5.2f}")
         results["scan"].append((label, ms, ms / base, targets.get(label)))
     for c, _ in conns.values():
@@ -336,7 +338,8 @@ def readme_table():
               "| pgbench, 2 clients, TPS | jwt_rls | PostgREST-style | ratio | target ≥ 0.9x |", "|---|---|---|---|---|"]
     for name, a, b, r in results["tps"]:
         lines.append(f"| {name} | {a:.0f} | {b:.0f} | {r:.2f} | {verdict(r >= 0.9)} |")
-    lines += ["", "| sequential scan, 1M rows / 100 tenants | ms | ratio to literal | target |", "|---|---|---|---|"]
+    lines += ["", "| sequential scan, 1M rows / 100 tenants (fastest of 21) | ms | ratio to literal | target |",
+              "|---|---|---|---|"]
     for label, ms, ratio, target in results["scan"]:
         lines.append(f"| {label} | {ms:.1f} | {ratio:.2f} | "
                      f"{'≤ %.1fx %s' % (target, verdict(ratio <= target)) if target else ''} |")
