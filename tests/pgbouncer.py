@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import tempfile
 
-from pgcluster import as_postgres, free_port, wait_for
+from pgcluster import as_postgres, free_port, read_text, wait_for
 
 
 class PgBouncer:
@@ -55,11 +55,7 @@ ignore_startup_parameters = extra_float_digits
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def read_log(self):
-        try:
-            with open(self.log) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log)
 
     def dsn(self, dbname="postgres"):
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user=app"

@@ -69,24 +69,23 @@ class Cluster:
         parts += [f"{k}={v}" for k, v in extra.items()]
         return " ".join(parts)
 
-    def psql(self, sql, user="postgres", dbname="postgres"):
-        out = subprocess.run([f"{PG_BIN}/psql", "-X", "-v", "ON_ERROR_STOP=1", "-At",
-                              self.dsn(user, dbname), "-c", sql],
-                             check=True, capture_output=True, text=True)
-        return out.stdout
-
     def server_log(self):
-        try:
-            with open(self.log) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log)
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         self.remove()
+
+
+def read_text(path):
+    """A log file's text, or "" before the server has written one."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def wait_for(predicate, timeout=30, step=0.1):
