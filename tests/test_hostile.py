@@ -16,7 +16,8 @@ VECTORS = os.path.join(os.path.dirname(__file__), "..", "core", "tests", "vector
 
 
 def make_db(admin, name, settings):
-    admin.execute(f"CREATE DATABASE {name}")
+    # template0: autovacuum never holds it, unlike template1 during a busy run.
+    admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
     for key, value in settings.items():
         admin.execute(f"ALTER DATABASE {name} SET jwt_rls.{key} = '{value}'")
 
