@@ -126,21 +126,17 @@ COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL
     name = "authenticate"
 );
 
-fn claim(name: &str) -> Option<String> {
-    let verified = state::current().unwrap_or_else(|e| errors::raise(&e))?;
-    verified.claim(name)
-}
 
 /// The claim named by `jwt_rls.user_id_claim` (default `sub`).
 #[pg_extern(stable, parallel_safe)]
 fn user_id() -> Option<String> {
-    claim(&settings::user_id_claim())
+    state::current_claim(&settings::user_id_claim())
 }
 
 /// The claim named by `jwt_rls.tenant_id_claim` (default `tenant_id`).
 #[pg_extern(stable, parallel_safe)]
 fn tenant_id() -> Option<String> {
-    claim(&settings::tenant_id_claim())
+    state::current_claim(&settings::tenant_id_claim())
 }
 
 /// This backend's verification cache: entries and estimated bytes.

@@ -17,56 +17,22 @@
 //! per-call error guards, which would cost more than the rest of the call.
 
 use std::ffi::c_char;
-use std::sync::atomic::Ordering;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, varsize_any, varsize_any_exhdr, vardata_any};
 
-use crate::keystore::KEYS_GENERATION;
-use crate::settings::{self, POLICY_GENERATION, TOKEN_GENERATION};
-use crate::{errors, state};
+use crate::state::{self, Conditions};
 
 /// What one call site remembers, allocated in its fn_mcxt.
 #[repr(C)]
 struct CallSite {
-    token: *const c_char,
-    token_generation: u64,
-    policy_generation: u64,
-    keys_generation: u64,
-    statement: pg_sys::TimestampTz,
+    conditions: Conditions,
     /// Copy of the claim name (a text), to compare by content: a pointer to
     /// a row's value can be reused for another row.
     name: *mut pg_sys::varlena,
     /// The answer (a text), or null for SQL NULL.
     result: *mut pg_sys::varlena,
-}
-
-#[derive(PartialEq)]
-struct Conditions {
-    token: *const c_char,
-    token_generation: u64,
-    policy_generation: u64,
-    keys_generation: u64,
-    statement: pg_sys::TimestampTz,
-}
-
-unsafe extern "C" {
-    /// The same symbol as `pg_sys::GetCurrentStatementStartTimestamp`, bound
-    /// without pgrx's error guard: it only reads a variable, so it cannot
-    /// raise an error.
-    #[link_name = "GetCurrentStatementStartTimestamp"]
-    fn statement_start_unguarded() -> pg_sys::TimestampTz;
-}
-
-fn conditions() -> Conditions {
-    Conditions {
-        token: settings::token_ptr(),
-        token_generation: TOKEN_GENERATION.load(Ordering::Relaxed),
-        policy_generation: POLICY_GENERATION.load(Ordering::Relaxed),
-        keys_generation: KEYS_GENERATION.load(Ordering::Relaxed),
-        statement: unsafe { statement_start_unguarded() },
-    }
 }
 
 /// Whether a text needs detoasting before its bytes can be read
@@ -90,9 +56,7 @@ unsafe fn copy_text(t: *const pg_sys::varlena, context: pg_sys::MemoryContext) -
 }
 
 fn answer(name: &[u8]) -> Option<String> {
-    let name = std::str::from_utf8(name).ok()?;
-    let verified = state::current().unwrap_or_else(|e| errors::raise(&e))?;
-    verified.claim(name)
+    state::current_claim(std::str::from_utf8(name).ok()?)
 }
 
 unsafe fn give(fcinfo: pg_sys::FunctionCallInfo, result: *mut pg_sys::varlena) -> pg_sys::Datum {
@@ -116,19 +80,12 @@ pub unsafe extern "C-unwind" fn jwt_claim_c(fcinfo: pg_sys::FunctionCallInfo) ->
     unsafe {
         let arg: *mut pg_sys::varlena = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr();
         let name = if needs_detoast(arg) { pg_sys::pg_detoast_datum_packed(arg) } else { arg };
-        let now = conditions();
+        let now = state::conditions();
         let flinfo = (*fcinfo).flinfo;
         let site = (*flinfo).fn_extra as *mut CallSite;
         if !site.is_null() {
             let s = &*site;
-            let same = Conditions {
-                token: s.token,
-                token_generation: s.token_generation,
-                policy_generation: s.policy_generation,
-                keys_generation: s.keys_generation,
-                statement: s.statement,
-            } == now;
-            if same && text_bytes(s.name) == text_bytes(name) {
+            if s.conditions == now && text_bytes(s.name) == text_bytes(name) {
                 return give(fcinfo, s.result);
             }
         }
@@ -157,11 +114,7 @@ pub unsafe extern "C-unwind" fn jwt_claim_c(fcinfo: pg_sys::FunctionCallInfo) ->
             None => std::ptr::null_mut(),
         };
         *site = CallSite {
-            token: now.token,
-            token_generation: now.token_generation,
-            policy_generation: now.policy_generation,
-            keys_generation: now.keys_generation,
-            statement: now.statement,
+            conditions: now,
             name: copy_text(name, context),
             result,
         };

@@ -18,19 +18,47 @@ use jwt_rls_core::{Error, KeySet, Policy, Verified};
 use pgrx::pg_sys;
 
 use crate::keystore::{self, KEYS_GENERATION};
+use crate::errors;
 use crate::settings::{self, POLICY_GENERATION, TOKEN_GENERATION};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
 pub const CACHE_BYTES: usize = 512 * 1024;
 
+/// Everything a resolved claim depends on: the bound token value (its
+/// pointer identifies it: Postgres allocates a new one per SET) and its
+/// generation, the policy and key generations, and the statement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Conditions {
+    pub token: *const c_char,
+    pub token_generation: u64,
+    pub policy_generation: u64,
+    pub keys_generation: u64,
+    pub statement: pg_sys::TimestampTz,
+}
+
+unsafe extern "C" {
+    /// The same symbol as `pg_sys::GetCurrentStatementStartTimestamp`, bound
+    /// without pgrx's error guard: it only reads a variable, so it cannot
+    /// raise an error, and it runs on every jwt_claim() call.
+    #[link_name = "GetCurrentStatementStartTimestamp"]
+    fn statement_start_unguarded() -> pg_sys::TimestampTz;
+}
+
+/// The conditions right now; reads only variables, never raises.
+pub fn conditions() -> Conditions {
+    Conditions {
+        token: settings::token_ptr(),
+        token_generation: TOKEN_GENERATION.load(Ordering::Relaxed),
+        policy_generation: POLICY_GENERATION.load(Ordering::Relaxed),
+        keys_generation: KEYS_GENERATION.load(Ordering::Relaxed),
+        statement: unsafe { statement_start_unguarded() },
+    }
+}
+
 /// What the last read resolved, and under which conditions it holds.
 struct Current {
-    token: *const c_char,
-    token_generation: u64,
-    policy_generation: u64,
-    keys_generation: u64,
-    statement_start: pg_sys::TimestampTz,
+    conditions: Conditions,
     verified: Option<Arc<Verified>>,
 }
 
@@ -68,7 +96,7 @@ pub fn unix_seconds(ts: pg_sys::TimestampTz) -> i64 {
 /// workers, and new for every statement, so an expired token stops working
 /// at the next statement even inside one transaction.
 fn statement_start() -> pg_sys::TimestampTz {
-    unsafe { pg_sys::GetCurrentStatementStartTimestamp() }
+    unsafe { statement_start_unguarded() }
 }
 
 /// The policy and keys for this moment, reloaded when their generation
@@ -141,51 +169,35 @@ pub fn verify_now(token: &str) -> Result<Arc<Verified>, Error> {
 /// A bound token that no longer verifies (expired, key disabled) is an
 /// error, never "no claims" that a careless policy could read as "all".
 pub fn current() -> Result<Option<Arc<Verified>>, Error> {
-    let token = settings::token_ptr();
-    let statement = statement_start();
-    let token_generation = TOKEN_GENERATION.load(Ordering::Relaxed);
-    let policy_generation = POLICY_GENERATION.load(Ordering::Relaxed);
-    let keys_generation = KEYS_GENERATION.load(Ordering::Relaxed);
-
+    let now = conditions();
     let fresh = BACKEND.with_borrow(|b| match &b.current {
-        Some(c)
-            if c.token == token
-                && c.token_generation == token_generation
-                && c.policy_generation == policy_generation
-                && c.keys_generation == keys_generation
-                && c.statement_start == statement =>
-        {
-            Some(c.verified.clone())
-        }
+        Some(c) if c.conditions == now => Some(c.verified.clone()),
         _ => None,
     });
     if let Some(verified) = fresh {
         return Ok(verified);
     }
 
-    let verified = if token.is_null() {
+    let verified = if now.token.is_null() {
         None
     } else {
         // SAFETY: a GUC string value is a NUL-terminated C string.
-        let text = unsafe { CStr::from_ptr(token) };
+        let text = unsafe { CStr::from_ptr(now.token) };
         if text.is_empty() {
             None
         } else {
             let text = text.to_str().map_err(|_| Error::BadCharacter)?;
-            Some(verify_at(text, unix_seconds(statement))?)
+            Some(verify_at(text, unix_seconds(now.statement))?)
         }
     };
-    BACKEND.with_borrow_mut(|b| {
-        b.current = Some(Current {
-            token,
-            token_generation,
-            policy_generation,
-            keys_generation,
-            statement_start: statement,
-            verified: verified.clone(),
-        })
-    });
+    BACKEND.with_borrow_mut(|b| b.current = Some(Current { conditions: now, verified: verified.clone() }));
     Ok(verified)
+}
+
+/// A claim of the bound token as text (NULL semantics of jwt_claim); raises
+/// when the bound token no longer verifies.
+pub fn current_claim(name: &str) -> Option<String> {
+    current().unwrap_or_else(|e| errors::raise(&e))?.claim(name)
 }
 
 /// Entries and estimated bytes held by this backend's cache.
