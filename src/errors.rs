@@ -1,13 +1,17 @@
 //! The one place where core errors become Postgres errors: SQLSTATE,
 //! message, DETAIL and HINT. Nothing here ever formats the token.
+//!
+//! The core knows nothing of the extension; where an error is about a
+//! setting, the DETAIL and HINT here name it.
 
-use std::ffi::CString;
+use std::ffi::{c_char, CString};
 
 use jwt_rls_core::{Class, Error};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+/// The SQLSTATE of each class of core error.
 fn sqlstate(e: &Error) -> PgSqlErrorCode {
     match e.class() {
         Class::Malformed | Class::BadKey => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -15,6 +19,22 @@ fn sqlstate(e: &Error) -> PgSqlErrorCode {
     }
 }
 
+/// The DETAIL line: the core's, except where the limit is a setting.
+fn detail(e: &Error) -> Option<String> {
+    Some(match e {
+        Error::TooLarge { size, limit } => {
+            format!("The token is {size} bytes; jwt_rls.max_token_bytes is {limit}.")
+        }
+        Error::LifetimeTooLong { lifetime, max } => {
+            format!("exp - iat is {lifetime} s; jwt_rls.max_lifetime is {max} s.")
+        }
+        Error::Issuer => "The iss claim is not in jwt_rls.issuer.".into(),
+        Error::Audience => "The aud claim names no audience in jwt_rls.audience.".into(),
+        _ => return e.detail(),
+    })
+}
+
+/// The HINT line: what the user or an administrator can do about it.
 fn hint(e: &Error) -> Option<&'static str> {
     use Error::*;
     Some(match e {
@@ -29,10 +49,21 @@ fn hint(e: &Error) -> Option<&'static str> {
     })
 }
 
-/// Raises `e` as an ERROR.
-pub fn raise(e: &Error) -> ! {
-    let mut report = ErrorReport::new(sqlstate(e), e.message(), function_name!());
-    if let Some(d) = e.detail() {
+/// Raises a core error as an ERROR, reported (in the LOCATION that
+/// `VERBOSITY verbose` and the server log show) as coming from the caller's
+/// function and line.
+macro_rules! raise {
+    ($e:expr) => {
+        $crate::errors::raise_in($e, pgrx::function_name!())
+    };
+}
+pub(crate) use raise;
+
+/// Raises `e` as an ERROR from `function` (use `raise!`).
+#[track_caller]
+pub fn raise_in(e: &Error, function: &'static str) -> ! {
+    let mut report = ErrorReport::new(sqlstate(e), e.message(), function);
+    if let Some(d) = detail(e) {
         report = report.set_detail(d);
     }
     if let Some(h) = hint(e) {
@@ -43,27 +74,46 @@ pub fn raise(e: &Error) -> ! {
 }
 
 /// Raises a privilege error (SQLSTATE 42501).
+#[track_caller]
 pub fn forbidden(message: &str) -> ! {
-    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message);
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        message
+    );
 }
 
-fn guc_string(s: &str) -> *mut std::ffi::c_char {
+/// Raises an internal error (SQLSTATE XX000) for a case that cannot
+/// happen, so that it is reported as a bug in jwt_rls and never mistaken
+/// for a problem with the user's input.
+#[track_caller]
+pub fn internal(what: &str) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        "jwt_rls internal error",
+        format!("{what}; please report this as a bug.")
+    );
+}
+
+/// A palloc'd copy of `s` for the GUC check-hook error fields.
+fn guc_string(s: &str) -> *mut c_char {
     let c = CString::new(s.replace('\0', "")).unwrap_or_default();
-    // SAFETY: the GUC machinery expects palloc'd strings here.
+    // SAFETY: pstrdup copies a NUL-terminated string into the current
+    // memory context, which is what the GUC_check_err*_string fields hold.
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
 /// Fills the GUC check-hook error fields, so that a refused SET reports
-/// our message and SQLSTATE instead of quoting the value (the token).
+/// our message, DETAIL, HINT and SQLSTATE instead of quoting the value
+/// (the token).
 pub fn guc_check_failed(e: &Error) {
-    let code = match e.class() {
-        Class::Rejected => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        _ => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-    };
+    // SAFETY: called only from a GUC check hook, which is when Postgres
+    // reads these backend-global fields; the strings are palloc'd.
     unsafe {
-        pg_sys::GUC_check_errcode(code as i32);
+        pg_sys::GUC_check_errcode(sqlstate(e) as i32);
         pg_sys::GUC_check_errmsg_string = guc_string(&e.message());
-        if let Some(d) = e.detail() {
+        if let Some(d) = detail(e) {
             pg_sys::GUC_check_errdetail_string = guc_string(&d);
         }
         if let Some(h) = hint(e) {

@@ -1,5 +1,5 @@
-//! The key table, `jwt_rls.keys`: loading it for verification, noticing
-//! changes, and the admin functions that write it.
+//! The key table, `jwt_rls.keys`: its DDL, loading it for verification,
+//! noticing changes, and the admin functions that write it.
 //!
 //! Application roles cannot read the table, so keys are loaded with the
 //! table owner's rights inside a security-restricted operation, by a query
@@ -18,8 +18,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgRelation};
 
+use crate::clock::unix_seconds;
 use crate::errors;
-use crate::state::unix_seconds;
 
 /// Bumped when `jwt_rls.keys` changes in any backend (or on a cache reset).
 pub static KEYS_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -35,10 +35,16 @@ unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys:
 }
 
 pub fn init() {
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0)) };
+    // SAFETY: called once from _PG_init; the callback is a #[pg_guard]
+    // function that only bumps a counter.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0))
+    };
 }
 
 fn keys_table() -> Option<pg_sys::Oid> {
+    // SAFETY: catalog lookups by 'static NUL-terminated names; with
+    // missing_ok they return InvalidOid instead of raising.
     unsafe {
         let schema = pg_sys::get_namespace_oid(c"jwt_rls".as_ptr(), true);
         if schema == pg_sys::InvalidOid {
@@ -60,7 +66,8 @@ struct Row {
 }
 
 fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
-    ts.filter(|t| t.is_finite()).map(|t| unix_seconds(pg_sys::TimestampTz::from(t)))
+    ts.filter(|t| t.is_finite())
+        .map(|t| unix_seconds(pg_sys::TimestampTz::from(t)))
 }
 
 fn read_rows() -> Vec<Row> {
@@ -94,21 +101,34 @@ pub fn load() -> KeySet {
         return KeySet::default();
     };
     KEYS_TABLE.store(table.to_u32(), Ordering::Relaxed);
+    // SAFETY: `table` is an existing relation's OID (just looked up); the
+    // lock keeps its pg_class row valid while we read the owner.
     let owner = unsafe {
         let rel = PgRelation::with_lock(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         (*rel.rd_rel).relowner
     };
     let (mut saved_user, mut saved_context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: writes the current user and security context into our locals.
     unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
-    let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+    let restricted =
+        (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+    // SAFETY: this is how Postgres itself runs code as a table owner (e.g.
+    // for index expressions and REFRESH MATERIALIZED VIEW): switch to the
+    // owner inside a security-restricted operation, in which nothing the
+    // query could reach may change session state, and restore the saved
+    // user and context on every exit. The `finally` below restores them
+    // whether read_rows returns or raises; the query calls no function or
+    // operator that a crafted search_path could replace.
     unsafe { pg_sys::SetUserIdAndSecContext(owner, saved_context | restricted) };
     let rows = PgTryBuilder::new(read_rows)
+        // SAFETY: restores exactly what GetUserIdAndSecContext saved.
         .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) })
         .execute();
 
     let mut keys = Vec::with_capacity(rows.len());
     for row in rows {
-        let built = Format::from_name(&row.format).and_then(|f| Key::new(&row.kid, &row.alg, f, &row.material));
+        let built = Format::from_name(&row.format)
+            .and_then(|f| Key::new(&row.kid, &row.alg, f, &row.material));
         match built {
             Ok(mut key) => {
                 key.enabled = row.enabled;
@@ -120,12 +140,47 @@ pub fn load() -> KeySet {
                 WARNING,
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 "an unusable key in jwt_rls.keys is ignored",
-                format!("Key {}: {}.", jwt_rls_core::error::shown(&row.kid), e.message())
+                format!(
+                    "Key {}: {}.",
+                    jwt_rls_core::error::shown(&row.kid),
+                    e.message()
+                )
             ),
         }
     }
     KeySet::new(keys)
 }
+
+extension_sql!(
+    r#"
+CREATE TABLE jwt_rls.keys (
+    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
+    alg        text NOT NULL CHECK (alg IN ('HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512',
+                                            'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'EdDSA')),
+    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
+    material   text NOT NULL,
+    enabled    boolean NOT NULL DEFAULT true,
+    not_before timestamptz,
+    not_after  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
+);
+COMMENT ON TABLE jwt_rls.keys IS 'Verification keys; secrets, readable by no application role';
+REVOKE ALL ON jwt_rls.keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.keys', '');
+
+CREATE VIEW jwt_rls.key_list AS
+    SELECT kid, alg, format, enabled, not_before, not_after, created_at FROM jwt_rls.keys;
+COMMENT ON VIEW jwt_rls.key_list IS 'The key table without key material';
+REVOKE ALL ON jwt_rls.key_list FROM PUBLIC;
+
+CREATE TRIGGER keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.keys_changed();
+"#,
+    name = "key_table",
+    requires = [keys_changed]
+);
 
 /// Statement trigger on jwt_rls.keys: queue the invalidation that tells
 /// every backend to reload keys once this transaction commits.
@@ -133,12 +188,14 @@ pub fn load() -> KeySet {
 fn keys_changed<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
+    // SAFETY: the trigger's relation OID names an existing relation; this
+    // only queues an invalidation message sent at commit.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(trigger.relid()?) };
     Ok(None)
 }
 
 fn check_or_raise<T>(r: jwt_rls_core::Result<T>) -> T {
-    r.unwrap_or_else(|e| errors::raise(&e))
+    r.unwrap_or_else(|e| errors::raise!(&e))
 }
 
 fn insert_key(
@@ -175,7 +232,14 @@ fn add_hmac_key(
     not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
     not_after: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) {
-    insert_key(kid, alg, Format::Secret, &encode_secret(secret), not_before, not_after);
+    insert_key(
+        kid,
+        alg,
+        Format::Secret,
+        &encode_secret(secret),
+        not_before,
+        not_after,
+    );
 }
 
 /// Adds a public key in PEM (SubjectPublicKeyInfo, or PKCS#1 for RSA) for
@@ -201,13 +265,13 @@ fn import_jwks(jwks: JsonB) -> i32 {
     let mut added = 0;
     for e in entries {
         let existing: Option<String> = Spi::get_one_with_args(
-            "SELECT alg || ' ' || material FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1",
+            "SELECT (SELECT alg OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) material FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1)",
             &[e.kid.as_str().into()],
         )
-        .unwrap_or(None);
+        .unwrap_or_else(|e| error!("jwt_rls could not read its key table: {e}"));
         match existing {
             Some(stored) if stored == format!("{} {}", e.alg, e.material) => {}
-            Some(_) => errors::raise(&jwt_rls_core::Error::Key(format!(
+            Some(_) => errors::raise!(&jwt_rls_core::Error::Key(format!(
                 "kid {} already holds a different key; remove it first",
                 jwt_rls_core::error::shown(&e.kid)
             ))),
@@ -254,5 +318,8 @@ fn enable_key(kid: &str) -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 fn remove_key(kid: &str) -> bool {
     check_or_raise(check_kid(kid));
-    modify("DELETE FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1", &[kid.into()]) > 0
+    modify(
+        "DELETE FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1",
+        &[kid.into()],
+    ) > 0
 }

@@ -1,14 +1,12 @@
-//! The extension's settings (GUCs).
+//! The administrator's settings (GUCs): the validation policy, the cache
+//! size and the claim names of the typed helpers.
 //!
-//! `jwt_rls.token` is the one users set: it is where Postgres itself scopes
-//! the bound token (SET LOCAL, savepoints, DISCARD ALL, parallel workers).
-//! Its check hook verifies a new value so a bad token fails at SET time; the
-//! claims are nevertheless re-verified (from the cache) at every read, so a
-//! value that reached the setting some other way is never trusted.
+//! They are superuser-only (PGC_SUSET) and can be set per database with
+//! ALTER DATABASE ... SET. Every assignment bumps a generation counter, so
+//! cached verifications never outlive a policy change.
 //!
-//! The validation policy settings are superuser-only (PGC_SUSET) and can be
-//! set per database with ALTER DATABASE ... SET. Every assignment bumps a
-//! generation counter, so cached verifications never outlive a policy change.
+//! The one setting users set, `jwt_rls.token`, lives with the state it feeds
+//! (`state.rs`); this module depends on nothing else in the crate.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +16,6 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::{errors, state};
-
-pub static TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REQUIRED_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -28,25 +23,19 @@ static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
-static USER_ID_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"sub"));
+static USER_ID_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"sub"));
 static TENANT_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
-/// Bumped whenever `jwt_rls.token` takes a new value (including the
-/// restores Postgres does at COMMIT, ROLLBACK and ROLLBACK TO SAVEPOINT).
-pub static TOKEN_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Bumped whenever a validation policy setting changes.
 pub static POLICY_GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// The bound token as Postgres holds it, without copying; None when unset.
-/// The pointer identifies the value: Postgres allocates a new one per SET.
-pub fn token_ptr() -> *const c_char {
-    // SAFETY: the GUC machinery owns this pointer; we only read it.
-    unsafe { *TOKEN.as_ptr() }
-}
-
 fn string_setting(setting: &GucSetting<Option<CString>>) -> String {
-    setting.get().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn list(setting: &GucSetting<Option<CString>>) -> Vec<String> {
@@ -83,6 +72,8 @@ pub fn tenant_id_claim() -> String {
     string_setting(&TENANT_ID_CLAIM)
 }
 
+// The assign hooks only bump a counter: the settings' values are read when
+// the policy is rebuilt (`policy()`), never here.
 #[pg_guard]
 unsafe extern "C-unwind" fn bump_policy_string(_value: *const c_char, _extra: *mut c_void) {
     POLICY_GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -93,49 +84,14 @@ unsafe extern "C-unwind" fn bump_policy_int(_value: c_int, _extra: *mut c_void) 
     POLICY_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn assign_token(_value: *const c_char, _extra: *mut c_void) {
-    TOKEN_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Verifies a token being SET so that a forged or expired one is refused
-/// loudly. Returning false makes Postgres report our message (never the
-/// value, which it would otherwise quote). Where no verification can run
-/// (outside a transaction, while a parallel worker restores the leader's
-/// settings) the value is accepted here and verified at first read.
-#[pg_guard]
-unsafe extern "C-unwind" fn check_token(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    let value = unsafe { *newval };
-    if value.is_null() {
-        return true;
-    }
-    let token = unsafe { CStr::from_ptr(value) };
-    if token.is_empty() {
-        return true;
-    }
-    let deferred = unsafe { !pg_sys::IsTransactionState() || pg_sys::ParallelWorkerNumber >= 0 };
-    if deferred {
-        return true;
-    }
-    let Ok(token) = token.to_str() else {
-        errors::guc_check_failed(&jwt_rls_core::Error::BadCharacter);
-        return false;
-    };
-    match state::verify_now(token) {
-        Ok(_) => true,
-        Err(e) => {
-            errors::guc_check_failed(&e);
-            false
-        }
-    }
-}
-
 /// A superuser-only string setting that is part of the validation policy.
-fn policy_string(name: &'static CStr, description: &'static CStr, setting: &'static GucSetting<Option<CString>>) {
+fn policy_string(
+    name: &'static CStr,
+    description: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+) {
+    // SAFETY: called from _PG_init (the only time GUCs may be defined) with
+    // 'static names and storage; the assign hook is a #[pg_guard] function.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             name,
@@ -159,6 +115,8 @@ fn policy_int(
     (min, max): (i32, i32),
     flags: GucFlags,
 ) {
+    // SAFETY: as in policy_string: called from _PG_init with 'static names
+    // and storage, and a #[pg_guard] assign hook.
     unsafe {
         GucRegistry::define_int_guc_with_hooks(
             name,
@@ -176,28 +134,32 @@ fn policy_int(
     };
 }
 
+/// Defines the administrator's settings. Called before the token setting
+/// is defined, so that a token stored before the library loaded is checked
+/// against the configured policy, not against defaults.
 pub fn init() {
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"jwt_rls.token",
-            c"The JWT bound to this transaction (SET LOCAL) or session (SET).",
-            c"Verified when set and at every read; jwt_claim() returns its claims.",
-            &TOKEN,
-            GucContext::Userset,
-            GucFlags::NOT_WHILE_SEC_REST | GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE,
-            Some(check_token),
-            Some(assign_token),
-            None,
-        );
-    }
-    policy_string(c"jwt_rls.issuer", c"Comma-separated accepted iss values; empty accepts any issuer.", &ISSUER);
-    policy_string(c"jwt_rls.audience", c"Comma-separated accepted aud values; empty only type-checks aud.", &AUDIENCE);
+    policy_string(
+        c"jwt_rls.issuer",
+        c"Comma-separated accepted iss values; empty accepts any issuer.",
+        &ISSUER,
+    );
+    policy_string(
+        c"jwt_rls.audience",
+        c"Comma-separated accepted aud values; empty only type-checks aud.",
+        &AUDIENCE,
+    );
     policy_string(
         c"jwt_rls.required_claims",
         c"Comma-separated claims every token must carry (exp always is).",
         &REQUIRED_CLAIMS,
     );
-    policy_int(c"jwt_rls.leeway", c"Clock skew allowed on exp, nbf and iat.", &LEEWAY, (0, 300), GucFlags::UNIT_S);
+    policy_int(
+        c"jwt_rls.leeway",
+        c"Clock skew allowed on exp, nbf and iat.",
+        &LEEWAY,
+        (0, 300),
+        GucFlags::UNIT_S,
+    );
     policy_int(
         c"jwt_rls.max_lifetime",
         c"Longest accepted exp - iat; 0 turns the check off.",
@@ -220,17 +182,38 @@ pub fn init() {
         GucFlags::default(),
     );
     for (name, description, setting) in [
-        (c"jwt_rls.user_id_claim", c"The claim jwt_rls.user_id() returns.", &USER_ID_CLAIM),
-        (c"jwt_rls.tenant_id_claim", c"The claim jwt_rls.tenant_id() returns.", &TENANT_ID_CLAIM),
+        (
+            c"jwt_rls.user_id_claim",
+            c"The claim jwt_rls.user_id() returns.",
+            &USER_ID_CLAIM,
+        ),
+        (
+            c"jwt_rls.tenant_id_claim",
+            c"The claim jwt_rls.tenant_id() returns.",
+            &TENANT_ID_CLAIM,
+        ),
     ] {
-        GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Suset, GucFlags::default());
+        GucRegistry::define_string_guc(
+            name,
+            description,
+            c"",
+            setting,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
     }
+}
+
+/// Reserves the `jwt_rls.` prefix; called once every setting is defined.
+pub fn reserve_prefix() {
     // After this, SET of an unknown jwt_rls.* name is an error instead of a
     // silently created placeholder that could shadow a future setting.
+    // SAFETY: called from _PG_init with a 'static NUL-terminated prefix.
     #[cfg(not(any(feature = "pg13", feature = "pg14")))]
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"jwt_rls".as_ptr())
     };
+    // SAFETY: as above.
     #[cfg(any(feature = "pg13", feature = "pg14"))]
     unsafe {
         pg_sys::EmitWarningsOnPlaceholders(c"jwt_rls".as_ptr())
