@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 PG_MAJOR="${PG_MAJOR:-15}"
 bash scripts/setup.sh
 cargo pgrx install --release --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
-python3 scripts/demo.py
+.venv/bin/python scripts/demo.py

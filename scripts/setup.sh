@@ -9,20 +9,26 @@ PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
 # The one place the pgrx version is read from: Cargo.toml's exact pin.
 PGRX_VERSION="$(sed -n 's/^pgrx = "=\(.*\)"$/\1/p' Cargo.toml)"
 
+# apt-get as root, or through sudo otherwise.
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
 need_apt=()
 dpkg -s "postgresql-server-dev-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-server-dev-${PG_MAJOR}")
 dpkg -s "postgresql-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-${PG_MAJOR}")
-for pkg in libclang-dev clang sudo pgbouncer python3-pip; do
+for pkg in libclang-dev clang sudo pgbouncer; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# The tests' virtual environment needs venv with pip (Debian: python3-venv).
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=("python3-venv")
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 fi
 # Debian's pgbouncer package starts a service we do not use.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
   echo "setup: installing cargo-pgrx ${PGRX_VERSION} (about 3 minutes)"
@@ -33,7 +39,12 @@ if ! grep -qs "pg${PG_MAJOR} = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/conf
   cargo pgrx init "--pg${PG_MAJOR}" "${PG_CONFIG}"
 fi
 
-if ! python3 -c 'import psycopg, jwt, pytest, cryptography' >/dev/null 2>&1; then
-  echo "setup: installing Python test dependencies"
-  python3 -m pip install -q --root-user-action=ignore -r tests/requirements.txt
+# Python test packages go into .venv in the repo, never into the system
+# Python (stock Debian refuses that: PEP 668). Scripts run .venv/bin/python.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography' >/dev/null 2>&1; then
+  echo "setup: installing Python test dependencies into .venv"
+  .venv/bin/python -m pip install -q -r tests/requirements.txt
 fi

@@ -48,8 +48,8 @@ test_build_installed=0
 bash scripts/check-schema.sh
 
 echo "== benchmarks, smoke run (checks the scripts run; the numbers mean nothing here)"
-python3 scripts/bench.py --smoke > target/bench-smoke.log 2>&1 || { tail -40 target/bench-smoke.log; exit 1; }
+.venv/bin/python scripts/bench.py --smoke > target/bench-smoke.log 2>&1 || { tail -40 target/bench-smoke.log; exit 1; }
 tail -3 target/bench-smoke.log
 
 echo "== scenarios: pytest tests/"
-python3 -m pytest tests -q -s -p no:cacheprovider
+.venv/bin/python -m pytest tests -q -s -p no:cacheprovider
