@@ -103,7 +103,7 @@ TENANTS = 1000
 PER_TENANT = 10
 
 SCHEMA = f"""
-CREATE EXTENSION jwt_rls;
+CREATE EXTENSION IF NOT EXISTS jwt_rls;
 ALTER DATABASE postgres SET jwt_rls.issuer = '{ISSUER}';
 ALTER DATABASE postgres SET jwt_rls.audience = '{AUDIENCE}';
 CREATE ROLE app LOGIN;
@@ -317,6 +317,11 @@ def verdict(ok):
     return "met" if ok else ("—" if ok is None else "**not met**")
 
 
+def pg_version():
+    out = subprocess.run([f"{PG_BIN}/postgres", "--version"], capture_output=True, text=True).stdout
+    return re.search(r"\(PostgreSQL\) (\S+)", out).group(1)
+
+
 def readme_table():
     now = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
@@ -326,7 +331,7 @@ def readme_table():
     except (OSError, AttributeError):
         pass
     lines = [f"Measured {now} on {os.cpu_count()} cores ({cpu}), PostgreSQL "
-             f"{subprocess.run([f'{PG_BIN}/postgres', '--version'], capture_output=True, text=True).stdout.split()[-1]}"
+             f"{pg_version()}"
              ", by `make bench`. Ratios compare two things measured side by side in the same run.", "",
              "| core verification | jwt_rls µs | signature alone µs | reference (same run) | ratio | target |",
              "|---|---|---|---|---|---|"]
@@ -370,6 +375,12 @@ def main():
     args = parser.parse_args()
     bench_core(args.smoke)
     with Cluster(conf=["shared_buffers = 256MB", "synchronous_commit = off", "max_connections = 50"]) as c:
+        with psycopg.connect(c.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS jwt_rls")
+            version, commit, debug, _ = conn.execute("SELECT * FROM jwt_rls.build_info()").fetchone()
+        log(f"== jwt_rls {version} ({commit}), {'DEBUG' if debug else 'release'} build")
+        if debug and not args.smoke:
+            sys.exit("bench: the installed jwt_rls is a debug build; run cargo pgrx install --release first")
         bench_sql(c, args.smoke)
         bench_scan(c, args.smoke)
         bench_explain(c)
