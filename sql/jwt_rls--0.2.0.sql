@@ -8,6 +8,15 @@ The ordering of items is not stable, it is driven by a dependency graph.
 
 /* <begin connected objects> */
 
+CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
+    STABLE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
+    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+
 CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
     VOLATILE PARALLEL UNSAFE STRICT
     LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
@@ -17,15 +26,6 @@ CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
     STABLE PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';
 COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL when none is bound';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-
-CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
-    STABLE PARALLEL SAFE STRICT
-    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
-COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
-    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -113,6 +113,16 @@ AS 'MODULE_PATHNAME', 'remove_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+CREATE  FUNCTION "revoke_token"(
+	"token" TEXT, /* & str */
+	"reason" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE  FUNCTION "tenant_id"() RETURNS TEXT /* Option < String > */
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -165,6 +175,96 @@ CREATE TRIGGER keys_changed
 /* </end connected objects> */
 
 /* <begin connected objects> */
+CREATE FUNCTION "table_changed"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'table_changed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   catalog::table_changed
+
+
+CREATE TABLE jwt_rls.revoked_tokens (
+    jti        text PRIMARY KEY CHECK (octet_length(jti) BETWEEN 1 AND 1024),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz NOT NULL DEFAULT now(),
+    reason     text
+);
+CREATE INDEX revoked_tokens_expires_at ON jwt_rls.revoked_tokens (expires_at);
+COMMENT ON TABLE jwt_rls.revoked_tokens IS
+    'Access tokens revoked by jti, kept until they expire; readable by no application role';
+REVOKE ALL ON jwt_rls.revoked_tokens FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.revoked_tokens', '');
+CREATE TRIGGER revoked_tokens_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.revoked_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+CREATE TABLE jwt_rls.revoked_subjects (
+    sub           text PRIMARY KEY CHECK (octet_length(sub) BETWEEN 1 AND 1024),
+    issued_before timestamptz NOT NULL,
+    revoked_at    timestamptz NOT NULL DEFAULT now(),
+    reason        text
+);
+COMMENT ON TABLE jwt_rls.revoked_subjects IS
+    'Per subject: tokens issued before issued_before are revoked; readable by no application role';
+REVOKE ALL ON jwt_rls.revoked_subjects FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.revoked_subjects', '');
+CREATE TRIGGER revoked_subjects_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.revoked_subjects
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+-- Admin functions run as the extension owner, so that a login service
+-- granted EXECUTE can revoke without being able to read or undo the lists.
+CREATE FUNCTION jwt_rls.revoke_jti(jti text, expires_at timestamptz, reason text DEFAULT NULL)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jti IS NULL OR expires_at IS NULL THEN
+        RAISE EXCEPTION 'jti and expires_at are required' USING ERRCODE = '22004';
+    END IF;
+    -- Entries are pruned here, once no token they name can still be
+    -- accepted (exp plus the largest leeway, 300 s).
+    DELETE FROM jwt_rls.revoked_tokens r WHERE r.expires_at < now() - interval '300 seconds';
+    IF expires_at < now() - interval '300 seconds' THEN
+        RETURN false;
+    END IF;
+    INSERT INTO jwt_rls.revoked_tokens AS r (jti, expires_at, reason)
+        VALUES (revoke_jti.jti, revoke_jti.expires_at, revoke_jti.reason)
+        ON CONFLICT ON CONSTRAINT revoked_tokens_pkey DO UPDATE
+        SET expires_at = greatest(r.expires_at, excluded.expires_at),
+            reason = coalesce(excluded.reason, r.reason);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) IS
+    'Revokes the token with this jti until expires_at (its exp); false when it has already expired';
+
+CREATE FUNCTION jwt_rls.revoke_subject(sub text, issued_before timestamptz DEFAULT now(), reason text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF sub IS NULL OR issued_before IS NULL THEN
+        RAISE EXCEPTION 'sub and issued_before are required' USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO jwt_rls.revoked_subjects AS r (sub, issued_before, reason)
+        VALUES (revoke_subject.sub, revoke_subject.issued_before, revoke_subject.reason)
+        ON CONFLICT ON CONSTRAINT revoked_subjects_pkey DO UPDATE
+        SET issued_before = greatest(r.issued_before, excluded.issued_before),
+            revoked_at = now(),
+            reason = coalesce(excluded.reason, r.reason);
+END
+$$;
+COMMENT ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) IS
+    'Revokes every token of this subject issued before issued_before (default: now)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- finalize
 
 -- Key administration is for whoever the superuser grants it to.
@@ -175,5 +275,9 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.import_jwks(jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.disable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.enable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.remove_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.table_changed() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_token(text, text) FROM PUBLIC;
 /* </end connected objects> */
 

@@ -30,6 +30,11 @@ pub fn unix_seconds(ts: pg_sys::TimestampTz) -> i64 {
     ts.div_euclid(1_000_000) + PG_EPOCH_OFFSET
 }
 
+/// The Postgres timestamp of Unix seconds.
+pub fn timestamp(unix_seconds: i64) -> pg_sys::TimestampTz {
+    (unix_seconds - PG_EPOCH_OFFSET).saturating_mul(1_000_000)
+}
+
 /// "Now" for time claims, in Unix seconds.
 pub fn now() -> i64 {
     unix_seconds(statement_start())

@@ -38,7 +38,9 @@ fn detail(e: &Error) -> Option<String> {
 fn hint(e: &Error) -> Option<&'static str> {
     use Error::*;
     Some(match e {
-        Expired { .. } | KeyDisabled(_) | KeyNotInWindow(_) => "Obtain a new token from the issuer.",
+        Expired { .. } | KeyDisabled(_) | KeyNotInWindow(_) | Revoked | RevokedSubject | RevokedSubjectNoIat => {
+            "Obtain a new token from the issuer."
+        }
         NoKeys | UnknownKid(_) => {
             "An administrator adds the issuer's keys with jwt_rls.import_jwks() or jwt_rls.add_pem_key()."
         }

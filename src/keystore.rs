@@ -1,59 +1,20 @@
 //! The key table, `jwt_rls.keys`: its DDL, loading it for verification,
 //! noticing changes, and the admin functions that write it.
 //!
-//! Application roles cannot read the table, so keys are loaded with the
-//! table owner's rights inside a security-restricted operation, by a query
-//! that calls no function or operator (nothing a crafted search_path could
-//! replace). Every change to the table fires a statement trigger that
-//! queues a relcache invalidation for it; Postgres delivers that to every
-//! backend (and, through WAL, to hot standbys) at commit, and the callback
-//! below bumps `KEYS_GENERATION`, so the next read reloads the keys.
-
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+//! Keys are read with the table owner's rights, and a change to the table
+//! reaches every backend at commit (`catalog.rs`); the next read reloads
+//! them.
 
 use jwt_rls_core::keys::{check_kid, encode_secret, parse_jwks, Format};
 use jwt_rls_core::{Key, KeySet};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgRelation};
+use pgrx::JsonB;
 
+use crate::catalog::{self, KEYS};
 use crate::clock::unix_seconds;
 use crate::errors;
-
-/// Bumped when `jwt_rls.keys` changes in any backend (or on a cache reset).
-pub static KEYS_GENERATION: AtomicU64 = AtomicU64::new(0);
-/// OID of `jwt_rls.keys` as last loaded; 0 before the first load.
-static KEYS_TABLE: AtomicU32 = AtomicU32::new(0);
-
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let table = KEYS_TABLE.load(Ordering::Relaxed);
-    if relid == pg_sys::InvalidOid || table == 0 || relid.to_u32() == table {
-        KEYS_GENERATION.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-pub fn init() {
-    // SAFETY: called once from _PG_init; the callback is a #[pg_guard]
-    // function that only bumps a counter.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0))
-    };
-}
-
-fn keys_table() -> Option<pg_sys::Oid> {
-    // SAFETY: catalog lookups by 'static NUL-terminated names; with
-    // missing_ok they return InvalidOid instead of raising.
-    unsafe {
-        let schema = pg_sys::get_namespace_oid(c"jwt_rls".as_ptr(), true);
-        if schema == pg_sys::InvalidOid {
-            return None;
-        }
-        let table = pg_sys::get_relname_relid(c"keys".as_ptr(), schema);
-        (table != pg_sys::InvalidOid).then_some(table)
-    }
-}
 
 struct Row {
     kid: String,
@@ -97,33 +58,10 @@ fn read_rows() -> Vec<Row> {
 /// Reads every key, as the table owner. Rows that fail the import checks
 /// (written around the key functions) are skipped with a WARNING.
 pub fn load() -> KeySet {
-    let Some(table) = keys_table() else {
+    let Some(table) = KEYS.oid() else {
         return KeySet::default();
     };
-    KEYS_TABLE.store(table.to_u32(), Ordering::Relaxed);
-    // SAFETY: `table` is an existing relation's OID (just looked up); the
-    // lock keeps its pg_class row valid while we read the owner.
-    let owner = unsafe {
-        let rel = PgRelation::with_lock(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        (*rel.rd_rel).relowner
-    };
-    let (mut saved_user, mut saved_context) = (pg_sys::InvalidOid, 0);
-    // SAFETY: writes the current user and security context into our locals.
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
-    let restricted =
-        (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
-    // SAFETY: this is how Postgres itself runs code as a table owner (e.g.
-    // for index expressions and REFRESH MATERIALIZED VIEW): switch to the
-    // owner inside a security-restricted operation, in which nothing the
-    // query could reach may change session state, and restore the saved
-    // user and context on every exit. The `finally` below restores them
-    // whether read_rows returns or raises; the query calls no function or
-    // operator that a crafted search_path could replace.
-    unsafe { pg_sys::SetUserIdAndSecContext(owner, saved_context | restricted) };
-    let rows = PgTryBuilder::new(read_rows)
-        // SAFETY: restores exactly what GetUserIdAndSecContext saved.
-        .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) })
-        .execute();
+    let rows = catalog::as_owner_of(table, read_rows);
 
     let mut keys = Vec::with_capacity(rows.len());
     for row in rows {

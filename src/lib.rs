@@ -7,6 +7,9 @@
 //! - `diagnostics`: build and cache information;
 //! - `state`: the bound token setting and what it verifies to;
 //! - `keystore`: the key table, its DDL, loading and admin functions;
+//! - `revocation`: the revocation lists, their DDL, check and admin functions;
+//! - `catalog`: reading the extension's tables as their owner, and noticing
+//!   their changes;
 //! - `settings`: the administrator's settings (validation policy);
 //! - `errors`: core errors as Postgres errors;
 //! - `clock`, `fmgr`: the statement clock and C-calling-convention glue.
@@ -15,12 +18,14 @@
 
 use pgrx::prelude::*;
 
+mod catalog;
 mod claims;
 mod clock;
 mod diagnostics;
 mod errors;
 mod fmgr;
 mod keystore;
+mod revocation;
 mod settings;
 mod state;
 
@@ -31,7 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     // The token setting comes last: defining it checks a value stored
     // before the library loaded, against the policy and keys defined here.
     settings::init();
-    keystore::init();
+    catalog::init();
     state::init();
     settings::reserve_prefix();
 }
@@ -46,6 +51,10 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.import_jwks(jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.disable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.enable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.remove_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.table_changed() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_token(text, text) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

@@ -39,10 +39,9 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::clock;
-use crate::errors;
-use crate::keystore::{self, KEYS_GENERATION};
+use crate::catalog::KEYS;
 use crate::settings::{self, POLICY_GENERATION};
+use crate::{clock, errors, keystore, revocation};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
@@ -70,6 +69,7 @@ pub struct Conditions {
     pub token_generation: u64,
     pub policy_generation: u64,
     pub keys_generation: u64,
+    pub revocations_generation: u64,
     pub statement: pg_sys::TimestampTz,
 }
 
@@ -79,7 +79,8 @@ pub fn conditions() -> Conditions {
         token: token_ptr(),
         token_generation: TOKEN_GENERATION.load(Ordering::Relaxed),
         policy_generation: POLICY_GENERATION.load(Ordering::Relaxed),
-        keys_generation: KEYS_GENERATION.load(Ordering::Relaxed),
+        keys_generation: KEYS.generation(),
+        revocations_generation: revocation::generation(),
         statement: clock::statement_start(),
     }
 }
@@ -122,7 +123,7 @@ thread_local! {
 /// moved. Loading runs SPI, so no RefCell borrow is held across it.
 fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
     let policy_generation = POLICY_GENERATION.load(Ordering::Relaxed);
-    let keys_generation = KEYS_GENERATION.load(Ordering::Relaxed);
+    let keys_generation = KEYS.generation();
     let (policy, keys) = BACKEND.with_borrow(|b| {
         (
             b.policy
@@ -164,6 +165,18 @@ fn recheck(
 ) -> Result<Arc<Verified>, Error> {
     verified.times.check(now, policy.leeway)?;
     keys.select(Some(&verified.kid), now)?;
+    Ok(verified)
+}
+
+/// Verifies a token as of the current statement without consulting the
+/// revocation lists (for revoke_token(), which revokes what it verifies).
+pub fn verify_ignoring_revocation(token: &str) -> Result<Arc<Verified>, Error> {
+    verify_at(token, clock::now())
+}
+
+/// A verified token, refused when a committed revocation names it.
+fn admit(verified: Arc<Verified>) -> Result<Arc<Verified>, Error> {
+    revocation::check(&verified)?;
     Ok(verified)
 }
 
@@ -215,13 +228,14 @@ pub fn current() -> Result<Option<Arc<Verified>>, Error> {
             None
         } else {
             let at = clock::unix_seconds(now.statement);
-            Some(match handed(&now) {
+            let verified = match handed(&now) {
                 Some(h) => {
                     let (policy, keys) = policy_and_keys();
                     recheck(h, &policy, &keys, at)?
                 }
                 None => verify_at(text.to_str().map_err(|_| Error::BadCharacter)?, at)?,
-            })
+            };
+            Some(admit(verified)?)
         }
     };
     BACKEND.with_borrow_mut(|b| {
@@ -293,12 +307,10 @@ unsafe extern "C-unwind" fn check_token(
     if deferred {
         return true;
     }
-    let (policy_generation, keys_generation) = (
-        POLICY_GENERATION.load(Ordering::Relaxed),
-        KEYS_GENERATION.load(Ordering::Relaxed),
-    );
+    let (policy_generation, keys_generation) =
+        (POLICY_GENERATION.load(Ordering::Relaxed), KEYS.generation());
     let verified = match token.to_str() {
-        Ok(token) => verify_at(token, clock::now()),
+        Ok(token) => verify_at(token, clock::now()).and_then(admit),
         Err(_) => Err(Error::BadCharacter),
     };
     match verified {

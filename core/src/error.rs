@@ -67,6 +67,15 @@ pub enum Error {
     LifetimeTooLong { lifetime: i64, max: i64 },
     Issuer,
     Audience,
+    // --- revoked (checked by the extension against its lists) -----------
+    /// The token's jti is on the revocation list.
+    Revoked,
+    /// The token's subject has a cutoff and the token was issued before it.
+    RevokedSubject,
+    /// The token's subject has a cutoff and the token has no iat.
+    RevokedSubjectNoIat,
+    /// A token without jti was presented for revocation by jti.
+    NoJti,
     // --- key store -------------------------------------------------------
     Key(String),
 }
@@ -80,6 +89,7 @@ impl Error {
                 Class::Malformed
             }
             Key(_) => Class::BadKey,
+            NoJti => Class::Malformed,
             _ => Class::Rejected,
         }
     }
@@ -119,6 +129,8 @@ impl Error {
             LifetimeTooLong { .. } => "token lifetime exceeds the maximum".into(),
             Issuer => "token issuer is not accepted".into(),
             Audience => "token audience is not accepted".into(),
+            Revoked | RevokedSubject | RevokedSubjectNoIat => "token has been revoked".into(),
+            NoJti => "token has no jti claim to revoke it by".into(),
             Key(m) => format!("invalid key: {m}"),
         }
     }
@@ -155,6 +167,12 @@ impl Error {
             }
             Issuer => "The iss claim is not in jwt_rls.issuer.".into(),
             Audience => "The aud claim names no audience in jwt_rls.audience.".into(),
+            Revoked => "Its jti is on the revocation list.".into(),
+            RevokedSubject => "Tokens of its subject issued before a revocation are refused.".into(),
+            RevokedSubjectNoIat => {
+                "Its subject has a revocation cutoff and the token has no iat to show it was issued after it."
+                    .into()
+            }
             _ => return None,
         })
     }

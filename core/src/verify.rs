@@ -3,6 +3,7 @@
 //! key selection, signature, and only then the payload and its claims.
 
 use std::cell::RefCell;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
 use jsonwebtoken::Algorithm;
@@ -14,7 +15,7 @@ use crate::header::{self, algorithm_name, Header};
 use crate::keys::KeySet;
 
 /// A token whose signature and claims were checked.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Verified {
     /// The payload exactly as signed (strict JSON, UTF-8), for `jsonb`
     /// output with exact numbers.
@@ -22,6 +23,10 @@ pub struct Verified {
     pub times: Times,
     pub kid: String,
     pub alg: Algorithm,
+    /// A number the holder may keep with this verification; 0 when never
+    /// set. (The extension records the generation of the revocation lists
+    /// the token was last found absent from.)
+    pub stamp: AtomicU64,
     /// The payload decoded, built on first use: verification itself only
     /// reads the registered claims.
     claims: OnceLock<RawClaims>,
@@ -29,7 +34,7 @@ pub struct Verified {
 
 impl Verified {
     pub fn new(payload: String, times: Times, kid: String, alg: Algorithm) -> Verified {
-        Verified { payload, times, kid, alg, claims: OnceLock::new() }
+        Verified { payload, times, kid, alg, stamp: AtomicU64::new(0), claims: OnceLock::new() }
     }
 
     /// All claims, decoded once per token.

@@ -1,0 +1,235 @@
+//! Revocation of access tokens: one token by its `jti`, or every token of a
+//! subject issued before a moment ("log out everywhere").
+//!
+//! The lists are two tables that application roles cannot read. A verified
+//! token is checked against them at bind and at every read, like a disabled
+//! key: a change committed anywhere bumps the lists' generation in every
+//! backend (and on hot standbys once replayed, `catalog.rs`), and a token
+//! is looked up again when the generation it was last checked under is not
+//! the current one. Between changes a cached token costs one comparison;
+//! with both lists empty (the default) no lookup runs at all.
+//!
+//! Fail closed: when a subject has a cutoff, a token of that subject
+//! without `iat` cannot prove it was issued after it, and is refused. A
+//! token without `jti` cannot be revoked by jti (revoke its subject).
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+
+use jwt_rls_core::{Error, Verified};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+
+use crate::catalog::{self, REVOKED_SUBJECTS, REVOKED_TOKENS};
+use crate::{clock, errors, state};
+
+/// The generation of both lists together: each only grows, so their sum
+/// changes whenever either does.
+pub fn generation() -> u64 {
+    REVOKED_TOKENS.generation() + REVOKED_SUBJECTS.generation()
+}
+
+/// Which lists hold anything, as of a generation.
+#[derive(Clone, Copy)]
+struct Occupancy {
+    generation: u64,
+    tokens: bool,
+    subjects: bool,
+}
+
+thread_local! {
+    static OCCUPANCY: Cell<Option<Occupancy>> = const { Cell::new(None) };
+}
+
+fn occupancy(generation: u64) -> Occupancy {
+    if let Some(o) = OCCUPANCY.get().filter(|o| o.generation == generation) {
+        return o;
+    }
+    // Both tables have the extension's owner; reading as one owner reads both.
+    let (Some(tokens), Some(_)) = (REVOKED_TOKENS.oid(), REVOKED_SUBJECTS.oid()) else {
+        return Occupancy {
+            generation,
+            tokens: false,
+            subjects: false,
+        };
+    };
+    let (t, s) = catalog::as_owner_of(tokens, || {
+        catalog::read_row::<bool, bool>(
+            "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens), EXISTS (SELECT FROM jwt_rls.revoked_subjects)",
+            &[],
+        )
+    });
+    let o = Occupancy {
+        generation,
+        tokens: t.unwrap_or(true),
+        subjects: s.unwrap_or(true),
+    };
+    OCCUPANCY.set(Some(o));
+    o
+}
+
+/// Microseconds since the Unix epoch of the subject's cutoff, if any.
+fn subject_cutoff(sub: &str) -> Option<i64> {
+    let table = REVOKED_SUBJECTS.oid()?;
+    catalog::as_owner_of(table, || {
+        catalog::read_row::<i64, bool>(
+            "SELECT (SELECT ((extract(epoch FROM issued_before) OPERATOR(pg_catalog.*) 1000000)::bigint) \
+             FROM jwt_rls.revoked_subjects WHERE sub OPERATOR(pg_catalog.=) $1), NULL::bool",
+            &[sub.into()],
+        )
+    })
+    .0
+}
+
+fn jti_revoked(jti: &str) -> bool {
+    let Some(table) = REVOKED_TOKENS.oid() else {
+        return false;
+    };
+    catalog::as_owner_of(table, || {
+        catalog::read_row::<bool, bool>(
+            "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens WHERE jti OPERATOR(pg_catalog.=) $1), NULL::bool",
+            &[jti.into()],
+        )
+    })
+    .0
+    .unwrap_or(true)
+}
+
+/// Refuses a verified token that a committed revocation names. The answer
+/// is remembered with the token (its stamp) until the lists change.
+pub fn check(verified: &Verified) -> Result<(), Error> {
+    let generation = generation();
+    if verified.stamp.load(Ordering::Relaxed) == generation + 1 {
+        return Ok(());
+    }
+    let lists = occupancy(generation);
+    if lists.tokens {
+        if let Some(jti) = verified.claim("jti") {
+            if jti_revoked(&jti) {
+                return Err(Error::Revoked);
+            }
+        }
+    }
+    if lists.subjects {
+        if let Some(sub) = verified.claim("sub") {
+            if let Some(cutoff) = subject_cutoff(&sub) {
+                match verified.times.iat {
+                    None => return Err(Error::RevokedSubjectNoIat),
+                    Some(iat) if iat.saturating_mul(1_000_000) < cutoff => {
+                        return Err(Error::RevokedSubject)
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    // Stamps are generation + 1, so that 0 means "never checked".
+    verified.stamp.store(generation + 1, Ordering::Relaxed);
+    Ok(())
+}
+
+extension_sql!(
+    r#"
+CREATE TABLE jwt_rls.revoked_tokens (
+    jti        text PRIMARY KEY CHECK (octet_length(jti) BETWEEN 1 AND 1024),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz NOT NULL DEFAULT now(),
+    reason     text
+);
+CREATE INDEX revoked_tokens_expires_at ON jwt_rls.revoked_tokens (expires_at);
+COMMENT ON TABLE jwt_rls.revoked_tokens IS
+    'Access tokens revoked by jti, kept until they expire; readable by no application role';
+REVOKE ALL ON jwt_rls.revoked_tokens FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.revoked_tokens', '');
+CREATE TRIGGER revoked_tokens_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.revoked_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+CREATE TABLE jwt_rls.revoked_subjects (
+    sub           text PRIMARY KEY CHECK (octet_length(sub) BETWEEN 1 AND 1024),
+    issued_before timestamptz NOT NULL,
+    revoked_at    timestamptz NOT NULL DEFAULT now(),
+    reason        text
+);
+COMMENT ON TABLE jwt_rls.revoked_subjects IS
+    'Per subject: tokens issued before issued_before are revoked; readable by no application role';
+REVOKE ALL ON jwt_rls.revoked_subjects FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.revoked_subjects', '');
+CREATE TRIGGER revoked_subjects_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.revoked_subjects
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+-- Admin functions run as the extension owner, so that a login service
+-- granted EXECUTE can revoke without being able to read or undo the lists.
+CREATE FUNCTION jwt_rls.revoke_jti(jti text, expires_at timestamptz, reason text DEFAULT NULL)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jti IS NULL OR expires_at IS NULL THEN
+        RAISE EXCEPTION 'jti and expires_at are required' USING ERRCODE = '22004';
+    END IF;
+    -- Entries are pruned here, once no token they name can still be
+    -- accepted (exp plus the largest leeway, 300 s).
+    DELETE FROM jwt_rls.revoked_tokens r WHERE r.expires_at < now() - interval '300 seconds';
+    IF expires_at < now() - interval '300 seconds' THEN
+        RETURN false;
+    END IF;
+    INSERT INTO jwt_rls.revoked_tokens AS r (jti, expires_at, reason)
+        VALUES (revoke_jti.jti, revoke_jti.expires_at, revoke_jti.reason)
+        ON CONFLICT ON CONSTRAINT revoked_tokens_pkey DO UPDATE
+        SET expires_at = greatest(r.expires_at, excluded.expires_at),
+            reason = coalesce(excluded.reason, r.reason);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) IS
+    'Revokes the token with this jti until expires_at (its exp); false when it has already expired';
+
+CREATE FUNCTION jwt_rls.revoke_subject(sub text, issued_before timestamptz DEFAULT now(), reason text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF sub IS NULL OR issued_before IS NULL THEN
+        RAISE EXCEPTION 'sub and issued_before are required' USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO jwt_rls.revoked_subjects AS r (sub, issued_before, reason)
+        VALUES (revoke_subject.sub, revoke_subject.issued_before, revoke_subject.reason)
+        ON CONFLICT ON CONSTRAINT revoked_subjects_pkey DO UPDATE
+        SET issued_before = greatest(r.issued_before, excluded.issued_before),
+            revoked_at = now(),
+            reason = coalesce(excluded.reason, r.reason);
+END
+$$;
+COMMENT ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) IS
+    'Revokes every token of this subject issued before issued_before (default: now)';
+"#,
+    name = "revocation",
+    requires = [catalog::table_changed]
+);
+
+/// Revokes a token presented whole (a leaked token in an admin's hands):
+/// verifies it with the key store, then revokes its jti until its exp.
+/// Returns false when it has already expired.
+#[pg_extern(volatile, parallel_unsafe)]
+fn revoke_token(token: &str, reason: default!(Option<&str>, "NULL")) -> bool {
+    let verified = match state::verify_ignoring_revocation(token) {
+        Ok(v) => v,
+        Err(Error::Expired { .. }) => return false,
+        Err(e) => errors::raise!(&e),
+    };
+    let Some(jti) = verified.claim("jti") else {
+        errors::raise!(&Error::NoJti);
+    };
+    let exp = TimestampWithTimeZone::try_from(clock::timestamp(verified.times.exp))
+        .unwrap_or_else(|_| errors::internal("a verified exp is out of the timestamp range"));
+    Spi::get_one_with_args::<bool>(
+        "SELECT jwt_rls.revoke_jti($1, $2, $3)",
+        &[jti.as_str().into(), exp.into(), reason.into()],
+    )
+    .unwrap_or_else(|e| error!("jwt_rls could not revoke the token: {e}"))
+    .unwrap_or(false)
+}
