@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from pgbouncer import PgBouncer
+from support.pgbouncer import PgBouncer
 
 TENANTS = [f"tenant-{i}" for i in range(8)]
 CLIENTS = 32

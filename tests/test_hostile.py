@@ -8,18 +8,14 @@ import os
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hostile import Catalog
-from tokens import AUDIENCE, ISSUER, Signer
+from support import b64url, error, make_db
+from support.hostile import P256_ORDER, Catalog, jws, sign
+from support.tokens import ALGS, AUDIENCE, ISSUER, Signer
 
 VECTORS = os.path.join(os.path.dirname(__file__), "..", "core", "tests", "vectors")
-
-
-def make_db(admin, name, settings):
-    # template0: autovacuum never holds it, unlike template1 during a busy run.
-    admin.execute(f"CREATE DATABASE {name} TEMPLATE template0")
-    for key, value in settings.items():
-        admin.execute(f"ALTER DATABASE {name} SET jwt_rls.{key} = '{value}'")
 
 
 def leaks(token, error):
@@ -28,17 +24,9 @@ def leaks(token, error):
     return [seg[:12] for seg in token.split(".") if len(seg) >= 8 and seg in text]
 
 
-def outcome(conn, sql, token):
-    try:
-        conn.execute(sql, (token,))
-    except psycopg.Error as e:
-        return e
-    return None
-
-
 @pytest.fixture(scope="module")
 def hostile_db(cluster, db):
-    keys = {alg: Signer(f"{alg.lower()}-hostile", alg) for alg in ["HS256", "RS256", "ES256", "EdDSA"]}
+    keys = {alg: Signer(f"{alg.lower()}-hostile", alg) for alg in ALGS}
     make_db(db, "hostile", {"issuer": ISSUER, "audience": AUDIENCE, "leeway": 0,
                             "max_lifetime": 2 * 86400, "max_token_bytes": 65536})
     with psycopg.connect(cluster.dsn(dbname="hostile"), autocommit=True) as admin:
@@ -60,7 +48,7 @@ def test_hostile_catalog_is_refused(cluster, hostile_db):
             for how in ["SELECT jwt_rls.authenticate(%s)", "SELECT set_config('jwt_rls.token', %s, true)"]:
                 if token == "" and "set_config" in how:
                     continue  # setting the empty string unbinds: it is not a token
-                e = outcome(app, how, token)
+                e = error(app, how, (token,))
                 if e is None:
                     wrong.append(f"{name}: accepted by {how}")
                 elif e.sqlstate != sqlstate or words.lower() not in e.diag.message_primary.lower():
@@ -79,7 +67,6 @@ def test_catalog_controls_are_accepted(cluster, hostile_db):
     """The catalog's building blocks make valid tokens: each case fails for
     its own flaw, not because the scaffolding is broken."""
     catalog = Catalog(hostile_db)
-    from hostile import jws
     with psycopg.connect(cluster.dsn(user="app", dbname="hostile"), autocommit=True) as app:
         for alg, signer in hostile_db.items():
             token = jws(catalog.header(alg), catalog.claims(), signer)
@@ -93,14 +80,13 @@ def test_ecdsa_high_s_is_not_an_identity(cluster, hostile_db):
     """ECDSA signatures are malleable: (r, n - s) verifies too. jwt_rls keys
     nothing on the signature (claims are the identity), so both spellings
     give the same claims and neither changes what the other binds."""
-    from hostile import P256_ORDER, b64, sign
     catalog = Catalog(hostile_db)
     es = hostile_db["ES256"]
-    h, p = b64(json.dumps(catalog.header("ES256")).encode()), b64(json.dumps(catalog.claims()).encode())
+    h, p = b64url(json.dumps(catalog.header("ES256")).encode()), b64url(json.dumps(catalog.claims()).encode())
     raw = sign(es, f"{h}.{p}".encode())
     r, s = raw[:32], int.from_bytes(raw[32:], "big")
     flipped = r + (P256_ORDER - s).to_bytes(32, "big")
-    low, high = f"{h}.{p}.{b64(raw)}", f"{h}.{p}.{b64(flipped)}"
+    low, high = f"{h}.{p}.{b64url(raw)}", f"{h}.{p}.{b64url(flipped)}"
     with psycopg.connect(cluster.dsn(user="app", dbname="hostile"), autocommit=True) as app:
         a = app.execute("SELECT jwt_rls.authenticate(%s)", (low,)).fetchone()[0]
         b = app.execute("SELECT jwt_rls.authenticate(%s)", (high,)).fetchone()[0]
@@ -108,8 +94,6 @@ def test_ecdsa_high_s_is_not_an_identity(cluster, hostile_db):
 
 
 def test_weak_keys_are_refused_at_import(cluster, hostile_db):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
     weak_rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     with psycopg.connect(cluster.dsn(dbname="hostile"), autocommit=True) as admin:
@@ -122,7 +106,7 @@ def test_weak_keys_are_refused_at_import(cluster, hostile_db):
             ("SELECT jwt_rls.import_jwks(%s)",
              json.dumps({"keys": [{"kty": "oct", "kid": "o", "alg": "HS256", "k": ""}]})),
         ]:
-            e = outcome(admin, sql, param)
+            e = error(admin, sql, (param,))
             assert e is not None and e.sqlstate == "22023", (sql, e)
             assert "invalid key" in e.diag.message_primary
 
@@ -154,7 +138,7 @@ def test_shared_vectors_through_sql(cluster, vectors_db):
                     wrong.append(f"{name}: claims differ")
                 valid += 1
             else:
-                e = outcome(app, "SELECT jwt_rls.authenticate(%s)", token)
+                e = error(app, "SELECT jwt_rls.authenticate(%s)", (token,))
                 if e is None:
                     wrong.append(f"{name}: accepted")
                 elif e.sqlstate not in ("22023", "28000") or leaks(token, e):

@@ -8,15 +8,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import TENANT_A, TENANT_B
-
-
-def claim(conn):
-    return conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0]
-
-
-def tenants(conn):
-    return {r[0] for r in conn.execute("SELECT tenant_id FROM invoices")}
+from support import b64url, claim
+from support.schema import TENANT_A, TENANT_B, tenants
+from support.tokens import Signer
 
 
 ATTEMPTS = [
@@ -92,13 +86,13 @@ def test_shadow_objects_change_nothing(app, hs):
     """Temp tables and functions named like the extension's objects, first in
     search_path: policies hold OIDs, and the extension reads only
     schema-qualified objects."""
-    attacker = __import__("tokens").Signer("hs256-test", "HS256")
+    attacker = Signer("hs256-test", "HS256")
     with app.transaction():
         app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
         app.execute("CREATE TEMP TABLE keys (kid text, alg text, format text, material text, enabled bool, "
                     "not_before timestamptz, not_after timestamptz)")
         app.execute("INSERT INTO pg_temp.keys VALUES ('hs256-test', 'HS256', 'secret', %s, true, NULL, NULL)",
-                    (__import__("hostile").b64(attacker.key),))
+                    (b64url(attacker.key),))
         app.execute(f"CREATE FUNCTION pg_temp.jwt_claim(text) RETURNS text LANGUAGE sql AS $$SELECT '{TENANT_B}'$$")
         app.execute("SET LOCAL search_path = pg_temp, public, jwt_rls")
         assert tenants(app) == {TENANT_A}
@@ -113,7 +107,7 @@ def test_shadow_objects_change_nothing(app, hs):
 
 def test_no_key_material_in_settings_views(app, db, hs):
     secret_text = hs.key.hex()
-    b64 = __import__("hostile").b64(hs.key)
+    b64 = b64url(hs.key)
     rows = app.execute("SELECT name, setting FROM pg_settings WHERE name LIKE 'jwt_rls.%'").fetchall()
     rows += app.execute("SELECT setrole::text, array_to_string(setconfig, ',') FROM pg_db_role_setting").fetchall()
     for row in rows:
@@ -134,7 +128,7 @@ def test_no_binding_during_security_restricted_operations(cluster, db, hs):
         app.execute("DROP MATERIALIZED VIEW scratch.mv")
         app.execute("CREATE FUNCTION scratch.bind() RETURNS int LANGUAGE sql "
                     f"SET jwt_rls.token = '{token}' AS 'SELECT 1'")
-        app.execute(f"CREATE MATERIALIZED VIEW scratch.mv2 AS SELECT scratch.bind() AS c WITH NO DATA")
+        app.execute("CREATE MATERIALIZED VIEW scratch.mv2 AS SELECT scratch.bind() AS c WITH NO DATA")
         with pytest.raises(psycopg.Error) as e:
             app.execute("REFRESH MATERIALIZED VIEW scratch.mv2")
         assert e.value.sqlstate == "42501", e.value
@@ -142,7 +136,6 @@ def test_no_binding_during_security_restricted_operations(cluster, db, hs):
 
 
 def test_disabled_key_and_replayed_expired_token(cluster, db, signers):
-    from tokens import Signer
     es = Signer("es256-replay", "ES256")
     with db.cursor() as cur:
         es.install(cur)

@@ -1,5 +1,8 @@
 """Keys and tokens made by an independent library (PyJWT + cryptography)."""
 
+import hashlib
+import hmac
+import json
 import time
 import uuid
 
@@ -7,8 +10,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from support import b64url
+
 ISSUER = "https://login.example"
 AUDIENCE = "invoices-api"
+ALGS = ["HS256", "RS256", "ES256", "EdDSA"]  # one key of each family in the fixtures
 
 
 def public_pem(private_key):
@@ -56,17 +62,9 @@ class Signer:
         return jwt.encode(payload, self.key, algorithm=self.alg, headers=headers)
 
 
-def b64url(data: bytes) -> str:
-    import base64
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def handmade_hs256(header: dict, payload: dict, key: bytes) -> str:
     """HS256 with any key bytes, for attacks PyJWT refuses to sign (such as
     an RSA public key used as the HMAC secret)."""
-    import hashlib
-    import hmac
-    import json
     signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(payload).encode())
     mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64url(mac)
