@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import uuid
 
@@ -28,7 +29,7 @@ class Signer:
     def __init__(self, kid, alg):
         self.kid, self.alg = kid, alg
         if alg.startswith("HS"):
-            self.key = uuid.uuid4().bytes * 4  # 64 random-ish bytes
+            self.key = secrets.token_bytes(64)
             self.public = None
         elif alg.startswith(("RS", "PS")):
             self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
