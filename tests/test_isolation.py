@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from support import claim, sqlstate
+from support import claim, make_db, sqlstate
 from support.schema import EVENTS, ROWS, TENANT_A, TENANT_B, count, tenants
 from support.tokens import ALGS, AUDIENCE, ISSUER, Signer, handmade_hs256
 
@@ -182,12 +182,44 @@ def test_forged_expired_and_foreign_tokens_are_refused(app, hs, signers):
         assert count(app) == 0, name
 
 
+def verdict(cluster, dbname, token):
+    """authenticate(token) in a fresh connection as app to dbname: the
+    tenant_id of the claims, or the refusal's SQLSTATE and message."""
+    with psycopg.connect(cluster.dsn(user="app", dbname=dbname), autocommit=True) as conn:
+        try:
+            return conn.execute("SELECT jwt_rls.authenticate(%s) ->> 'tenant_id'", (token,)).fetchone()[0]
+        except psycopg.Error as e:
+            return f"{e.sqlstate} {e.diag.message_primary}"
+
+
 def test_superuser_settings_are_per_database(db, cluster, hs):
     rows = db.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0").fetchone()[0]
     assert any(r.startswith("jwt_rls.issuer=") for r in rows)
     with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as conn:
         assert conn.execute("SHOW jwt_rls.leeway").fetchone()[0] == "0"
         assert conn.execute("SHOW jwt_rls.audience").fetchone()[0] == "invoices-api"
+
+    # A second database with its own issuer and audience and the same key:
+    # each accepts only the tokens its own settings name.
+    make_db(db, "other_issuer", {"issuer": "https://other.example", "audience": "other-api"})
+    with psycopg.connect(cluster.dsn(dbname="other_issuer"), autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION jwt_rls")
+        admin.execute("GRANT USAGE ON SCHEMA jwt_rls TO app")
+        with admin.cursor() as cur:
+            hs.install(cur)
+    ours = hs.token(TENANT_A)
+    theirs = hs.token(TENANT_A, iss="https://other.example", aud="other-api")
+    assert verdict(cluster, "postgres", ours) == str(TENANT_A)
+    assert verdict(cluster, "postgres", theirs) == "28000 token issuer is not accepted"
+    assert verdict(cluster, "other_issuer", theirs) == str(TENANT_A)
+    assert verdict(cluster, "other_issuer", ours) == "28000 token issuer is not accepted"
+
+    # Changing the database's settings changes what its new sessions accept.
+    db.execute(f"ALTER DATABASE other_issuer SET jwt_rls.issuer = '{ISSUER}'")
+    assert verdict(cluster, "other_issuer", theirs) == "28000 token issuer is not accepted"
+    assert verdict(cluster, "other_issuer", ours) == "28000 token audience is not accepted"
+    db.execute(f"ALTER DATABASE other_issuer SET jwt_rls.audience = '{AUDIENCE}'")
+    assert verdict(cluster, "other_issuer", ours) == str(TENANT_A)
 
 
 def test_key_change_reaches_a_running_backend(cluster, db, signers):
