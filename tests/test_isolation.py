@@ -192,6 +192,10 @@ def verdict(cluster, dbname, token):
             return f"{e.sqlstate} {e.diag.message_primary}"
 
 
+def refused_for(verdict, word):
+    return verdict.startswith("28000 ") and word in verdict
+
+
 def test_superuser_settings_are_per_database(db, cluster, hs):
     rows = db.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0").fetchone()[0]
     assert any(r.startswith("jwt_rls.issuer=") for r in rows)
@@ -210,14 +214,14 @@ def test_superuser_settings_are_per_database(db, cluster, hs):
     ours = hs.token(TENANT_A)
     theirs = hs.token(TENANT_A, iss="https://other.example", aud="other-api")
     assert verdict(cluster, "postgres", ours) == str(TENANT_A)
-    assert verdict(cluster, "postgres", theirs) == "28000 token issuer is not accepted"
+    assert refused_for(verdict(cluster, "postgres", theirs), "issuer")
     assert verdict(cluster, "other_issuer", theirs) == str(TENANT_A)
-    assert verdict(cluster, "other_issuer", ours) == "28000 token issuer is not accepted"
+    assert refused_for(verdict(cluster, "other_issuer", ours), "issuer")
 
     # Changing the database's settings changes what its new sessions accept.
     db.execute(f"ALTER DATABASE other_issuer SET jwt_rls.issuer = '{ISSUER}'")
-    assert verdict(cluster, "other_issuer", theirs) == "28000 token issuer is not accepted"
-    assert verdict(cluster, "other_issuer", ours) == "28000 token audience is not accepted"
+    assert refused_for(verdict(cluster, "other_issuer", theirs), "issuer")
+    assert refused_for(verdict(cluster, "other_issuer", ours), "audience")
     db.execute(f"ALTER DATABASE other_issuer SET jwt_rls.audience = '{AUDIENCE}'")
     assert verdict(cluster, "other_issuer", ours) == str(TENANT_A)
 
