@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from support import b64url, error, make_db
+from support import b64url, backend_pid, error, make_db
 from support.hostile import ODD_KIDS, P256_ORDER, Catalog, jws, sign
 from support.tokens import ALGS, AUDIENCE, ISSUER, Signer
 
@@ -27,12 +27,6 @@ def leaks(token, e):
                                   e.diag.context]))
     return ([seg[:12] for seg in token.split(".") if len(seg) >= 8 and seg in text]
             + [kid[:12] for kid in ODD_KIDS.values() if kid in text])
-
-
-def backend_pid(conn):
-    """The server's pid for conn, asked now (conn.info.backend_pid is the
-    one libpq recorded at connect, which never changes)."""
-    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 @pytest.fixture(scope="module")

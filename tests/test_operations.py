@@ -73,6 +73,7 @@ def test_key_rotation_under_load(cluster, db):
     refused from the first transaction after the disabling commit, in every
     backend, without reconnecting."""
     old, new = Signer("rotation-old", "RS256"), Signer("rotation-new", "ES256")
+    backends = 8
     with db.cursor() as cur:
         old.install(cur)
     tokens = {old.kid: old.token(TENANT_A, ttl=3600), new.kid: new.token(TENANT_A, ttl=3600)}
@@ -92,7 +93,7 @@ def test_key_rotation_under_load(cluster, db):
                     records.append((n, kid, started, time.monotonic(), result))
                 i += 1
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(backends)]
     for t in threads:
         t.start()
     time.sleep(1.5)
@@ -118,10 +119,10 @@ def test_key_rotation_under_load(cluster, db):
             if result != "28000":
                 wrong.append(f"client {n}: disabled key accepted after the commit")
             refused_after.add(n)
-    print(f"\nkey rotation: {len(records)} transactions by 8 backends; old-key tokens refused after "
-          f"the disabling commit in {len(refused_after)} of 8 backends")
+    print(f"\nkey rotation: {len(records)} transactions by {backends} backends; old-key tokens refused after "
+          f"the disabling commit in {len(refused_after)} of {backends} backends")
     assert not wrong, wrong[:10]
-    assert refused_after == set(range(8))
+    assert refused_after == set(range(backends))
     db.execute("SELECT jwt_rls.remove_key(%s)", (old.kid,))
     db.execute("SELECT jwt_rls.remove_key(%s)", (new.kid,))
 

@@ -7,7 +7,7 @@ import random
 
 import psycopg
 
-from support import b64url_decode
+from support import b64url_decode, backend_pid
 from support.hostile import jws
 from support.pgcluster import Cluster
 from support.schema import TENANT_A
@@ -73,7 +73,7 @@ def test_100k_mutated_tokens_in_one_session(cluster, db, hs, signers):
     seeds = [s.token(TENANT_A) for s in signers.values()] + [hs.token(TENANT_A, org={"id": [1, {"a": None}]})]
     totals = {}
     with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
-        pid = app.info.backend_pid
+        pid = backend_pid(app)
         started = db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
         app.execute(TRY_TOKENS)
         done = 0
@@ -85,7 +85,7 @@ def test_100k_mutated_tokens_in_one_session(cluster, db, hs, signers):
             for outcome, n in app.execute("SELECT * FROM pg_temp.try_tokens(%s)", (batch,)):
                 totals[outcome] = totals.get(outcome, 0) + n
             done += BATCH
-        assert app.info.backend_pid == pid
+        assert backend_pid(app) == pid
         assert app.execute("SELECT 1").fetchone()[0] == 1
     assert db.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
     print(f"100k mutated tokens: {dict(sorted(totals.items()))}")

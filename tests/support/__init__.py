@@ -43,6 +43,12 @@ def sqlstate(conn, sql, params=None):
     return None if e is None else e.sqlstate
 
 
+def backend_pid(conn):
+    """The server's pid for conn, asked now: conn.info.backend_pid is the
+    one libpq recorded at connect, which never changes."""
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
 def claim(conn, name="tenant_id"):
     return conn.execute("SELECT jwt_rls.jwt_claim(%s)", (name,)).fetchone()[0]
 
