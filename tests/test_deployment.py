@@ -91,7 +91,7 @@ def one_transaction(conn, client, tally, bind):
     is None when the session already holds one)."""
     tenant = tenant_of(client)
     if bind:
-        before = conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0]
+        before = claim(conn)
         if before is not None:
             tally.add(leaked_claims=1)
         bind(conn)
@@ -171,7 +171,7 @@ def test_session_pooling_resets_session_tokens(cluster, items, signers):
         for _ in range(sessions):
             try:
                 with psycopg.connect(bouncer.dsn(), prepare_threshold=None, autocommit=True) as conn:
-                    before = conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0]
+                    before = claim(conn)
                     if before is not None:
                         tally.add(leaked_claims=1)
                     conn.execute(f"SET jwt_rls.token = '{token}'")

@@ -9,6 +9,7 @@ import time
 
 import psycopg
 
+from support import claim
 from support.pgcluster import PG_BIN, Cluster, as_postgres, wait_for
 from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, authenticate, insert_invoices
 from support.tokens import Signer
@@ -146,7 +147,7 @@ def test_crash_and_immediate_shutdown_lose_nothing():
                 try:
                     with psycopg.connect(c.dsn(user="app"), connect_timeout=2) as conn:
                         while not stop.is_set():
-                            if conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0] is not None:
+                            if claim(conn) is not None:
                                 failures["leaked_claims"] += 1
                             conn.execute("SELECT jwt_rls.authenticate(%s)", (tokens[tenant],))
                             row = conn.execute("INSERT INTO invoices (tenant_id, amount, note) VALUES (%s, %s, %s) "
