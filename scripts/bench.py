@@ -25,8 +25,8 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from pgcluster import PG_BIN, Cluster  # noqa: E402
-from tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
+from support.pgcluster import PG_BIN, Cluster  # noqa: E402
+from support.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
 
 ALGS = ["HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "ES384", "EdDSA"]
 OPENSSL = {"RS256": ("rsa2048", "F2"), "PS256": ("rsa2048", "F2"), "ES256": ("ecdsap256", "F4"),

@@ -13,8 +13,8 @@ import psycopg
 from jwt.algorithms import RSAAlgorithm
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from pgcluster import Cluster  # noqa: E402
-from tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
+from support.pgcluster import Cluster  # noqa: E402
+from support.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
 
 SETUP = f"""
 CREATE EXTENSION jwt_rls;

@@ -1,54 +1,17 @@
-"""A throwaway cluster with jwt_rls installed and a two-tenant schema.
-
-Roles: `postgres` (superuser, owns the tables and the keys) and `app`, the
-application role: LOGIN, not superuser, not the table owner, no BYPASSRLS,
-and only USAGE on schema jwt_rls.
-"""
+"""Fixtures: a throwaway cluster with jwt_rls installed and the two-tenant
+schema of tests/support/schema.py, its keys, and connections to it."""
 
 import os
 import sys
-import uuid
 
 import psycopg
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from pgcluster import Cluster  # noqa: E402
-from tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
-
-TENANT_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
-TENANT_B = uuid.UUID("bbbbbbbb-0000-4000-8000-000000000002")
-
-SCHEMA = f"""
-CREATE EXTENSION jwt_rls;
-ALTER DATABASE postgres SET jwt_rls.issuer = '{ISSUER}';
-ALTER DATABASE postgres SET jwt_rls.audience = '{AUDIENCE}';
-ALTER DATABASE postgres SET jwt_rls.leeway = 0;
-CREATE ROLE app LOGIN;
-GRANT USAGE ON SCHEMA jwt_rls TO app;
-
-CREATE TABLE invoices (
-    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tenant_id uuid NOT NULL,
-    amount    int NOT NULL,
-    note      text
-);
-CREATE INDEX ON invoices (tenant_id);
-ALTER TABLE invoices ENABLE ROW LEVEL SECURITY;
-ALTER TABLE invoices FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON invoices
-    USING (tenant_id = (SELECT jwt_rls.jwt_claim('tenant_id')::uuid))
-    WITH CHECK (tenant_id = (SELECT jwt_rls.jwt_claim('tenant_id')::uuid));
-GRANT SELECT, INSERT, UPDATE, DELETE ON invoices TO app;
-
--- The same rows under the bare form of the policy, for parallel plans.
-CREATE TABLE events (tenant_id uuid NOT NULL, n int NOT NULL);
-ALTER TABLE events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE events FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON events USING (tenant_id = jwt_rls.jwt_claim('tenant_id')::uuid);
-GRANT SELECT ON events TO app;
-"""
+from support.pgcluster import Cluster  # noqa: E402
+from support.schema import EVENTS, SCHEMA, TENANT_A, TENANT_B, insert_invoices  # noqa: E402
+from support.tokens import ALGS, Signer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +25,7 @@ def cluster():
 
 @pytest.fixture(scope="session")
 def signers():
-    return {alg: Signer(f"{alg.lower()}-test", alg) for alg in ["HS256", "RS256", "ES256", "EdDSA"]}
+    return {alg: Signer(f"{alg.lower()}-test", alg) for alg in ALGS}
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +38,9 @@ def db(cluster, signers):
                 s.install(cur)
             admin.execute("SET jwt_rls.token = ''")
             # Superusers bypass RLS: this connection sees and writes all rows.
-            for tenant, count in [(TENANT_A, 3), (TENANT_B, 5)]:
-                for i in range(count):
-                    cur.execute("INSERT INTO invoices (tenant_id, amount, note) VALUES (%s, %s, %s)",
-                                (tenant, 100 + i, f"{tenant} #{i}"))
+            insert_invoices(cur)
             cur.execute("""INSERT INTO events SELECT CASE WHEN g %% 3 = 0 THEN %s ELSE %s END::uuid, g
-                           FROM generate_series(1, 60000) g""", (str(TENANT_A), str(TENANT_B)))
+                           FROM generate_series(1, %s) g""", (str(TENANT_A), str(TENANT_B), EVENTS))
             cur.execute("ANALYZE")
         yield admin
 

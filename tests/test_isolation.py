@@ -7,50 +7,29 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TENANT_A, TENANT_B
-
-ALGS = ["HS256", "RS256", "ES256", "EdDSA"]
-
-
-def tenants_seen(conn):
-    return {row[0] for row in conn.execute("SELECT tenant_id FROM invoices")}
-
-
-def count(conn):
-    return conn.execute("SELECT count(*) FROM invoices").fetchone()[0]
-
-
-def claim(conn, name="tenant_id"):
-    return conn.execute("SELECT jwt_rls.jwt_claim(%s)", (name,)).fetchone()[0]
-
-
-def sqlstate(conn, sql, params=None):
-    try:
-        with conn.transaction():
-            conn.execute(sql, params)
-    except psycopg.Error as e:
-        return e.sqlstate
-    return None
+from support import claim, make_db, sqlstate
+from support.schema import EVENTS, ROWS, TENANT_A, TENANT_B, count, tenants
+from support.tokens import ALGS, AUDIENCE, ISSUER, Signer, handmade_hs256
 
 
 @pytest.mark.parametrize("alg", ALGS)
 def test_each_tenant_sees_only_its_rows(app, signers, alg):
     s = signers[alg]
-    for tenant, expected in [(TENANT_A, 3), (TENANT_B, 5)]:
+    for tenant, expected in ROWS.items():
         with app.transaction():
             claims = app.execute("SELECT jwt_rls.authenticate(%s)", (s.token(tenant),)).fetchone()[0]
             assert claims["tenant_id"] == str(tenant)
-            assert tenants_seen(app) == {tenant}
+            assert tenants(app) == {tenant}
             assert count(app) == expected
 
 
 def test_set_local_binds_like_authenticate(app, hs):
     with app.transaction():
         app.execute("SELECT set_config('jwt_rls.token', %s, true)", (hs.token(TENANT_B),))
-        assert tenants_seen(app) == {TENANT_B}
+        assert tenants(app) == {TENANT_B}
     with app.transaction():
         app.execute(f"SET LOCAL jwt_rls.token = '{hs.token(TENANT_A)}'")
-        assert tenants_seen(app) == {TENANT_A}
+        assert tenants(app) == {TENANT_A}
 
 
 def test_no_token_sees_no_rows(app):
@@ -85,7 +64,7 @@ def test_claims_are_gone_after_commit_and_rollback(app, hs):
 
     app.execute("BEGIN")
     app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_B),))
-    assert count(app) == 5
+    assert count(app) == ROWS[TENANT_B]
     app.execute("ROLLBACK")
     assert claim(app) is None and count(app) == 0
 
@@ -102,7 +81,7 @@ def test_savepoint_rollback_restores_the_outer_token(app, hs):
     app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
     assert claim(app) == str(TENANT_A)
     app.execute("ROLLBACK TO SAVEPOINT s2")
-    assert claim(app) == str(TENANT_B) and tenants_seen(app) == {TENANT_B}
+    assert claim(app) == str(TENANT_B) and tenants(app) == {TENANT_B}
     app.execute("COMMIT")
     assert claim(app) is None
 
@@ -111,16 +90,16 @@ def test_prepared_statements_follow_the_current_tenant(app, hs):
     query = "SELECT tenant_id, count(*) FROM invoices GROUP BY 1"
     for mode in ["force_custom_plan", "force_generic_plan"]:
         app.execute(f"SET plan_cache_mode = {mode}")
-        for tenant, n in [(TENANT_A, 3), (TENANT_B, 5), (TENANT_A, 3)] * 3:
+        for tenant in [TENANT_A, TENANT_B, TENANT_A] * 3:
             with app.transaction():
                 app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(tenant),))
                 # prepare=True: psycopg keeps a server-side prepared statement.
-                assert app.execute(query, prepare=True).fetchall() == [(tenant, n)]
+                assert app.execute(query, prepare=True).fetchall() == [(tenant, ROWS[tenant])]
     app.execute("PREPARE q AS SELECT count(*) FROM invoices")
-    for tenant, n in [(TENANT_B, 5), (TENANT_A, 3)]:
+    for tenant in [TENANT_B, TENANT_A]:
         with app.transaction():
             app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(tenant),))
-            assert app.execute("EXECUTE q").fetchone()[0] == n
+            assert app.execute("EXECUTE q").fetchone()[0] == ROWS[tenant]
     assert app.execute("EXECUTE q").fetchone()[0] == 0
 
 
@@ -145,38 +124,38 @@ def test_parallel_plan_sees_the_leaders_claims(app, signers, alg):
             assert "Workers Launched: 2" in plan or "Workers Launched: 1" in plan, plan
             parallel = app.execute(QUERY).fetchone()
         assert parallel == serial
-        assert serial[0] == (20000 if tenant == TENANT_A else 40000)
+        assert serial[0] == (EVENTS // 3 if tenant == TENANT_A else EVENTS - EVENTS // 3)
 
 
 def test_session_token_and_discard(cluster, db, hs):
     token = hs.token(TENANT_B)
     with psycopg.connect(cluster.dsn(user="app", options=f"'-c jwt_rls.token={token}'"),
                          autocommit=True) as conn:
-        assert tenants_seen(conn) == {TENANT_B}
+        assert tenants(conn) == {TENANT_B}
         # A token given at connection time is the session's default, as a
         # login role is: RESET and DISCARD ALL return to it, not to nothing.
         conn.execute("DISCARD ALL")
-        assert tenants_seen(conn) == {TENANT_B}
+        assert tenants(conn) == {TENANT_B}
         conn.execute("SET jwt_rls.token = ''")
         assert claim(conn) is None and count(conn) == 0
     with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as conn:
         conn.execute(f"SET jwt_rls.token = '{hs.token(TENANT_A)}'")
-        assert count(conn) == 3
+        assert count(conn) == ROWS[TENANT_A]
         with conn.transaction():
             conn.execute("SELECT jwt_rls.authenticate(%s)", (token,))
-            assert count(conn) == 5
-        assert count(conn) == 3
+            assert count(conn) == ROWS[TENANT_B]
+        assert count(conn) == ROWS[TENANT_A]
         conn.execute("RESET ALL")
         assert count(conn) == 0
         conn.execute(f"SET jwt_rls.token = '{hs.token(TENANT_A)}'")
-        assert count(conn) == 3
+        assert count(conn) == ROWS[TENANT_A]
         conn.execute("DISCARD ALL")
         assert claim(conn) is None and count(conn) == 0
 
 
 def test_expiry_is_checked_at_every_read(app, hs):
     app.execute(f"SET jwt_rls.token = '{hs.token(TENANT_A, ttl=2)}'")
-    assert count(app) == 3
+    assert count(app) == ROWS[TENANT_A]
     time.sleep(2.5)
     assert sqlstate(app, "SELECT count(*) FROM invoices") == "28000"
     assert sqlstate(app, "SELECT jwt_rls.jwt_claim('tenant_id')") == "28000"
@@ -185,7 +164,6 @@ def test_expiry_is_checked_at_every_read(app, hs):
 
 
 def test_forged_expired_and_foreign_tokens_are_refused(app, hs, signers):
-    from tokens import AUDIENCE, ISSUER, Signer, handmade_hs256
     attacker = Signer(hs.kid, "HS256")  # same kid, another secret
     cases = {
         "forged": attacker.token(TENANT_B),
@@ -204,6 +182,20 @@ def test_forged_expired_and_foreign_tokens_are_refused(app, hs, signers):
         assert count(app) == 0, name
 
 
+def verdict(cluster, dbname, token):
+    """authenticate(token) in a fresh connection as app to dbname: the
+    tenant_id of the claims, or the refusal's SQLSTATE and message."""
+    with psycopg.connect(cluster.dsn(user="app", dbname=dbname), autocommit=True) as conn:
+        try:
+            return conn.execute("SELECT jwt_rls.authenticate(%s) ->> 'tenant_id'", (token,)).fetchone()[0]
+        except psycopg.Error as e:
+            return f"{e.sqlstate} {e.diag.message_primary}"
+
+
+def refused_for(verdict, word):
+    return verdict.startswith("28000 ") and word in verdict
+
+
 def test_superuser_settings_are_per_database(db, cluster, hs):
     rows = db.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0").fetchone()[0]
     assert any(r.startswith("jwt_rls.issuer=") for r in rows)
@@ -211,9 +203,30 @@ def test_superuser_settings_are_per_database(db, cluster, hs):
         assert conn.execute("SHOW jwt_rls.leeway").fetchone()[0] == "0"
         assert conn.execute("SHOW jwt_rls.audience").fetchone()[0] == "invoices-api"
 
+    # A second database with its own issuer and audience and the same key:
+    # each accepts only the tokens its own settings name.
+    make_db(db, "other_issuer", {"issuer": "https://other.example", "audience": "other-api"})
+    with psycopg.connect(cluster.dsn(dbname="other_issuer"), autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION jwt_rls")
+        admin.execute("GRANT USAGE ON SCHEMA jwt_rls TO app")
+        with admin.cursor() as cur:
+            hs.install(cur)
+    ours = hs.token(TENANT_A)
+    theirs = hs.token(TENANT_A, iss="https://other.example", aud="other-api")
+    assert verdict(cluster, "postgres", ours) == str(TENANT_A)
+    assert refused_for(verdict(cluster, "postgres", theirs), "issuer")
+    assert verdict(cluster, "other_issuer", theirs) == str(TENANT_A)
+    assert refused_for(verdict(cluster, "other_issuer", ours), "issuer")
+
+    # Changing the database's settings changes what its new sessions accept.
+    db.execute(f"ALTER DATABASE other_issuer SET jwt_rls.issuer = '{ISSUER}'")
+    assert refused_for(verdict(cluster, "other_issuer", theirs), "issuer")
+    assert refused_for(verdict(cluster, "other_issuer", ours), "audience")
+    db.execute(f"ALTER DATABASE other_issuer SET jwt_rls.audience = '{AUDIENCE}'")
+    assert verdict(cluster, "other_issuer", ours) == str(TENANT_A)
+
 
 def test_key_change_reaches_a_running_backend(cluster, db, signers):
-    from tokens import Signer
     fresh = Signer(f"rotated-{uuid.uuid4().hex[:8]}", "ES256")
     with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as conn:
         token = fresh.token(TENANT_A)
@@ -222,15 +235,15 @@ def test_key_change_reaches_a_running_backend(cluster, db, signers):
             fresh.install(cur)
         with conn.transaction():
             conn.execute("SELECT jwt_rls.authenticate(%s)", (token,))
-            assert count(conn) == 3
+            assert count(conn) == ROWS[TENANT_A]
         db.execute("SELECT jwt_rls.disable_key(%s)", (fresh.kid,))
         assert sqlstate(conn, "SELECT jwt_rls.authenticate(%s)", (token,)) == "28000"
         conn.execute(f"SET jwt_rls.token = '{signers['RS256'].token(TENANT_B)}'")
-        assert count(conn) == 5
+        assert count(conn) == ROWS[TENANT_B]
         db.execute("SELECT jwt_rls.disable_key(%s)", (signers["RS256"].kid,))
         try:
             # A session token signed by a key disabled meanwhile stops at once.
             assert sqlstate(conn, "SELECT count(*) FROM invoices") == "28000"
         finally:
             db.execute("SELECT jwt_rls.enable_key(%s)", (signers["RS256"].kid,))
-        assert count(conn) == 5
+        assert count(conn) == ROWS[TENANT_B]

@@ -4,31 +4,21 @@ and removes its own servers, except rotation, which uses the shared one."""
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
 import psycopg
-import pytest
 
-from conftest import SCHEMA, TENANT_A, TENANT_B
-from pgcluster import PG_BIN, Cluster, as_postgres, wait_for
-from tokens import Signer
+from support import claim
+from support.pgcluster import PG_BIN, Cluster, as_postgres, wait_for
+from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, authenticate, insert_invoices
+from support.tokens import Signer
 
 
 def caught_up(primary, standby):
     target = primary.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
     return wait_for(lambda: standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
                                             (target,)).fetchone()[0], 30)
-
-
-def authenticate(conn, token):
-    try:
-        with conn.transaction():
-            conn.execute("SELECT jwt_rls.authenticate(%s)", (token,))
-            return conn.execute("SELECT count(*) FROM invoices").fetchone()[0]
-    except psycopg.Error as e:
-        return e.sqlstate
 
 
 def test_hot_standby_verifies_and_follows_key_changes():
@@ -40,9 +30,7 @@ def test_hot_standby_verifies_and_follows_key_changes():
             admin.execute(SCHEMA)
             with admin.cursor() as cur:
                 hs.install(cur)
-                for tenant, n in [(TENANT_A, 3), (TENANT_B, 5)]:
-                    for i in range(n):
-                        cur.execute("INSERT INTO invoices (tenant_id, amount) VALUES (%s, %s)", (tenant, i))
+                insert_invoices(cur)
             standby = Cluster(init=False)
             as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby.data, "-R", "-X", "stream",
                          "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"])
@@ -53,8 +41,8 @@ def test_hot_standby_verifies_and_follows_key_changes():
                     psycopg.connect(standby.dsn(user="app"), autocommit=True) as app:
                 assert sb_admin.execute("SELECT pg_is_in_recovery()").fetchone()[0]
                 assert caught_up(admin, sb_admin)
-                assert authenticate(app, hs.token(TENANT_A)) == 3
-                assert authenticate(app, hs.token(TENANT_B)) == 5
+                assert authenticate(app, hs.token(TENANT_A)) == ROWS[TENANT_A]
+                assert authenticate(app, hs.token(TENANT_B)) == ROWS[TENANT_B]
                 assert app.execute("SELECT count(*) FROM invoices").fetchone()[0] == 0
 
                 # A key imported on the primary works on the standby once
@@ -64,7 +52,7 @@ def test_hot_standby_verifies_and_follows_key_changes():
                 with admin.cursor() as cur:
                     es.install(cur)
                 assert caught_up(admin, sb_admin)
-                assert authenticate(app, es.token(TENANT_A)) == 3
+                assert authenticate(app, es.token(TENANT_A)) == ROWS[TENANT_A]
                 admin.execute("SELECT jwt_rls.disable_key('es-rotated')")
                 assert caught_up(admin, sb_admin)
                 assert authenticate(app, es.token(TENANT_A)) == "28000"
@@ -86,6 +74,7 @@ def test_key_rotation_under_load(cluster, db):
     refused from the first transaction after the disabling commit, in every
     backend, without reconnecting."""
     old, new = Signer("rotation-old", "RS256"), Signer("rotation-new", "ES256")
+    backends = 8
     with db.cursor() as cur:
         old.install(cur)
     tokens = {old.kid: old.token(TENANT_A, ttl=3600), new.kid: new.token(TENANT_A, ttl=3600)}
@@ -105,7 +94,7 @@ def test_key_rotation_under_load(cluster, db):
                     records.append((n, kid, started, time.monotonic(), result))
                 i += 1
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(backends)]
     for t in threads:
         t.start()
     time.sleep(1.5)
@@ -123,18 +112,18 @@ def test_key_rotation_under_load(cluster, db):
 
     wrong, refused_after = [], set()
     for n, kid, started, ended, result in records:
-        if kid == new.kid and started > events["added"] and result != 3:
+        if kid == new.kid and started > events["added"] and result != ROWS[TENANT_A]:
             wrong.append(f"client {n}: live new key refused: {result}")
-        if kid == old.kid and ended < events["disabling"] and result != 3:
+        if kid == old.kid and ended < events["disabling"] and result != ROWS[TENANT_A]:
             wrong.append(f"client {n}: live old key refused: {result}")
         if kid == old.kid and started > events["disabled"]:
             if result != "28000":
                 wrong.append(f"client {n}: disabled key accepted after the commit")
             refused_after.add(n)
-    print(f"\nkey rotation: {len(records)} transactions by 8 backends; old-key tokens refused after "
-          f"the disabling commit in {len(refused_after)} of 8 backends")
+    print(f"\nkey rotation: {len(records)} transactions by {backends} backends; old-key tokens refused after "
+          f"the disabling commit in {len(refused_after)} of {backends} backends")
     assert not wrong, wrong[:10]
-    assert refused_after == set(range(8))
+    assert refused_after == set(range(backends))
     db.execute("SELECT jwt_rls.remove_key(%s)", (old.kid,))
     db.execute("SELECT jwt_rls.remove_key(%s)", (new.kid,))
 
@@ -158,7 +147,7 @@ def test_crash_and_immediate_shutdown_lose_nothing():
                 try:
                     with psycopg.connect(c.dsn(user="app"), connect_timeout=2) as conn:
                         while not stop.is_set():
-                            if conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0] is not None:
+                            if claim(conn) is not None:
                                 failures["leaked_claims"] += 1
                             conn.execute("SELECT jwt_rls.authenticate(%s)", (tokens[tenant],))
                             row = conn.execute("INSERT INTO invoices (tenant_id, amount, note) VALUES (%s, %s, %s) "

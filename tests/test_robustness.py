@@ -2,16 +2,16 @@
 end in clean errors or valid results without losing the backend or
 restarting the server; and a refused token never reaches the server log."""
 
-import base64
 import json
 import random
 
 import psycopg
 
-from conftest import TENANT_A
-from hostile import jws
-from pgcluster import Cluster
-from tokens import Signer
+from support import b64url_decode, backend_pid
+from support.hostile import jws
+from support.pgcluster import Cluster
+from support.schema import TENANT_A
+from support.tokens import Signer
 
 TOTAL = 100_000
 BATCH = 5_000
@@ -59,13 +59,13 @@ def mutate(rng, token, signer):
     # 6-9: mutate the JSON of the payload and sign it again, so that parsing
     # and claim validation see authenticated, malformed input.
     header, payload, _ = token.split(".")
-    text = base64.urlsafe_b64decode(payload + "==").decode("utf-8", "replace")
+    text = b64url_decode(payload).decode("utf-8", "replace")
     i = rng.randrange(len(text) + 1)
     edits = [lambda: text[:i] + rng.choice(NOISE) + text[i:], lambda: text[:i] + text[i + 1:],
              lambda: text.replace(",", ', "tenant_id": 1,', 1), lambda: text.replace(":", ":[", rng.randrange(1, 3)),
              lambda: text.replace("exp", rng.choice(["EXP", "exp\\u0000", "e"])), lambda: text]
     body = rng.choice(edits)().encode("utf-8", "replace")
-    return jws(json.loads(base64.urlsafe_b64decode(header + "==")), body, signer)
+    return jws(json.loads(b64url_decode(header)), body, signer)
 
 
 def test_100k_mutated_tokens_in_one_session(cluster, db, hs, signers):
@@ -73,7 +73,7 @@ def test_100k_mutated_tokens_in_one_session(cluster, db, hs, signers):
     seeds = [s.token(TENANT_A) for s in signers.values()] + [hs.token(TENANT_A, org={"id": [1, {"a": None}]})]
     totals = {}
     with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
-        pid = app.info.backend_pid
+        pid = backend_pid(app)
         started = db.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
         app.execute(TRY_TOKENS)
         done = 0
@@ -85,7 +85,7 @@ def test_100k_mutated_tokens_in_one_session(cluster, db, hs, signers):
             for outcome, n in app.execute("SELECT * FROM pg_temp.try_tokens(%s)", (batch,)):
                 totals[outcome] = totals.get(outcome, 0) + n
             done += BATCH
-        assert app.info.backend_pid == pid
+        assert backend_pid(app) == pid
         assert app.execute("SELECT 1").fetchone()[0] == 1
     assert db.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
     print(f"100k mutated tokens: {dict(sorted(totals.items()))}")

@@ -3,20 +3,15 @@ try, from inside a transaction bound to tenant A, to make jwt_claim() say
 something else without presenting another validly signed token. After each
 attempt the claims must still be tenant A's (or gone, for RESET)."""
 
+import base64
 import time
 
 import psycopg
 import pytest
 
-from conftest import TENANT_A, TENANT_B
-
-
-def claim(conn):
-    return conn.execute("SELECT jwt_rls.jwt_claim('tenant_id')").fetchone()[0]
-
-
-def tenants(conn):
-    return {r[0] for r in conn.execute("SELECT tenant_id FROM invoices")}
+from support import b64url, claim
+from support.schema import TENANT_A, TENANT_B, tenants
+from support.tokens import Signer
 
 
 ATTEMPTS = [
@@ -92,13 +87,13 @@ def test_shadow_objects_change_nothing(app, hs):
     """Temp tables and functions named like the extension's objects, first in
     search_path: policies hold OIDs, and the extension reads only
     schema-qualified objects."""
-    attacker = __import__("tokens").Signer("hs256-test", "HS256")
+    attacker = Signer("hs256-test", "HS256")
     with app.transaction():
         app.execute("SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),))
         app.execute("CREATE TEMP TABLE keys (kid text, alg text, format text, material text, enabled bool, "
                     "not_before timestamptz, not_after timestamptz)")
         app.execute("INSERT INTO pg_temp.keys VALUES ('hs256-test', 'HS256', 'secret', %s, true, NULL, NULL)",
-                    (__import__("hostile").b64(attacker.key),))
+                    (b64url(attacker.key),))
         app.execute(f"CREATE FUNCTION pg_temp.jwt_claim(text) RETURNS text LANGUAGE sql AS $$SELECT '{TENANT_B}'$$")
         app.execute("SET LOCAL search_path = pg_temp, public, jwt_rls")
         assert tenants(app) == {TENANT_A}
@@ -111,13 +106,50 @@ def test_shadow_objects_change_nothing(app, hs):
         assert tenants(app) == {TENANT_A}
 
 
-def test_no_key_material_in_settings_views(app, db, hs):
-    secret_text = hs.key.hex()
-    b64 = __import__("hostile").b64(hs.key)
-    rows = app.execute("SELECT name, setting FROM pg_settings WHERE name LIKE 'jwt_rls.%'").fetchall()
-    rows += app.execute("SELECT setrole::text, array_to_string(setconfig, ',') FROM pg_db_role_setting").fetchall()
-    for row in rows:
-        assert secret_text not in str(row) and b64 not in str(row), row
+def key_material(signers):
+    """The text forms of the installed keys: each HMAC secret in hex,
+    base64url and base64; each public key's PEM lines (but the armour and
+    a short last line)."""
+    material = []
+    for s in signers.values():
+        if s.public is None:
+            forms = [s.key.hex(), b64url(s.key), base64.b64encode(s.key).decode()]
+        else:
+            forms = [line for line in s.public.splitlines() if "-----" not in line and len(line) >= 32]
+        assert forms, s.kid
+        material += forms
+    return material
+
+
+def settings_views(app, db):
+    """Every place a setting can be read, each as the text of its rows: as
+    the application role pg_settings, SHOW ALL, current_setting() of every
+    jwt_rls.* setting and pg_db_role_setting; as a superuser the files."""
+    def text(rows):
+        return "\n".join(" | ".join(str(v) for v in row) for row in rows)
+
+    names = [r[0] for r in app.execute("SELECT name FROM pg_settings WHERE name LIKE 'jwt_rls.%'")]
+    assert {"jwt_rls.issuer", "jwt_rls.audience", "jwt_rls.leeway"} <= set(names), names
+    names.append("jwt_rls.token")  # hidden from pg_settings and SHOW ALL, but readable
+    return {
+        "pg_settings": text(app.execute("SELECT * FROM pg_settings")),
+        "SHOW ALL": text(app.execute("SHOW ALL")),
+        "current_setting": text(app.execute("SELECT n, current_setting(n) FROM unnest(%s::text[]) n", (names,))),
+        "pg_db_role_setting": text(app.execute("SELECT setdatabase, setrole, setconfig FROM pg_db_role_setting")),
+        "pg_file_settings": text(db.execute("SELECT * FROM pg_file_settings")),
+    }
+
+
+def test_no_key_material_in_settings_views(app, db, signers, hs):
+    material = key_material(signers)
+    # Bound, in a transaction: the keys are loaded and the token is set.
+    token = hs.token(TENANT_A)
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+        views = settings_views(app, db)
+    assert token in views["current_setting"]
+    found = [f"{place}: {m[:16]}..." for place, text in views.items() for m in material if m in text]
+    assert not found, found
 
 
 def test_no_binding_during_security_restricted_operations(cluster, db, hs):
@@ -134,7 +166,7 @@ def test_no_binding_during_security_restricted_operations(cluster, db, hs):
         app.execute("DROP MATERIALIZED VIEW scratch.mv")
         app.execute("CREATE FUNCTION scratch.bind() RETURNS int LANGUAGE sql "
                     f"SET jwt_rls.token = '{token}' AS 'SELECT 1'")
-        app.execute(f"CREATE MATERIALIZED VIEW scratch.mv2 AS SELECT scratch.bind() AS c WITH NO DATA")
+        app.execute("CREATE MATERIALIZED VIEW scratch.mv2 AS SELECT scratch.bind() AS c WITH NO DATA")
         with pytest.raises(psycopg.Error) as e:
             app.execute("REFRESH MATERIALIZED VIEW scratch.mv2")
         assert e.value.sqlstate == "42501", e.value
@@ -142,7 +174,6 @@ def test_no_binding_during_security_restricted_operations(cluster, db, hs):
 
 
 def test_disabled_key_and_replayed_expired_token(cluster, db, signers):
-    from tokens import Signer
     es = Signer("es256-replay", "ES256")
     with db.cursor() as cur:
         es.install(cur)

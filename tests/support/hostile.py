@@ -5,7 +5,6 @@ Tokens are assembled by hand from raw primitives (hmac, cryptography), since
 JWT libraries refuse to produce most of them.
 """
 
-import base64
 import hashlib
 import hmac
 import json
@@ -15,15 +14,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from tokens import AUDIENCE, ISSUER, Signer
+from support import b64url, b64url_decode
+from support.tokens import AUDIENCE, ISSUER, Signer
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 MALFORMED, REJECTED = "22023", "28000"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+# kids no message may echo (the catalog sends each in a token header)
+ODD_KIDS = {"quotes": "a\"b'c", "SQL": "x' OR '1'='1'; --", "path": "../../../etc/passwd",
+            "percent": "%00%27", "newline": "k\nid", "10 KB": "k" * 10_000}
 
 
 def part(value) -> bytes:
@@ -48,18 +47,18 @@ def sign(signer: Signer, signing_input: bytes, alg=None) -> bytes:
 
 
 def jws(header, payload, signer=None, alg=None, signature=None) -> str:
-    signing_input = b64(part(header)) + "." + b64(part(payload))
+    signing_input = b64url(part(header)) + "." + b64url(part(payload))
     if signature is None:
         signature = sign(signer, signing_input.encode(), alg)
-    return signing_input + "." + b64(signature)
+    return signing_input + "." + b64url(signature)
 
 
 def canonical_b64(segment: str) -> bool:
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except Exception:
+        raw = b64url_decode(segment)
+    except ValueError:
         return False
-    return b64(raw) == segment
+    return b64url(raw) == segment
 
 
 class Catalog:
@@ -92,7 +91,6 @@ class Catalog:
         hs, rs, es, ed = (self.keys[a] for a in ["HS256", "RS256", "ES256", "EdDSA"])
         good = jws(self.header(), self.claims(), hs)
         head, body, sig = good.split(".")
-        signing_input = f"{head}.{body}".encode()
 
         # alg none and algorithm names
         for spelling in ["none", "None", "NONE", "nOnE"]:
@@ -107,39 +105,39 @@ class Catalog:
         # key confusion: the RSA / EC public key as an HMAC secret
         for label, key_owner in [("RSA", rs), ("EC", es), ("Ed25519", ed)]:
             pem = key_owner.public.encode()
-            h = b64(part({"alg": "HS256", "kid": key_owner.kid}))
-            p = b64(part(self.claims()))
-            confused = f"{h}.{p}." + b64(hmac.new(pem, f"{h}.{p}".encode(), hashlib.sha256).digest())
+            h = b64url(part({"alg": "HS256", "kid": key_owner.kid}))
+            p = b64url(part(self.claims()))
+            confused = f"{h}.{p}." + b64url(hmac.new(pem, f"{h}.{p}".encode(), hashlib.sha256).digest())
             self.add(f"HS256 keyed with the {label} public key, kid of that key", confused, REJECTED, "does not match")
         pem = rs.public.encode()
-        h, p = b64(part(self.header())), b64(part(self.claims()))
+        h, p = b64url(part(self.header())), b64url(part(self.claims()))
         self.add("HS256 keyed with the RSA public key, kid of the HMAC key",
-                 f"{h}.{p}." + b64(hmac.new(pem, f"{h}.{p}".encode(), hashlib.sha256).digest()), REJECTED, "signature")
+                 f"{h}.{p}." + b64url(hmac.new(pem, f"{h}.{p}".encode(), hashlib.sha256).digest()), REJECTED, "signature")
         self.signed("PS256 token naming the RS256 key", REJECTED, "does not match", alg="RS256",
                     header=self.header("RS256", alg="PS256"))
         self.add("PS256 signature under the RS256 key's kid",
                  jws(self.header("RS256", alg="PS256"), self.claims(), rs, "PS256"), REJECTED, "does not match")
 
         # ECDSA: psychic signatures and other invalid encodings
-        eh, ep = b64(part(self.header("ES256"))), b64(part(self.claims()))
+        eh, ep = b64url(part(self.header("ES256"))), b64url(part(self.claims()))
         es_input = f"{eh}.{ep}".encode()
         n = P256_ORDER
         for label, (r, s) in {"r = s = 0": (0, 0), "r = 0": (0, 1), "s = 0": (1, 0), "r = s = n": (n, n),
                               "r = n, s = 1": (n, 1), "r = s = n - 1": (n - 1, n - 1)}.items():
             raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-            self.add(f"ES256 {label}", f"{eh}.{ep}.{b64(raw)}", REJECTED, "signature")
+            self.add(f"ES256 {label}", f"{eh}.{ep}.{b64url(raw)}", REJECTED, "signature")
         der = es.key.sign(es_input, ec.ECDSA(hashes.SHA256()))
-        self.add("ES256 DER-encoded signature", f"{eh}.{ep}.{b64(der)}", REJECTED, "signature")
+        self.add("ES256 DER-encoded signature", f"{eh}.{ep}.{b64url(der)}", REJECTED, "signature")
         valid_es = sign(es, es_input)
-        self.add("ES256 signature of 63 bytes", f"{eh}.{ep}.{b64(valid_es[:-1])}", REJECTED, "signature")
-        longer = b64(valid_es + bytes(1))
+        self.add("ES256 signature of 63 bytes", f"{eh}.{ep}.{b64url(valid_es[:-1])}", REJECTED, "signature")
+        longer = b64url(valid_es + bytes(1))
         self.add("ES256 signature of 65 bytes", f"{eh}.{ep}.{longer}", REJECTED, "signature")
 
         # EdDSA with a non-canonical S (S + L)
-        dh, dp = b64(part(self.header("EdDSA"))), b64(part(self.claims()))
+        dh, dp = b64url(part(self.header("EdDSA"))), b64url(part(self.claims()))
         ed_sig = sign(ed, f"{dh}.{dp}".encode())
         s_plus_l = (int.from_bytes(ed_sig[32:], "little") + ED25519_L).to_bytes(32, "little")
-        self.add("EdDSA S + L", f"{dh}.{dp}.{b64(ed_sig[:32] + s_plus_l)}", REJECTED, "signature")
+        self.add("EdDSA S + L", f"{dh}.{dp}.{b64url(ed_sig[:32] + s_plus_l)}", REJECTED, "signature")
 
         # signatures: wrong key, stripped, truncated, extended
         other = Signer(hs.kid, "HS256")
@@ -153,14 +151,14 @@ class Catalog:
             self.add(f"signature truncated by {cut}", f"{head}.{body}.{truncated}", state,
                      "signature" if state == REJECTED else "base64url")
         self.add("signature extended", f"{head}.{body}.{sig}AAAA", REJECTED, "signature")
-        self.add("payload tampered", f"{head}.{b64(part(self.claims(tenant_id='tenant-2')))}.{sig}", REJECTED, "signature")
+        self.add("payload tampered", f"{head}.{b64url(part(self.claims(tenant_id='tenant-2')))}.{sig}", REJECTED, "signature")
 
         # structure
         self.add("2 segments", f"{head}.{body}", MALFORMED, "not a JWS")
         self.add("4 segments", f"{good}.{sig}", MALFORMED, "not a JWS")
         self.add("5 segments", f"{good}.{sig}.{sig}", MALFORMED, "JWE")
-        jwe_header = b64(part({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": rs.kid}))
-        self.add("JWE compact", f"{jwe_header}.{b64(b'k' * 256)}.{b64(b'i' * 12)}.{b64(b'c' * 40)}.{b64(b't' * 16)}",
+        jwe_header = b64url(part({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": rs.kid}))
+        self.add("JWE compact", f"{jwe_header}.{b64url(b'k' * 256)}.{b64url(b'i' * 12)}.{b64url(b'c' * 40)}.{b64url(b't' * 16)}",
                  MALFORMED, "JWE")
         self.signed("JWS with an enc header", REJECTED, "unsupported extension", header=self.header(enc="A256GCM"))
         self.add("empty token", "", MALFORMED, "empty")
@@ -169,14 +167,13 @@ class Catalog:
         # kid
         self.signed("unknown kid", REJECTED, "no known key", header=self.header(kid="no-such-key"))
         self.signed("kid of the ES256 key on an HS256 token", REJECTED, "does not match", header=self.header(kid=es.kid))
-        for label, kid in {"quotes": "a\"b'c", "SQL": "x' OR '1'='1'; --", "path": "../../../etc/passwd",
-                           "percent": "%00%27", "newline": "k\nid", "10 KB": "k" * 10_000}.items():
+        for label, kid in ODD_KIDS.items():
             self.signed(f"kid with {label}", REJECTED, "no known key", header=self.header(kid=kid))
         self.signed("kid is a number", MALFORMED, "wrong type", header=self.header(kid=7))
 
         # keys carried by the token itself
         attacker = Signer("attacker", "RS256")
-        jwk = {"kty": "RSA", "n": b64(attacker.key.public_key().public_numbers().n.to_bytes(256, "big")), "e": "AQAB"}
+        jwk = {"kty": "RSA", "n": b64url(attacker.key.public_key().public_numbers().n.to_bytes(256, "big")), "e": "AQAB"}
         for label, extra in {"jwk": {"jwk": jwk}, "jku": {"jku": "https://evil.example/jwks.json"},
                              "x5u": {"x5u": "https://evil.example/cert.pem"}, "x5c": {"x5c": ["MIIBfake"]}}.items():
             self.add(f"embedded {label}, attacker key, kid of ours",

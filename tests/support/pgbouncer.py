@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import tempfile
 
-from pgcluster import as_postgres, free_port, read_text, wait_for
+from support.pgcluster import as_postgres, free_port, read_text, wait_for
 
 
 class PgBouncer:

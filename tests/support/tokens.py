@@ -1,5 +1,9 @@
 """Keys and tokens made by an independent library (PyJWT + cryptography)."""
 
+import hashlib
+import hmac
+import json
+import secrets
 import time
 import uuid
 
@@ -7,8 +11,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from support import b64url
+
 ISSUER = "https://login.example"
 AUDIENCE = "invoices-api"
+ALGS = ["HS256", "RS256", "ES256", "EdDSA"]  # one key of each family in the fixtures
 
 
 def public_pem(private_key):
@@ -22,7 +29,7 @@ class Signer:
     def __init__(self, kid, alg):
         self.kid, self.alg = kid, alg
         if alg.startswith("HS"):
-            self.key = uuid.uuid4().bytes * 4  # 64 random-ish bytes
+            self.key = secrets.token_bytes(64)
             self.public = None
         elif alg.startswith(("RS", "PS")):
             self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -56,17 +63,9 @@ class Signer:
         return jwt.encode(payload, self.key, algorithm=self.alg, headers=headers)
 
 
-def b64url(data: bytes) -> str:
-    import base64
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def handmade_hs256(header: dict, payload: dict, key: bytes) -> str:
     """HS256 with any key bytes, for attacks PyJWT refuses to sign (such as
     an RSA public key used as the HMAC secret)."""
-    import hashlib
-    import hmac
-    import json
     signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(payload).encode())
     mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + b64url(mac)
