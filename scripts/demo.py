@@ -8,7 +8,6 @@ import os
 import sys
 import time
 
-import jwt
 import psycopg
 from jwt.algorithms import RSAAlgorithm
 

@@ -309,10 +309,26 @@ unsafe extern "C-unwind" fn check_token(
     }
     let (policy_generation, keys_generation) =
         (POLICY_GENERATION.load(Ordering::Relaxed), KEYS.generation());
+    // Reading the key store needs a snapshot. A SET statement, and the
+    // startup options of a session that preloads jwt_rls, run without one;
+    // an error below aborts the transaction, which pops it.
+    // SAFETY: inside a transaction (checked above); the snapshot pushed here
+    // is popped right after, or by the abort cleanup on error.
+    let pushed = unsafe {
+        let missing = !pg_sys::ActiveSnapshotSet();
+        if missing {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        missing
+    };
     let verified = match token.to_str() {
         Ok(token) => verify_at(token, clock::now()).and_then(admit),
         Err(_) => Err(Error::BadCharacter),
     };
+    if pushed {
+        // SAFETY: pops the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+    }
     match verified {
         Ok(verified) => {
             let token = value.cast_const();

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TENANT_A, TENANT_B
+from support.schema import TENANT_A, TENANT_B
 
 
 def sqlstate_of(conn, sql, params=()):

@@ -213,6 +213,22 @@ def test_a_token_set_before_the_library_loads_is_verified_at_load(cluster, db, h
         assert tenants(app) == {TENANT_B}
 
 
+def test_a_token_set_before_the_library_loads_is_checked_against_the_configured_policy(cluster, db, hs):
+    """The placeholder's value is checked when the library defines the
+    setting, and by then the database's issuer and audience are in force
+    (the token setting is defined last): a validly signed token from the
+    wrong issuer is dropped with a WARNING, not accepted under default
+    policy and refused later."""
+    wrong_issuer = hs.token(TENANT_B, iss="https://evil.example")
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        warnings = []
+        app.add_notice_handler(lambda d: warnings.append((d.severity_nonlocalized, d.sqlstate, d.message_primary)))
+        app.execute(f"SET jwt_rls.token = '{wrong_issuer}'")
+        assert claim(app) is None
+        assert tenants(app) == set()
+        assert ("WARNING", "28000", "token issuer is not accepted") in warnings, warnings
+
+
 def test_session_preload_makes_set_verify_at_once(cluster, db, hs):
     forged = hs.token(TENANT_B)[:-4] + "AAAA"
     db.execute("ALTER ROLE app SET session_preload_libraries = 'jwt_rls'")
