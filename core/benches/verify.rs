@@ -16,17 +16,27 @@ use serde_json::Value;
 
 const JWKS: &str = include_str!("../tests/vectors/keys.jwks.json");
 const TOKENS: &str = include_str!("../tests/vectors/tokens.json");
-pub const ALGS: [&str; 8] = ["HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "ES384", "EdDSA"];
+pub const ALGS: [&str; 8] = [
+    "HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "ES384", "EdDSA",
+];
 
 fn keys() -> KeySet {
     let entries = parse_jwks(JWKS).unwrap();
-    KeySet::new(entries.iter().map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap()).collect())
+    KeySet::new(
+        entries
+            .iter()
+            .map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap())
+            .collect(),
+    )
 }
 
 fn token(alg: &str) -> String {
     let cases: Vec<Value> = serde_json::from_str(TOKENS).unwrap();
     let name = format!("{alg}/valid/pyjwt");
-    cases.iter().find(|c| c["name"] == name.as_str()).unwrap()["token"].as_str().unwrap().to_string()
+    cases.iter().find(|c| c["name"] == name.as_str()).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn policy() -> Policy {
@@ -38,7 +48,10 @@ fn policy() -> Policy {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn benches(c: &mut Criterion) {
@@ -47,11 +60,15 @@ fn benches(c: &mut Criterion) {
     let now = now();
     for alg in ALGS {
         let t = token(alg);
-        c.bench_function(&format!("verify/{alg}"), |b| b.iter(|| verify(black_box(&t), &keys, &policy, now).unwrap()));
+        c.bench_function(&format!("verify/{alg}"), |b| {
+            b.iter(|| verify(black_box(&t), &keys, &policy, now).unwrap())
+        });
         // The signature check alone, with the key already selected.
         let seg = split(&t, policy.max_bytes).unwrap();
         let sig = decode(seg.signature, Part::Signature).unwrap();
-        let key = keys.select(Some(&verify(&t, &keys, &policy, now).unwrap().kid), now).unwrap();
+        let key = keys
+            .select(Some(&verify(&t, &keys, &policy, now).unwrap().kid), now)
+            .unwrap();
         c.bench_function(&format!("signature/{alg}"), |b| {
             b.iter(|| assert!(key.verify(black_box(seg.signing_input.as_bytes()), &sig)))
         });

@@ -27,7 +27,11 @@ fn entry_bytes(token: &str, v: &Verified) -> usize {
 
 impl Cache {
     pub fn new(max_entries: usize, max_bytes: usize) -> Cache {
-        Cache { entries: NonZeroUsize::new(max_entries).map(LruCache::new), bytes: 0, max_bytes }
+        Cache {
+            entries: NonZeroUsize::new(max_entries).map(LruCache::new),
+            bytes: 0,
+            max_bytes,
+        }
     }
 
     pub fn get(&mut self, token: &str) -> Option<Arc<Verified>> {
@@ -83,7 +87,11 @@ mod tests {
     fn verified(payload_len: usize) -> Arc<Verified> {
         Arc::new(Verified::new(
             "x".repeat(payload_len),
-            Times { exp: 1, nbf: None, iat: None },
+            Times {
+                exp: 1,
+                nbf: None,
+                iat: None,
+            },
             "k".into(),
             jsonwebtoken::Algorithm::HS256,
         ))

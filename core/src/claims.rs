@@ -78,7 +78,10 @@ impl Times {
 }
 
 fn wrong_type(claim: &str, expected: &'static str) -> Error {
-    Error::ClaimType { claim: claim.to_string(), expected }
+    Error::ClaimType {
+        claim: claim.to_string(),
+        expected,
+    }
 }
 
 /// A NumericDate: an integer number of seconds in [0, MAX_NUMERIC_DATE].
@@ -127,9 +130,14 @@ pub fn validate(payload: &[u8], policy: &Policy, now: i64) -> Result<Times> {
 }
 
 fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times> {
-    let get = |name: &str| found.values[REGISTERED.iter().position(|r| *r == name).unwrap_or(0)].as_ref();
+    let get =
+        |name: &str| found.values[REGISTERED.iter().position(|r| *r == name).unwrap_or(0)].as_ref();
     let exp = numeric_date(get("exp"), "exp")?.ok_or_else(|| Error::MissingClaim("exp".into()))?;
-    let times = Times { exp, nbf: numeric_date(get("nbf"), "nbf")?, iat: numeric_date(get("iat"), "iat")? };
+    let times = Times {
+        exp,
+        nbf: numeric_date(get("nbf"), "nbf")?,
+        iat: numeric_date(get("iat"), "iat")?,
+    };
     let iss = optional_string(get("iss"), "iss")?;
     optional_string(get("sub"), "sub")?;
     optional_string(get("jti"), "jti")?;
@@ -142,7 +150,10 @@ fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times>
         let iat = times.iat.ok_or_else(|| Error::MissingClaim("iat".into()))?;
         let lifetime = exp - iat;
         if lifetime > policy.max_lifetime {
-            return Err(Error::LifetimeTooLong { lifetime, max: policy.max_lifetime });
+            return Err(Error::LifetimeTooLong {
+                lifetime,
+                max: policy.max_lifetime,
+            });
         }
     }
     if !policy.issuers.is_empty() {
@@ -199,7 +210,9 @@ pub fn claim_text(claims: &RawClaims, name: &str) -> Option<String> {
 fn text(value: &RawValue) -> Option<String> {
     let json = value.get();
     match json.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(json).ok().filter(|s| !s.is_empty()),
+        Some(b'"') => serde_json::from_str::<String>(json)
+            .ok()
+            .filter(|s| !s.is_empty()),
         Some(b'n') | None => None,
         Some(_) => Some(json.to_string()),
     }
@@ -242,31 +255,77 @@ mod tests {
     #[test]
     fn exp_is_strict() {
         assert!(check(base()).is_ok());
-        assert!(matches!(check(with("exp", json!(NOW))), Err(Error::Expired { .. })));
+        assert!(matches!(
+            check(with("exp", json!(NOW))),
+            Err(Error::Expired { .. })
+        ));
         let mut no_exp = base();
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_eq!(check(no_exp).unwrap_err(), Error::MissingClaim("exp".into()));
-        for bad in [json!("4102444800"), json!(4102444800.0), json!(-1), json!(1e19), json!(true), json!(null)] {
-            assert!(matches!(check(with("exp", bad.clone())), Err(Error::ClaimType { .. })), "{bad}");
+        assert_eq!(
+            check(no_exp).unwrap_err(),
+            Error::MissingClaim("exp".into())
+        );
+        for bad in [
+            json!("4102444800"),
+            json!(4102444800.0),
+            json!(-1),
+            json!(1e19),
+            json!(true),
+            json!(null),
+        ] {
+            assert!(
+                matches!(
+                    check(with("exp", bad.clone())),
+                    Err(Error::ClaimType { .. })
+                ),
+                "{bad}"
+            );
         }
         let base = r#"{"iss":"https://issuer.example","aud":"api","exp":"#;
-        for literal in ["1e10", "2000000000.0", "2.0e9", "-0", "99999999999999999999"] {
+        for literal in [
+            "1e10",
+            "2000000000.0",
+            "2.0e9",
+            "-0",
+            "99999999999999999999",
+        ] {
             let raw = format!("{base}{literal}}}");
             let got = validate(raw.as_bytes(), &policy(), NOW);
-            assert!(matches!(got, Err(Error::ClaimType { .. }) | Err(Error::Expired { .. })), "{literal}: {got:?}");
+            assert!(
+                matches!(
+                    got,
+                    Err(Error::ClaimType { .. }) | Err(Error::Expired { .. })
+                ),
+                "{literal}: {got:?}"
+            );
         }
-        let leeway = Policy { leeway: 30, ..policy() };
+        let leeway = Policy {
+            leeway: 30,
+            ..policy()
+        };
         assert!(with_policy(with("exp", json!(NOW - 29)), &leeway).is_ok());
         assert!(with_policy(with("exp", json!(NOW - 30)), &leeway).is_err());
     }
 
     #[test]
     fn nbf_iat_and_lifetime() {
-        assert!(matches!(check(with("nbf", json!(NOW + 1))), Err(Error::NotYetValid { .. })));
+        assert!(matches!(
+            check(with("nbf", json!(NOW + 1))),
+            Err(Error::NotYetValid { .. })
+        ));
         assert!(check(with("nbf", json!(NOW))).is_ok());
-        assert!(matches!(check(with("iat", json!(NOW + 1))), Err(Error::IssuedInFuture { .. })));
-        let short = Policy { max_lifetime: 3600, ..policy() };
-        assert_eq!(with_policy(base(), &short).unwrap_err(), Error::MissingClaim("iat".into()));
+        assert!(matches!(
+            check(with("iat", json!(NOW + 1))),
+            Err(Error::IssuedInFuture { .. })
+        ));
+        let short = Policy {
+            max_lifetime: 3600,
+            ..policy()
+        };
+        assert_eq!(
+            with_policy(base(), &short).unwrap_err(),
+            Error::MissingClaim("iat".into())
+        );
         assert!(with_policy(with("iat", json!(NOW - 10)), &short).is_ok());
         assert!(matches!(
             with_policy(with("iat", json!(NOW - 7200)), &short),
@@ -276,14 +335,35 @@ mod tests {
 
     #[test]
     fn registered_claims_have_types() {
-        assert!(matches!(check(with("iss", json!(1))), Err(Error::ClaimType { .. })));
-        assert!(matches!(check(with("sub", json!({"id":1}))), Err(Error::ClaimType { .. })));
-        assert!(matches!(check(with("aud", json!(["api", 1]))), Err(Error::ClaimType { .. })));
-        assert!(matches!(check(with("aud", json!([]))), Err(Error::ClaimType { .. })));
+        assert!(matches!(
+            check(with("iss", json!(1))),
+            Err(Error::ClaimType { .. })
+        ));
+        assert!(matches!(
+            check(with("sub", json!({"id":1}))),
+            Err(Error::ClaimType { .. })
+        ));
+        assert!(matches!(
+            check(with("aud", json!(["api", 1]))),
+            Err(Error::ClaimType { .. })
+        ));
+        assert!(matches!(
+            check(with("aud", json!([]))),
+            Err(Error::ClaimType { .. })
+        ));
         assert!(check(with("aud", json!(["other", "api"]))).is_ok());
-        assert_eq!(check(with("aud", json!("other"))).unwrap_err(), Error::Audience);
-        assert_eq!(check(with("iss", json!("https://issuer.example/"))).unwrap_err(), Error::Issuer);
-        let required = Policy { required: vec!["tenant_id".into()], ..policy() };
+        assert_eq!(
+            check(with("aud", json!("other"))).unwrap_err(),
+            Error::Audience
+        );
+        assert_eq!(
+            check(with("iss", json!("https://issuer.example/"))).unwrap_err(),
+            Error::Issuer
+        );
+        let required = Policy {
+            required: vec!["tenant_id".into()],
+            ..policy()
+        };
         assert!(with_policy(with("tenant_id", json!(null)), &required).is_err());
         assert!(with_policy(with("tenant_id", json!("t1")), &required).is_ok());
     }

@@ -38,7 +38,10 @@ pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
         return Err(Error::Empty);
     }
     if token.len() > max_bytes {
-        return Err(Error::TooLarge { size: token.len(), limit: max_bytes });
+        return Err(Error::TooLarge {
+            size: token.len(),
+            limit: max_bytes,
+        });
     }
     // The alphabet is checked by the base64 decoder, segment by segment
     // (see `decode`); here only the dots are found (memchr, vectorized).
@@ -49,7 +52,11 @@ pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
         (Some(f), Some(s)) if !token[s + 1..].contains('.') => (f, s),
         _ => {
             let count = bytes.iter().filter(|&&b| b == b'.').count();
-            return Err(if has_bad_character(bytes) { Error::BadCharacter } else { Error::SegmentCount(count + 1) });
+            return Err(if has_bad_character(bytes) {
+                Error::BadCharacter
+            } else {
+                Error::SegmentCount(count + 1)
+            });
         }
     };
     let segments = Segments {
@@ -58,9 +65,16 @@ pub fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>> {
         signature: &token[second + 1..],
         signing_input: &token[..second],
     };
-    for (segment, part) in [(segments.header, Part::Header), (segments.payload, Part::Payload)] {
+    for (segment, part) in [
+        (segments.header, Part::Header),
+        (segments.payload, Part::Payload),
+    ] {
         if segment.is_empty() {
-            return Err(if has_bad_character(bytes) { Error::BadCharacter } else { Error::Base64(part) });
+            return Err(if has_bad_character(bytes) {
+                Error::BadCharacter
+            } else {
+                Error::Base64(part)
+            });
         }
     }
     // An empty signature is refused by `decode`, after the header has been
@@ -96,33 +110,57 @@ mod tests {
     #[test]
     fn rejects_before_parsing() {
         assert_eq!(split("", 100).unwrap_err(), Error::Empty);
-        assert!(matches!(split("a.b.c", 4), Err(Error::TooLarge { size: 5, limit: 4 })));
+        assert!(matches!(
+            split("a.b.c", 4),
+            Err(Error::TooLarge { size: 5, limit: 4 })
+        ));
         for bad in ["a.b.c.=", "a+b.c.d.e", "a b", "a.b.c\n.", " .b"] {
             assert_eq!(split(bad, 100).unwrap_err(), Error::BadCharacter, "{bad:?}");
         }
         // Within three segments, the decoder finds the stray bytes.
-        for bad in ["QQ.QQ.QQ=", "Q+Q.QQ.QQ", "Q/Q.QQ.QQ", "QQ. QQ.QQ", "QQ.QQ.QQ\n", "Bearer QQ.QQ.QQ", "QQ.QQ.Q\0"] {
+        for bad in [
+            "QQ.QQ.QQ=",
+            "Q+Q.QQ.QQ",
+            "Q/Q.QQ.QQ",
+            "QQ. QQ.QQ",
+            "QQ.QQ.QQ\n",
+            "Bearer QQ.QQ.QQ",
+            "QQ.QQ.Q\0",
+        ] {
             let s = split(bad, 100).unwrap();
-            let decoded = [(s.header, Part::Header), (s.payload, Part::Payload), (s.signature, Part::Signature)]
-                .into_iter()
-                .map(|(seg, part)| decode(seg, part))
-                .find(|r| r.is_err());
+            let decoded = [
+                (s.header, Part::Header),
+                (s.payload, Part::Payload),
+                (s.signature, Part::Signature),
+            ]
+            .into_iter()
+            .map(|(seg, part)| decode(seg, part))
+            .find(|r| r.is_err());
             assert_eq!(decoded, Some(Err(Error::BadCharacter)), "{bad:?}");
         }
         assert_eq!(split("a.b", 100).unwrap_err(), Error::SegmentCount(2));
         assert_eq!(split("a.b.c.d", 100).unwrap_err(), Error::SegmentCount(4));
         assert_eq!(split("a.b.c.d.e", 100).unwrap_err(), Error::SegmentCount(5));
-        assert_eq!(decode("", Part::Signature).unwrap_err(), Error::Base64(Part::Signature));
+        assert_eq!(
+            decode("", Part::Signature).unwrap_err(),
+            Error::Base64(Part::Signature)
+        );
         assert_eq!(split(".b.c", 100).unwrap_err(), Error::Base64(Part::Header));
         let s = split("aa.bb.cc", 100).unwrap();
-        assert_eq!((s.header, s.payload, s.signature, s.signing_input), ("aa", "bb", "cc", "aa.bb"));
+        assert_eq!(
+            (s.header, s.payload, s.signature, s.signing_input),
+            ("aa", "bb", "cc", "aa.bb")
+        );
     }
 
     #[test]
     fn base64url_is_canonical() {
         assert_eq!(decode("QQ", Part::Header).unwrap(), b"A");
         // "QR" carries non-zero unused bits: the same byte with another spelling.
-        assert_eq!(decode("QR", Part::Header).unwrap_err(), Error::Base64(Part::Header));
+        assert_eq!(
+            decode("QR", Part::Header).unwrap_err(),
+            Error::Base64(Part::Header)
+        );
         // A length of 4n+1 cannot be base64.
         assert!(decode("QUJDR", Part::Payload).is_err());
     }

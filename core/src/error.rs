@@ -37,7 +37,10 @@ impl fmt::Display for Part {
 pub enum Error {
     // --- malformed input -------------------------------------------------
     Empty,
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        size: usize,
+        limit: usize,
+    },
     BadCharacter,
     SegmentCount(usize),
     Base64(Part),
@@ -57,14 +60,33 @@ pub enum Error {
     UnknownKid(String),
     KeyDisabled(String),
     KeyNotInWindow(String),
-    AlgMismatch { kid: String, key_alg: &'static str, token_alg: &'static str },
+    AlgMismatch {
+        kid: String,
+        key_alg: &'static str,
+        token_alg: &'static str,
+    },
     BadSignature,
-    ClaimType { claim: String, expected: &'static str },
+    ClaimType {
+        claim: String,
+        expected: &'static str,
+    },
     MissingClaim(String),
-    Expired { exp: i64, now: i64 },
-    NotYetValid { nbf: i64, now: i64 },
-    IssuedInFuture { iat: i64, now: i64 },
-    LifetimeTooLong { lifetime: i64, max: i64 },
+    Expired {
+        exp: i64,
+        now: i64,
+    },
+    NotYetValid {
+        nbf: i64,
+        now: i64,
+    },
+    IssuedInFuture {
+        iat: i64,
+        now: i64,
+    },
+    LifetimeTooLong {
+        lifetime: i64,
+        max: i64,
+    },
     Issuer,
     Audience,
     // --- revoked (checked by the extension against its lists) -----------
@@ -84,10 +106,17 @@ impl Error {
     pub fn class(&self) -> Class {
         use Error::*;
         match self {
-            Empty | TooLarge { .. } | BadCharacter | SegmentCount(_) | Base64(_) | Json(..)
-            | NotObject(_) | DuplicateKey(_) | NulCharacter(_) | TooDeep(_) | HeaderType(_) => {
-                Class::Malformed
-            }
+            Empty
+            | TooLarge { .. }
+            | BadCharacter
+            | SegmentCount(_)
+            | Base64(_)
+            | Json(..)
+            | NotObject(_)
+            | DuplicateKey(_)
+            | NulCharacter(_)
+            | TooDeep(_)
+            | HeaderType(_) => Class::Malformed,
             Key(_) => Class::BadKey,
             NoJti => Class::Malformed,
             _ => Class::Rejected,

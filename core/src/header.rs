@@ -34,7 +34,11 @@ pub fn algorithm(name: &str) -> Option<Algorithm> {
 
 /// The JOSE name of an algorithm.
 pub fn algorithm_name(alg: Algorithm) -> &'static str {
-    ALGORITHMS.iter().find(|(_, a)| *a == alg).map(|(n, _)| *n).unwrap_or("unknown")
+    ALGORITHMS
+        .iter()
+        .find(|(_, a)| *a == alg)
+        .map(|(n, _)| *n)
+        .unwrap_or("unknown")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +53,8 @@ const MEMBERS: [&str; 7] = ["alg", "kid", "typ", "crit", "b64", "zip", "enc"];
 /// Parses and checks a decoded header.
 pub fn parse(bytes: &[u8]) -> Result<Header> {
     let found = json::members(bytes, Part::Header, &MEMBERS, &[])?;
-    let get = |name: &str| found.values[MEMBERS.iter().position(|m| *m == name).unwrap_or(0)].as_ref();
+    let get =
+        |name: &str| found.values[MEMBERS.iter().position(|m| *m == name).unwrap_or(0)].as_ref();
     for member in &MEMBERS[3..] {
         if get(member).is_some() {
             return Err(Error::UnsupportedHeader(member));
@@ -97,10 +102,19 @@ mod tests {
         for none in ["none", "None", "NONE", "nOnE"] {
             assert_eq!(h(json!({"alg": none})).unwrap_err(), Error::UnsecuredToken);
         }
-        assert!(matches!(h(json!({"alg":"hs256"})), Err(Error::UnsupportedAlg(_))));
-        assert!(matches!(h(json!({"alg":"ES512"})), Err(Error::UnsupportedAlg(_))));
+        assert!(matches!(
+            h(json!({"alg":"hs256"})),
+            Err(Error::UnsupportedAlg(_))
+        ));
+        assert!(matches!(
+            h(json!({"alg":"ES512"})),
+            Err(Error::UnsupportedAlg(_))
+        ));
         assert!(matches!(h(json!({})), Err(Error::UnsupportedAlg(_))));
-        assert_eq!(h(json!({"alg":["HS256"]})).unwrap_err(), Error::HeaderType("alg"));
+        assert_eq!(
+            h(json!({"alg":["HS256"]})).unwrap_err(),
+            Error::HeaderType("alg")
+        );
         for (name, alg) in ALGORITHMS {
             assert_eq!(algorithm_name(alg), name);
         }
@@ -108,10 +122,22 @@ mod tests {
 
     #[test]
     fn refused_and_typed_members() {
-        assert_eq!(h(json!({"alg":"HS256","crit":[]})).unwrap_err(), Error::UnsupportedHeader("crit"));
-        assert_eq!(h(json!({"alg":"HS256","b64":false})).unwrap_err(), Error::UnsupportedHeader("b64"));
-        assert_eq!(h(json!({"alg":"HS256","kid":7})).unwrap_err(), Error::HeaderType("kid"));
-        assert!(matches!(h(json!({"alg":"HS256","typ":"JWE"})), Err(Error::BadTyp(_))));
+        assert_eq!(
+            h(json!({"alg":"HS256","crit":[]})).unwrap_err(),
+            Error::UnsupportedHeader("crit")
+        );
+        assert_eq!(
+            h(json!({"alg":"HS256","b64":false})).unwrap_err(),
+            Error::UnsupportedHeader("b64")
+        );
+        assert_eq!(
+            h(json!({"alg":"HS256","kid":7})).unwrap_err(),
+            Error::HeaderType("kid")
+        );
+        assert!(matches!(
+            h(json!({"alg":"HS256","typ":"JWE"})),
+            Err(Error::BadTyp(_))
+        ));
         assert!(h(json!({"alg":"HS256","typ":"jwt"})).is_ok());
         assert!(h(json!({"alg":"HS256","typ":"at+jwt","jku":"https://evil","jwk":{}})).is_ok());
     }

@@ -40,7 +40,9 @@ pub fn members(bytes: &[u8], part: Part, wanted: &[&str], required: &[String]) -
     // reported as "not an object" rather than as a JSON error.
     match bytes.iter().find(|b| !b" \t\r\n".contains(b)) {
         Some(b'{') => {}
-        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => return Err(Error::NotObject(part)),
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(Error::NotObject(part))
+        }
         _ => return Err(Error::Json(part, "syntax error at column 1".into())),
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -73,7 +75,9 @@ fn check_value(v: &Value, depth: usize, part: Part) -> Result<()> {
     }
     match v {
         Value::String(s) if s.contains('\0') => Err(Error::NulCharacter(part)),
-        Value::Array(items) => items.iter().try_for_each(|i| check_value(i, depth + 1, part)),
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|i| check_value(i, depth + 1, part)),
         Value::Object(m) => m.iter().try_for_each(|(k, i)| {
             if k.contains('\0') {
                 Err(Error::NulCharacter(part))
@@ -135,7 +139,11 @@ const FEW: usize = 16;
 impl<'de> Names<'de> {
     fn insert<E: serde::de::Error>(&mut self, name: Cow<'de, str>) -> std::result::Result<(), E> {
         let fresh = if self.count < FEW {
-            if self.few[..self.count].iter().flatten().any(|seen| *seen == name) {
+            if self.few[..self.count]
+                .iter()
+                .flatten()
+                .any(|seen| *seen == name)
+            {
                 false
             } else {
                 self.few[self.count] = Some(name);
@@ -144,7 +152,8 @@ impl<'de> Names<'de> {
             }
         } else {
             if self.many.is_empty() {
-                self.many.extend(self.few.iter_mut().filter_map(Option::take));
+                self.many
+                    .extend(self.few.iter_mut().filter_map(Option::take));
             }
             self.many.insert(name)
         };
@@ -171,7 +180,10 @@ impl<'de> Visitor<'de> for Name {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+    fn visit_borrowed_str<E: serde::de::Error>(
+        self,
+        v: &'de str,
+    ) -> std::result::Result<Self::Value, E> {
         no_nul(v)?;
         Ok(Cow::Borrowed(v))
     }
@@ -225,7 +237,10 @@ impl<'de> Visitor<'de> for Top<'_> {
                 }
             }
         }
-        let missing = present.iter().position(|p| !p).map(|i| self.required[i].clone());
+        let missing = present
+            .iter()
+            .position(|p| !p)
+            .map(|i| self.required[i].clone());
         Ok(Members { values, missing })
     }
 }
@@ -304,7 +319,15 @@ mod tests {
     fn objects_only() {
         assert!(parse_object(br#"{"a":1}"#, Part::Payload).is_ok());
         assert!(parse_object(b" \r\n{}", Part::Payload).is_ok());
-        for j in ["[]", "\"s\"", "1", "-1", "null", "true", " 12345678901234567890123"] {
+        for j in [
+            "[]",
+            "\"s\"",
+            "1",
+            "-1",
+            "null",
+            "true",
+            " 12345678901234567890123",
+        ] {
             assert_eq!(err(j), Error::NotObject(Part::Payload), "{j}");
         }
         for j in ["{", r#"{"a":1} x"#, r#"{"a":1,}"#, "", "x", "{'a':1}"] {
@@ -315,29 +338,59 @@ mod tests {
     #[test]
     fn duplicates_nul_and_depth() {
         assert_eq!(err(r#"{"a":1,"a":2}"#), Error::DuplicateKey(Part::Payload));
-        assert_eq!(err(r#"{"a":1,"\u0061":2}"#), Error::DuplicateKey(Part::Payload));
-        assert_eq!(err(r#"{"o":{"b":1,"b":1}}"#), Error::DuplicateKey(Part::Payload));
+        assert_eq!(
+            err(r#"{"a":1,"\u0061":2}"#),
+            Error::DuplicateKey(Part::Payload)
+        );
+        assert_eq!(
+            err(r#"{"o":{"b":1,"b":1}}"#),
+            Error::DuplicateKey(Part::Payload)
+        );
         let many: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
         assert!(parse_object(format!("{{{}}}", many.join(",")).as_bytes(), Part::Payload).is_ok());
-        assert_eq!(err(&format!("{{{},\"k50\":0}}", many.join(","))), Error::DuplicateKey(Part::Payload));
-        assert_eq!(err(r#"{"a":"x\u0000"}"#), Error::NulCharacter(Part::Payload));
+        assert_eq!(
+            err(&format!("{{{},\"k50\":0}}", many.join(","))),
+            Error::DuplicateKey(Part::Payload)
+        );
+        assert_eq!(
+            err(r#"{"a":"x\u0000"}"#),
+            Error::NulCharacter(Part::Payload)
+        );
         assert_eq!(err(r#"{"a\u0000":1}"#), Error::NulCharacter(Part::Payload));
         assert!(matches!(err(r#"{"a":"\ud800"}"#), Error::Json(..)));
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(err(&deep), Error::TooDeep(Part::Payload));
         let ok = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
         assert!(parse_object(ok.as_bytes(), Part::Payload).is_ok());
-        assert!(matches!(parse_object(b"{\"a\":\"\xff\"}", Part::Payload), Err(Error::Json(..))));
+        assert!(matches!(
+            parse_object(b"{\"a\":\"\xff\"}", Part::Payload),
+            Err(Error::Json(..))
+        ));
     }
 
     #[test]
     fn wanted_members_are_checked_too() {
-        let m = members(br#"{"aud":["x","y"],"exp":1,"z":null}"#, Part::Payload, &["exp", "aud"], &[]).unwrap();
-        assert_eq!(m.values, vec![Some(serde_json::json!(1)), Some(serde_json::json!(["x", "y"]))]);
+        let m = members(
+            br#"{"aud":["x","y"],"exp":1,"z":null}"#,
+            Part::Payload,
+            &["exp", "aud"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            m.values,
+            vec![
+                Some(serde_json::json!(1)),
+                Some(serde_json::json!(["x", "y"]))
+            ]
+        );
         let nul = members(br#"{"aud":["x\u0000"]}"#, Part::Payload, &["aud"], &[]);
         assert_eq!(nul.unwrap_err(), Error::NulCharacter(Part::Payload));
         let deep = format!("{{\"aud\":{}1{}}}", "[".repeat(100), "]".repeat(100));
-        assert_eq!(members(deep.as_bytes(), Part::Payload, &["aud"], &[]).unwrap_err(), Error::TooDeep(Part::Payload));
+        assert_eq!(
+            members(deep.as_bytes(), Part::Payload, &["aud"], &[]).unwrap_err(),
+            Error::TooDeep(Part::Payload)
+        );
         let dup = members(br#"{"exp":1,"exp":2}"#, Part::Payload, &["exp"], &[]);
         assert_eq!(dup.unwrap_err(), Error::DuplicateKey(Part::Payload));
     }
@@ -356,7 +409,13 @@ mod tests {
     #[test]
     fn number_sizes() {
         // Integers beyond u64 pass (claims are read from the text later)...
-        assert!(members(br#"{"big":184467440737095516160123}"#, Part::Payload, &[], &[]).is_ok());
+        assert!(members(
+            br#"{"big":184467440737095516160123}"#,
+            Part::Payload,
+            &[],
+            &[]
+        )
+        .is_ok());
         // ...but a number no double can hold is not JSON serde_json accepts.
         let huge = members(br#"{"f":1e400}"#, Part::Payload, &[], &[]);
         assert!(matches!(huge, Err(Error::Json(..))), "{huge:?}");

@@ -79,7 +79,9 @@ fn bad(msg: impl Into<String>) -> Error {
 /// Checks a kid before it is stored or used to name a key.
 pub fn check_kid(kid: &str) -> Result<()> {
     if kid.is_empty() || kid.len() > MAX_KID_BYTES || kid.chars().any(char::is_control) {
-        return Err(bad(format!("kid must be 1 to {MAX_KID_BYTES} bytes without control characters")));
+        return Err(bad(format!(
+            "kid must be 1 to {MAX_KID_BYTES} bytes without control characters"
+        )));
     }
     Ok(())
 }
@@ -108,7 +110,10 @@ fn is_hmac(alg: Algorithm) -> bool {
 
 fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<()> {
     if !is_hmac(alg) {
-        return Err(bad(format!("a secret can only be an HMAC key, not {}", algorithm_name(alg))));
+        return Err(bad(format!(
+            "a secret can only be an HMAC key, not {}",
+            algorithm_name(alg)
+        )));
     }
     let min = hash_bytes(alg);
     if secret.len() < min {
@@ -120,14 +125,18 @@ fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<()> {
     }
     let text = String::from_utf8_lossy(secret);
     if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
-        return Err(bad("this secret is a PEM or JWK key; store public keys with their own algorithm"));
+        return Err(bad(
+            "this secret is a PEM or JWK key; store public keys with their own algorithm",
+        ));
     }
     Ok(())
 }
 
 fn check_rsa_bits(bits: usize) -> Result<()> {
     if bits < MIN_RSA_BITS {
-        return Err(bad(format!("RSA keys must have at least {MIN_RSA_BITS} bits, this one has {bits}")));
+        return Err(bad(format!(
+            "RSA keys must have at least {MIN_RSA_BITS} bits, this one has {bits}"
+        )));
     }
     Ok(())
 }
@@ -144,10 +153,15 @@ fn from_pem(alg: Algorithm, pem: &str) -> Result<DecodingKey> {
     if pem.contains("PRIVATE KEY") {
         return Err(bad("this is a private key; store only the public key"));
     }
-    let pem_err = |e: jsonwebtoken::errors::Error| bad(format!("not a usable public key PEM ({e})"));
+    let pem_err =
+        |e: jsonwebtoken::errors::Error| bad(format!("not a usable public key PEM ({e})"));
     match alg {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
-        | Algorithm::PS384 | Algorithm::PS512 => {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => {
             let key = DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(pem_err)?;
             let der = key.try_get_as_bytes().map_err(pem_err)?;
             let parsed = rsa_modulus_bits(der)?;
@@ -158,7 +172,10 @@ fn from_pem(alg: Algorithm, pem: &str) -> Result<DecodingKey> {
             let key = DecodingKey::from_ec_pem(pem.as_bytes()).map_err(pem_err)?;
             let point = key.try_get_as_bytes().map_err(pem_err)?;
             if Some(point.len()) != curve_len(alg) {
-                return Err(bad(format!("this EC key is not on the curve of {}", algorithm_name(alg))));
+                return Err(bad(format!(
+                    "this EC key is not on the curve of {}",
+                    algorithm_name(alg)
+                )));
             }
             Ok(key)
         }
@@ -174,8 +191,10 @@ fn from_pem(alg: Algorithm, pem: &str) -> Result<DecodingKey> {
 }
 
 fn rsa_modulus_bits(der: &[u8]) -> Result<usize> {
-    let (n, _e) = (DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key)(der)
-        .map_err(|e| bad(format!("not a usable RSA public key ({e})")))?;
+    let (n, _e) = (DEFAULT_PROVIDER
+        .key_utils
+        .rsa_pub_components_from_public_key)(der)
+    .map_err(|e| bad(format!("not a usable RSA public key ({e})")))?;
     Ok(significant_bits(&n))
 }
 
@@ -190,10 +209,13 @@ fn significant_bits(n: &[u8]) -> usize {
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
 
 fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
-    let map = parse_object(text.as_bytes(), Part::Payload).map_err(|_| bad("the JWK is not a JSON object"))?;
+    let map = parse_object(text.as_bytes(), Part::Payload)
+        .map_err(|_| bad("the JWK is not a JSON object"))?;
     if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| map.contains_key(**m)) {
         if map.get("kty").and_then(Value::as_str) != Some("oct") {
-            return Err(bad(format!("the JWK carries private member \"{member}\"; store only the public key")));
+            return Err(bad(format!(
+                "the JWK carries private member \"{member}\"; store only the public key"
+            )));
         }
     }
     match map.get("alg") {
@@ -206,7 +228,8 @@ fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
             return Err(bad("the JWK is not a signature key (use is not \"sig\")"));
         }
     }
-    let jwk: Jwk = serde_json::from_value(Value::Object(map)).map_err(|_| bad("the JWK has missing or mistyped members"))?;
+    let jwk: Jwk = serde_json::from_value(Value::Object(map))
+        .map_err(|_| bad("the JWK has missing or mistyped members"))?;
     let key_err = |e: jsonwebtoken::errors::Error| bad(format!("unusable JWK ({e})"));
     match (&jwk.algorithm, alg) {
         (AlgorithmParameters::OctetKey(_), a) if is_hmac(a) => {
@@ -214,15 +237,26 @@ fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
             check_secret(a, key.try_get_as_bytes().map_err(key_err)?)?;
             Ok(key)
         }
-        (AlgorithmParameters::RSA(p), a) if curve_len(a).is_none() && !is_hmac(a) && a != Algorithm::EdDSA => {
-            let n = URL_SAFE_NO_PAD.decode(&p.n).map_err(|_| bad("the JWK's n is not base64url"))?;
+        (AlgorithmParameters::RSA(p), a)
+            if curve_len(a).is_none() && !is_hmac(a) && a != Algorithm::EdDSA =>
+        {
+            let n = URL_SAFE_NO_PAD
+                .decode(&p.n)
+                .map_err(|_| bad("the JWK's n is not base64url"))?;
             check_rsa_bits(significant_bits(&n))?;
             DecodingKey::from_jwk(&jwk).map_err(key_err)
         }
         (AlgorithmParameters::EllipticCurve(p), a) if curve_len(a).is_some() => {
-            let want = if a == Algorithm::ES256 { EllipticCurve::P256 } else { EllipticCurve::P384 };
+            let want = if a == Algorithm::ES256 {
+                EllipticCurve::P256
+            } else {
+                EllipticCurve::P384
+            };
             if p.curve != want {
-                return Err(bad(format!("the JWK's curve does not match {}", algorithm_name(a))));
+                return Err(bad(format!(
+                    "the JWK's curve does not match {}",
+                    algorithm_name(a)
+                )));
             }
             let key = DecodingKey::from_jwk(&jwk).map_err(key_err)?;
             if Some(key.try_get_as_bytes().map_err(key_err)?.len()) != curve_len(a) {
@@ -240,7 +274,10 @@ fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
             }
             Ok(key)
         }
-        _ => Err(bad(format!("the JWK's key type cannot be used for {}", algorithm_name(alg)))),
+        _ => Err(bad(format!(
+            "the JWK's key type cannot be used for {}",
+            algorithm_name(alg)
+        ))),
     }
 }
 
@@ -261,9 +298,20 @@ impl Key {
             Format::Pem => from_pem(alg, material)?,
             Format::Jwk => from_jwk(alg, material)?,
         };
-        let verifier = (DEFAULT_PROVIDER.verifier_factory)(&alg, &decoding)
-            .map_err(|e| bad(format!("the key cannot verify {} ({e})", algorithm_name(alg))))?;
-        Ok(Key { kid: kid.to_string(), alg, enabled: true, not_before: None, not_after: None, verifier })
+        let verifier = (DEFAULT_PROVIDER.verifier_factory)(&alg, &decoding).map_err(|e| {
+            bad(format!(
+                "the key cannot verify {} ({e})",
+                algorithm_name(alg)
+            ))
+        })?;
+        Ok(Key {
+            kid: kid.to_string(),
+            alg,
+            enabled: true,
+            not_before: None,
+            not_after: None,
+            verifier,
+        })
     }
 
     /// Whether this key may verify a token at `now` (Unix seconds).
@@ -303,7 +351,8 @@ pub struct JwkEntry {
 /// skipped; every other key must carry a kid and an algorithm (given as
 /// `alg`, or implied by an EC or OKP curve), and is checked by `Key::new`.
 pub fn parse_jwks(text: &str) -> Result<Vec<JwkEntry>> {
-    let doc = parse_object(text.as_bytes(), Part::Payload).map_err(|_| bad("the JWKS is not a JSON object"))?;
+    let doc = parse_object(text.as_bytes(), Part::Payload)
+        .map_err(|_| bad("the JWKS is not a JSON object"))?;
     let keys = match doc.get("keys") {
         Some(Value::Array(keys)) => keys,
         _ => return Err(bad("the JWKS has no \"keys\" array")),
@@ -332,8 +381,13 @@ pub fn parse_jwks(text: &str) -> Result<Vec<JwkEntry>> {
             }
         }
         let material = Value::Object(public).to_string();
-        Key::new(&kid, &alg, Format::Jwk, &material)
-            .map_err(|e| bad(format!("key {} of the JWKS: {}", shown(&kid), e.message().trim_start_matches("invalid key: "))))?;
+        Key::new(&kid, &alg, Format::Jwk, &material).map_err(|e| {
+            bad(format!(
+                "key {} of the JWKS: {}",
+                shown(&kid),
+                e.message().trim_start_matches("invalid key: ")
+            ))
+        })?;
         if out.iter().any(|e: &JwkEntry| e.kid == kid) {
             return Err(bad(format!("the JWKS has kid {} twice", shown(&kid))));
         }
@@ -343,7 +397,10 @@ pub fn parse_jwks(text: &str) -> Result<Vec<JwkEntry>> {
 }
 
 fn implied_alg(map: &Map<String, Value>) -> Option<&'static str> {
-    match (map.get("kty").and_then(Value::as_str), map.get("crv").and_then(Value::as_str)) {
+    match (
+        map.get("kty").and_then(Value::as_str),
+        map.get("crv").and_then(Value::as_str),
+    ) {
         (Some("EC"), Some("P-256")) => Some("ES256"),
         (Some("EC"), Some("P-384")) => Some("ES384"),
         (Some("OKP"), Some("Ed25519")) => Some("EdDSA"),
@@ -375,7 +432,11 @@ impl KeySet {
     pub fn select(&self, kid: Option<&str>, now: i64) -> Result<&Key> {
         match kid {
             Some(kid) => {
-                let key = self.keys.iter().find(|k| k.kid == kid).ok_or_else(|| Error::UnknownKid(kid.to_string()))?;
+                let key = self
+                    .keys
+                    .iter()
+                    .find(|k| k.kid == kid)
+                    .ok_or_else(|| Error::UnknownKid(kid.to_string()))?;
                 if !key.enabled {
                     Err(Error::KeyDisabled(kid.to_string()))
                 } else if !key.active_at(now) {

@@ -34,7 +34,14 @@ pub struct Verified {
 
 impl Verified {
     pub fn new(payload: String, times: Times, kid: String, alg: Algorithm) -> Verified {
-        Verified { payload, times, kid, alg, stamp: AtomicU64::new(0), claims: OnceLock::new() }
+        Verified {
+            payload,
+            times,
+            kid,
+            alg,
+            stamp: AtomicU64::new(0),
+            claims: OnceLock::new(),
+        }
     }
 
     /// All claims, decoded once per token.
@@ -62,7 +69,11 @@ thread_local! {
 }
 
 fn parse_header(segment: &str) -> Result<Header> {
-    if let Some(h) = LAST_HEADER.with_borrow(|last| last.as_ref().filter(|(s, _)| s == segment).map(|(_, h)| h.clone())) {
+    if let Some(h) = LAST_HEADER.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(s, _)| s == segment)
+            .map(|(_, h)| h.clone())
+    }) {
         return Ok(h);
     }
     let header = header::parse(&decode(segment, Part::Header)?)?;

@@ -25,25 +25,39 @@ fn example(name: &str) -> (String, KeySet) {
 }
 
 fn policy() -> Policy {
-    Policy { leeway: 0, ..Policy::default() }
+    Policy {
+        leeway: 0,
+        ..Policy::default()
+    }
 }
 
 #[test]
 fn appendix_a1_a2_a3_verify_before_their_expiry() {
     for name in ["A.1", "A.2", "A.3"] {
         let (token, keys) = example(name);
-        let v = verify(&token, &keys, &policy(), EXP - 10).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v =
+            verify(&token, &keys, &policy(), EXP - 10).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             serde_json::from_str::<Value>(&v.payload).unwrap(),
             json!({"iss": "joe", "exp": EXP, "http://example.com/is_root": true}),
             "{name}"
         );
-        assert_eq!(v.claim("http://example.com/is_root").as_deref(), Some("true"));
+        assert_eq!(
+            v.claim("http://example.com/is_root").as_deref(),
+            Some("true")
+        );
         // The example payload has CRLF line breaks: kept exactly as signed.
         assert!(v.payload.contains("\r\n"), "{name}");
-        assert_eq!(verify(&token, &keys, &policy(), EXP).unwrap_err(), Error::Expired { exp: EXP, now: EXP });
+        assert_eq!(
+            verify(&token, &keys, &policy(), EXP).unwrap_err(),
+            Error::Expired { exp: EXP, now: EXP }
+        );
         let tampered = token.replacen(".eyJpc3MiOiJqb2UiLA0K", ".eyJpc3MiOiJqb2XiLA0K", 1);
-        assert_eq!(verify(&tampered, &keys, &policy(), EXP - 10).unwrap_err(), Error::BadSignature, "{name}");
+        assert_eq!(
+            verify(&tampered, &keys, &policy(), EXP - 10).unwrap_err(),
+            Error::BadSignature,
+            "{name}"
+        );
     }
 }
 
@@ -51,9 +65,19 @@ fn appendix_a1_a2_a3_verify_before_their_expiry() {
 fn appendix_a4_es512_and_a5_unsecured_are_refused() {
     let v = vectors();
     let (_, keys) = example("A.3");
-    let es512 = verify(v["A.4"]["token"].as_str().unwrap(), &keys, &policy(), EXP - 10);
+    let es512 = verify(
+        v["A.4"]["token"].as_str().unwrap(),
+        &keys,
+        &policy(),
+        EXP - 10,
+    );
     assert_eq!(es512.unwrap_err(), Error::UnsupportedAlg("ES512".into()));
-    let none = verify(v["A.5"]["token"].as_str().unwrap(), &keys, &policy(), EXP - 10);
+    let none = verify(
+        v["A.5"]["token"].as_str().unwrap(),
+        &keys,
+        &policy(),
+        EXP - 10,
+    );
     assert_eq!(none.unwrap_err(), Error::UnsecuredToken);
 }
 

@@ -16,13 +16,21 @@ fn read(name: &str) -> String {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn keyset() -> KeySet {
     let entries = parse_jwks(&read("keys.jwks.json")).unwrap();
     assert_eq!(entries.len(), 12);
-    KeySet::new(entries.iter().map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap()).collect())
+    KeySet::new(
+        entries
+            .iter()
+            .map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap())
+            .collect(),
+    )
 }
 
 fn policy() -> Policy {
@@ -36,7 +44,11 @@ fn policy() -> Policy {
 }
 
 fn cases() -> Vec<Value> {
-    serde_json::from_str::<Value>(&read("tokens.json")).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&read("tokens.json"))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -70,14 +82,23 @@ fn allowed(category: &str, e: &Error) -> bool {
         "signature" | "embedded_key" => {
             matches!(e, Error::BadSignature | Error::UnknownKid(_)) || e.class() == Class::Malformed
         }
-        "alg" => matches!(e, Error::UnsecuredToken | Error::AlgMismatch { .. } | Error::UnsupportedAlg(_)),
+        "alg" => matches!(
+            e,
+            Error::UnsecuredToken | Error::AlgMismatch { .. } | Error::UnsupportedAlg(_)
+        ),
         "kid" => matches!(e, Error::UnknownKid(_) | Error::AlgMismatch { .. }),
         "key_confusion" => matches!(e, Error::AlgMismatch { .. }),
         "crit" => matches!(e, Error::UnsupportedHeader("crit")),
         "expired" => matches!(e, Error::Expired { .. }),
         "nbf" => matches!(e, Error::NotYetValid { .. }),
-        "iss" => matches!(e, Error::Issuer | Error::MissingClaim(_) | Error::ClaimType { .. }),
-        "aud" => matches!(e, Error::Audience | Error::MissingClaim(_) | Error::ClaimType { .. }),
+        "iss" => matches!(
+            e,
+            Error::Issuer | Error::MissingClaim(_) | Error::ClaimType { .. }
+        ),
+        "aud" => matches!(
+            e,
+            Error::Audience | Error::MissingClaim(_) | Error::ClaimType { .. }
+        ),
         _ => false,
     }
 }
@@ -128,8 +149,14 @@ fn large_integers_are_exact() {
                 continue;
             }
             let text = v.claim(claim).unwrap();
-            assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'-'), "{name}: {claim} = {text}");
-            assert!(raw.contains(&format!("\"{claim}\": {text}")), "{name}: {claim} = {text}");
+            assert!(
+                text.bytes().all(|b| b.is_ascii_digit() || b == b'-'),
+                "{name}: {claim} = {text}"
+            );
+            assert!(
+                raw.contains(&format!("\"{claim}\": {text}")),
+                "{name}: {claim} = {text}"
+            );
             checked += 1;
         }
     }
@@ -148,7 +175,10 @@ fn pem_files_match_the_jwks() {
         };
         let key = Key::new(&entry.kid, &entry.alg, format, &material).unwrap();
         let keys = KeySet::new(vec![key]);
-        let case = tokens.iter().find(|c| c["expect"] == "valid" && c["kid"] == entry.kid.as_str()).unwrap();
+        let case = tokens
+            .iter()
+            .find(|c| c["expect"] == "valid" && c["kid"] == entry.kid.as_str())
+            .unwrap();
         verify(case["token"].as_str().unwrap(), &keys, &policy(), now())
             .unwrap_or_else(|e| panic!("{}: {e}", entry.kid));
     }

@@ -37,7 +37,13 @@ macro_rules! signature_set {
         for group in set.test_groups {
             let key = Key::new("w", $alg, Format::Pem, &group.pem).unwrap();
             for t in group.tests {
-                check(&mut tally, $alg, t.tc_id, t.result, key.verify(&t.msg, &t.sig));
+                check(
+                    &mut tally,
+                    $alg,
+                    t.tc_id,
+                    t.result,
+                    key.verify(&t.msg, &t.sig),
+                );
             }
         }
         tally
@@ -85,14 +91,28 @@ fn hs256_full_length_tags() {
         }
         for t in group.tests {
             match Key::new("w", "HS256", Format::Secret, &encode_secret(&t.key)) {
-                Ok(key) => check(&mut tally, "HS256", t.tc_id, t.result, key.verify(&t.msg, &t.tag)),
+                Ok(key) => check(
+                    &mut tally,
+                    "HS256",
+                    t.tc_id,
+                    t.result,
+                    key.verify(&t.msg, &t.tag),
+                ),
                 Err(_) => {
                     // Secrets shorter than the hash are refused at import.
-                    assert!(t.key.len() < 32, "#{}: a {}-byte key was refused", t.tc_id, t.key.len());
+                    assert!(
+                        t.key.len() < 32,
+                        "#{}: a {}-byte key was refused",
+                        t.tc_id,
+                        t.key.len()
+                    );
                     short_keys_refused += 1;
                 }
             }
         }
     }
-    assert!(tally.valid > 0 && tally.invalid > 0 && short_keys_refused > 0, "{tally:?}");
+    assert!(
+        tally.valid > 0 && tally.invalid > 0 && short_keys_refused > 0,
+        "{tally:?}"
+    );
 }
