@@ -6,6 +6,8 @@
 //! everything it is lenient about (JSON duplicates and types, time claims,
 //! header extensions, base64 spelling) is checked here first.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod claims;
 pub mod compact;
