@@ -1,0 +1,206 @@
+//! Every way a key can be refused, driven through the public key functions
+//! with real material, and the exact message each one gives: the extension
+//! shows these texts to SQL callers, so they are part of its interface.
+
+use jwt_rls_core::keys::{check_kid, encode_secret, parse_jwks};
+use jwt_rls_core::{Error, Format, Key};
+use serde_json::{json, Value};
+
+/// 32 random bytes (`openssl rand -hex 32`), a valid HS256 secret.
+const SECRET_32: &str = "e5c08e5f8ed2cac5852b73719f6e74764019917be73ac34202fa16ad9561938f";
+/// 16 random bytes (`openssl rand -hex 16`), too short for any HMAC alg.
+const SECRET_16: &str = "47ee1fd43484a0257c8a200ad997a1c3";
+
+/// A 1024-bit RSA public key (`openssl genpkey`), below the 2048-bit floor.
+const RSA_1024_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDTkYo8X0rF//nPGduggAF85cMy
+AtSrKM/emFjUfdtye3SLyS2NMS/UJZ+h/frQ16sNY07LS3iFNwy3nQXfiIiJ6u1C
+GsPQJ7s+j2oKDB0klPs+VCr0Unri8z+8DsJlcz5byKbCUTk1GfdmlRINME0Vwn+e
+VALC+eqIc6ki/DB+RQIDAQAB
+-----END PUBLIC KEY-----
+";
+/// The same key's modulus as a JWK `n`.
+const RSA_1024_N: &str = "05GKPF9Kxf_5zxnboIABfOXDMgLUqyjP3phY1H3bcnt0i8ktjTEv1CWfof360NerDWNOy0t4hTcMt50F34iIiertQhrD0Ce7Po9qCgwdJJT7PlQq9FJ64vM_vA7CZXM-W8imwlE5NRn3ZpUSDTBNFcJ_nlQCwvnqiHOpIvwwfkU";
+/// An Ed448 public key (`openssl genpkey -algorithm ed448`).
+const ED448_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MEMwBQYDK2VxAzoAw0tFqLUmC07TBwivcJOl4Wklde5m5rLbKAPZfuZ7O5SNowfd
+XkdpqvqslefzdtdT12Ts77x28COA
+-----END PUBLIC KEY-----
+";
+
+/// An SPKI with the Ed25519 OID around a 31-byte key (made by hand).
+const ED25519_31_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MCkwBQYDK2VwAyAA5wptinyLSbs5l3ERiLSzwejY0+W9u3ZNc4fVro/5Sw==
+-----END PUBLIC KEY-----
+";
+
+const RS256_PEM: &str = include_str!("vectors/keys.pem/rs256-0fdfe147.pem");
+const ES384_PEM: &str = include_str!("vectors/keys.pem/es384-9ab0b397.pem");
+const JWKS: &str = include_str!("vectors/keys.jwks.json");
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn secret(hex_bytes: &str) -> String {
+    encode_secret(&hex(hex_bytes))
+}
+
+/// A public JWK of the vector set, by its alg, with `edit` applied.
+fn jwk(alg: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
+    let doc: Value = serde_json::from_str(JWKS).unwrap();
+    let mut key = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["alg"] == alg)
+        .unwrap()
+        .clone();
+    edit(key.as_object_mut().unwrap());
+    key.to_string()
+}
+
+fn key_err(alg: &str, format: Format, material: &str) -> Error {
+    Key::new("k", alg, format, material).unwrap_err()
+}
+
+fn jwks_err(doc: Value) -> Error {
+    parse_jwks(&doc.to_string()).unwrap_err()
+}
+
+/// Each case: the error, and its message exactly.
+fn cases() -> Vec<(Error, &'static str)> {
+    let hs = |k: &str| json!({"kid": "a", "alg": "HS256", "kty": "oct", "k": k});
+    vec![
+        (Format::from_name("der").unwrap_err(), "invalid key: unknown key format \"der\""),
+        (Format::from_name("p e m").unwrap_err(), "invalid key: unknown key format (not shown)"),
+        (check_kid("").unwrap_err(), "invalid key: kid must be 1 to 256 bytes without control characters"),
+        (
+            Key::new("a\nb", "HS256", Format::Secret, &secret(SECRET_32)).unwrap_err(),
+            "invalid key: kid must be 1 to 256 bytes without control characters",
+        ),
+        (
+            key_err("HS1", Format::Secret, &secret(SECRET_32)),
+            "invalid key: algorithm \"HS1\" is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
+        ),
+        (key_err("HS256", Format::Secret, "c2VjcmV0=="), "invalid key: a stored secret must be unpadded base64url"),
+        (
+            key_err("RS256", Format::Secret, &secret(SECRET_32)),
+            "invalid key: a secret can only be an HMAC key, not RS256",
+        ),
+        (
+            key_err("HS256", Format::Secret, &secret(SECRET_16)),
+            "invalid key: an HS256 secret must be at least 32 bytes, this one has 16",
+        ),
+        (
+            key_err("HS512", Format::Secret, &secret(SECRET_32)),
+            "invalid key: an HS512 secret must be at least 64 bytes, this one has 32",
+        ),
+        (
+            key_err("HS256", Format::Secret, &encode_secret(RS256_PEM.as_bytes())),
+            "invalid key: this secret is a PEM or JWK key; store public keys with their own algorithm",
+        ),
+        (
+            key_err("RS256", Format::Pem, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n"),
+            "invalid key: this is a private key; store only the public key",
+        ),
+        (key_err("HS256", Format::Pem, RS256_PEM), "invalid key: an HMAC key is a secret, not a PEM"),
+        (key_err("RS256", Format::Pem, ED448_PEM), "invalid key: not a usable public key PEM (InvalidKeyFormat)"),
+        (
+            key_err("RS256", Format::Pem, "-----BEGIN RSA PUBLIC KEY-----\nMAMCAQE=\n-----END RSA PUBLIC KEY-----\n"),
+            "invalid key: not a usable RSA public key (RSA key invalid: InvalidEncoding)",
+        ),
+        (
+            key_err("RS256", Format::Pem, RSA_1024_PEM),
+            "invalid key: RSA keys must have at least 2048 bits, this one has 1024",
+        ),
+        (key_err("ES256", Format::Pem, ES384_PEM), "invalid key: this EC key is not on the curve of ES256"),
+        (key_err("EdDSA", Format::Pem, ED25519_31_PEM), "invalid key: EdDSA keys must be Ed25519"),
+        (key_err("RS256", Format::Jwk, "[]"), "invalid key: the JWK is not a JSON object"),
+        (
+            key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("d".into(), json!("AQAB"))))),
+            "invalid key: the JWK carries private member \"d\"; store only the public key",
+        ),
+        (key_err("RS384", Format::Jwk, &jwk("RS256", |_| ())), "invalid key: the JWK's alg is not RS384"),
+        (
+            key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("use".into(), json!("enc"))))),
+            "invalid key: the JWK is not a signature key (use is not \"sig\")",
+        ),
+        (
+            key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("kid".into(), json!(7))))),
+            "invalid key: the JWK has missing or mistyped members",
+        ),
+        (
+            key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("n".into(), json!("n+/"))))),
+            "invalid key: the JWK's n is not base64url",
+        ),
+        (
+            key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("n".into(), json!(RSA_1024_N))))),
+            "invalid key: RSA keys must have at least 2048 bits, this one has 1024",
+        ),
+        (
+            key_err("HS256", Format::Jwk, &jwk("HS256", |k| drop(k.insert("k".into(), json!("k+/"))))),
+            "invalid key: unusable JWK (Base64 error: Invalid symbol 43, offset 1.)",
+        ),
+        (
+            key_err("ES256", Format::Jwk, &jwk("ES256", |k| drop(k.insert("crv".into(), json!("P-384"))))),
+            "invalid key: the JWK's curve does not match ES256",
+        ),
+        (
+            key_err("ES256", Format::Jwk, &jwk("ES256", |k| drop(k.insert("x".into(), json!("AAAA"))))),
+            "invalid key: the JWK's coordinates have the wrong length",
+        ),
+        (
+            key_err("EdDSA", Format::Jwk, &jwk("EdDSA", |k| drop(k.insert("crv".into(), json!("P-256"))))),
+            "invalid key: EdDSA keys must be Ed25519",
+        ),
+        (
+            key_err("EdDSA", Format::Jwk, &jwk("EdDSA", |k| drop(k.insert("x".into(), json!("AAAA"))))),
+            "invalid key: the JWK's x has the wrong length",
+        ),
+        (
+            key_err("ES256", Format::Jwk, &jwk("RS256", |k| drop(k.remove("alg")))),
+            "invalid key: the JWK's key type cannot be used for ES256",
+        ),
+        (jwks_err(json!([])), "invalid key: the JWKS is not a JSON object"),
+        (jwks_err(json!({"keys": {}})), "invalid key: the JWKS has no \"keys\" array"),
+        (jwks_err(json!({"keys": [{"use": "enc"}, 1]})), "invalid key: key 1 of the JWKS is not an object"),
+        (jwks_err(json!({"keys": [{"kid": 7}]})), "invalid key: key 0 of the JWKS has no string kid"),
+        (jwks_err(json!({"keys": [{"kid": "a", "kty": "RSA"}]})), "invalid key: key \"a\" of the JWKS names no alg"),
+        (
+            jwks_err(json!({"keys": [hs(&secret(SECRET_16))]})),
+            "invalid key: key \"a\" of the JWKS: an HS256 secret must be at least 32 bytes, this one has 16",
+        ),
+        (
+            jwks_err(json!({"keys": [{"kid": "a b", "alg": "HS1"}]})),
+            "invalid key: key (not shown) of the JWKS: algorithm \"HS1\" is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
+        ),
+        (
+            jwks_err(json!({"keys": [hs(&secret(SECRET_32)), hs(&secret(SECRET_32))]})),
+            "invalid key: the JWKS has kid \"a\" twice",
+        ),
+    ]
+}
+
+#[test]
+fn every_key_problem_has_its_exact_message() {
+    let mut wrong = vec![];
+    for (i, (err, text)) in cases().into_iter().enumerate() {
+        assert_eq!(
+            err.class(),
+            jwt_rls_core::Class::BadKey,
+            "case {i}: {err:?}"
+        );
+        assert_eq!(err.detail(), None, "case {i}");
+        if err.message() != text {
+            wrong.push(format!(
+                "case {i}:\n  got  {}\n  want {text}",
+                err.message()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
