@@ -4,6 +4,11 @@
 
 use std::fmt;
 
+use jsonwebtoken::Algorithm;
+
+use crate::header::algorithm_name;
+use crate::keys::MAX_KID_BYTES;
+
 /// Which SQLSTATE family an error belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -99,7 +104,166 @@ pub enum Error {
     /// A token without jti was presented for revocation by jti.
     NoJti,
     // --- key store -------------------------------------------------------
-    Key(String),
+    Key(KeyError),
+}
+
+/// Why a key was refused: one variant per problem, with its specifics.
+/// `Display` gives the text that follows "invalid key: " in the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// The format is not `secret`, `pem` or `jwk` (the name as given).
+    UnknownFormat(String),
+    /// The kid is empty, longer than `MAX_KID_BYTES`, or has a control
+    /// character.
+    BadKid,
+    /// The algorithm name is not one that is verified (the name as given).
+    UnknownAlg(String),
+    /// A stored secret is not unpadded base64url.
+    SecretBase64,
+    /// A secret was given for an algorithm that is not HMAC.
+    SecretNotHmac(Algorithm),
+    /// An HMAC secret shorter than its hash (`min` bytes); `len` is its size.
+    SecretTooShort {
+        alg: Algorithm,
+        min: usize,
+        len: usize,
+    },
+    /// The "secret" is PEM or JWK text: a public key stored as a secret.
+    SecretIsKey,
+    /// The PEM holds a private key.
+    PrivatePem,
+    /// A PEM was given for an HMAC algorithm.
+    HmacPem,
+    /// The PEM cannot be read as a public key of the algorithm's type
+    /// (jsonwebtoken's error text).
+    BadPem(String),
+    /// The RSA public key cannot be decoded (the crypto library's text).
+    BadRsa(String),
+    /// An RSA modulus of `bits` bits, below `min`.
+    RsaTooSmall { min: usize, bits: usize },
+    /// The EC key of a PEM is not on the algorithm's curve.
+    PemWrongCurve(Algorithm),
+    /// An EdDSA key (PEM or JWK) that is not Ed25519.
+    NotEd25519,
+    /// The JWK text is not a JSON object.
+    JwkNotObject,
+    /// A non-`oct` JWK carries this private member.
+    JwkPrivateMember(&'static str),
+    /// The JWK's `alg` member is not the algorithm it is stored for.
+    JwkAlgMismatch(Algorithm),
+    /// The JWK's `use` is not `sig`.
+    JwkNotForSignature,
+    /// The JWK does not deserialize (missing or mistyped members).
+    JwkMembers,
+    /// jsonwebtoken cannot build a key from the JWK (its error text).
+    BadJwk(String),
+    /// The RSA JWK's `n` is not base64url.
+    JwkModulusBase64,
+    /// The EC JWK's `crv` is not the algorithm's curve.
+    JwkWrongCurve(Algorithm),
+    /// The EC JWK's coordinates do not make a point of the curve's size.
+    JwkCoordinateLength,
+    /// The Ed25519 JWK's `x` is not 32 bytes.
+    JwkEd25519Length,
+    /// The JWK's key type cannot be used for the algorithm.
+    JwkKeyType(Algorithm),
+    /// jsonwebtoken refuses to make a verifier (its error text).
+    CannotVerify { alg: Algorithm, reason: String },
+    /// The JWKS text is not a JSON object.
+    JwksNotObject,
+    /// The JWKS has no `keys` array.
+    JwksNoKeys,
+    /// The JWKS key at this index is not an object.
+    JwksEntryNotObject(usize),
+    /// The JWKS key at this index has no string `kid`.
+    JwksEntryNoKid(usize),
+    /// The JWKS key with this kid has no `alg` and no curve that implies one.
+    JwksEntryNoAlg(String),
+    /// The JWKS key with this kid is refused for `error`.
+    JwksEntry { kid: String, error: Box<KeyError> },
+    /// The JWKS has this kid more than once.
+    JwksDuplicateKid(String),
+    /// This kid is already stored with a different key (for the extension's
+    /// import, which never replaces a key).
+    KidTaken(String),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use KeyError::*;
+        match self {
+            UnknownFormat(name) => write!(f, "unknown key format {}", shown(name)),
+            BadKid => {
+                write!(f, "kid must be 1 to {MAX_KID_BYTES} bytes without control characters")
+            }
+            UnknownAlg(name) => write!(
+                f,
+                "algorithm {} is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
+                shown(name)
+            ),
+            SecretBase64 => f.write_str("a stored secret must be unpadded base64url"),
+            SecretNotHmac(alg) => {
+                write!(f, "a secret can only be an HMAC key, not {}", algorithm_name(*alg))
+            }
+            SecretTooShort { alg, min, len } => write!(
+                f,
+                "an {} secret must be at least {min} bytes, this one has {len}",
+                algorithm_name(*alg)
+            ),
+            SecretIsKey => f.write_str(
+                "this secret is a PEM or JWK key; store public keys with their own algorithm",
+            ),
+            PrivatePem => f.write_str("this is a private key; store only the public key"),
+            HmacPem => f.write_str("an HMAC key is a secret, not a PEM"),
+            BadPem(why) => write!(f, "not a usable public key PEM ({why})"),
+            BadRsa(why) => write!(f, "not a usable RSA public key ({why})"),
+            RsaTooSmall { min, bits } => {
+                write!(f, "RSA keys must have at least {min} bits, this one has {bits}")
+            }
+            PemWrongCurve(alg) => {
+                write!(f, "this EC key is not on the curve of {}", algorithm_name(*alg))
+            }
+            NotEd25519 => f.write_str("EdDSA keys must be Ed25519"),
+            JwkNotObject => f.write_str("the JWK is not a JSON object"),
+            JwkPrivateMember(member) => {
+                write!(f, "the JWK carries private member \"{member}\"; store only the public key")
+            }
+            JwkAlgMismatch(alg) => write!(f, "the JWK's alg is not {}", algorithm_name(*alg)),
+            JwkNotForSignature => f.write_str("the JWK is not a signature key (use is not \"sig\")"),
+            JwkMembers => f.write_str("the JWK has missing or mistyped members"),
+            BadJwk(why) => write!(f, "unusable JWK ({why})"),
+            JwkModulusBase64 => f.write_str("the JWK's n is not base64url"),
+            JwkWrongCurve(alg) => {
+                write!(f, "the JWK's curve does not match {}", algorithm_name(*alg))
+            }
+            JwkCoordinateLength => f.write_str("the JWK's coordinates have the wrong length"),
+            JwkEd25519Length => f.write_str("the JWK's x has the wrong length"),
+            JwkKeyType(alg) => {
+                write!(f, "the JWK's key type cannot be used for {}", algorithm_name(*alg))
+            }
+            CannotVerify { alg, reason } => {
+                write!(f, "the key cannot verify {} ({reason})", algorithm_name(*alg))
+            }
+            JwksNotObject => f.write_str("the JWKS is not a JSON object"),
+            JwksNoKeys => f.write_str("the JWKS has no \"keys\" array"),
+            JwksEntryNotObject(i) => write!(f, "key {i} of the JWKS is not an object"),
+            JwksEntryNoKid(i) => write!(f, "key {i} of the JWKS has no string kid"),
+            JwksEntryNoAlg(kid) => write!(f, "key {} of the JWKS names no alg", shown(kid)),
+            JwksEntry { kid, error } => write!(f, "key {} of the JWKS: {error}", shown(kid)),
+            JwksDuplicateKid(kid) => write!(f, "the JWKS has kid {} twice", shown(kid)),
+            KidTaken(kid) => {
+                write!(f, "kid {} already holds a different key; remove it first", shown(kid))
+            }
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Error {
+        Error::Key(e)
+    }
 }
 
 impl Error {
@@ -160,7 +324,7 @@ impl Error {
             Audience => "token audience is not accepted".into(),
             Revoked | RevokedSubject | RevokedSubjectNoIat => "token has been revoked".into(),
             NoJti => "token has no jti claim to revoke it by".into(),
-            Key(m) => format!("invalid key: {m}"),
+            Key(k) => format!("invalid key: {k}"),
         }
     }
 
@@ -230,5 +394,93 @@ pub fn shown(s: &str) -> String {
         format!("\"{s}\"")
     } else {
         "(not shown)".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use KeyError::*;
+
+    /// The message of every key refusal, pinned: the extension shows them
+    /// to SQL callers. (tests/key_errors.rs reaches each from real input.)
+    #[test]
+    fn key_error_messages() {
+        let rs = Algorithm::RS256;
+        let cases: Vec<(KeyError, &str)> = vec![
+            (UnknownFormat("der".into()), "unknown key format \"der\""),
+            (UnknownFormat("d'r".into()), "unknown key format (not shown)"),
+            (BadKid, "kid must be 1 to 256 bytes without control characters"),
+            (
+                UnknownAlg("HS1".into()),
+                "algorithm \"HS1\" is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
+            ),
+            (SecretBase64, "a stored secret must be unpadded base64url"),
+            (SecretNotHmac(rs), "a secret can only be an HMAC key, not RS256"),
+            (
+                SecretTooShort { alg: Algorithm::HS384, min: 48, len: 47 },
+                "an HS384 secret must be at least 48 bytes, this one has 47",
+            ),
+            (
+                SecretIsKey,
+                "this secret is a PEM or JWK key; store public keys with their own algorithm",
+            ),
+            (PrivatePem, "this is a private key; store only the public key"),
+            (HmacPem, "an HMAC key is a secret, not a PEM"),
+            (BadPem("InvalidKeyFormat".into()), "not a usable public key PEM (InvalidKeyFormat)"),
+            (BadRsa("why".into()), "not a usable RSA public key (why)"),
+            (
+                RsaTooSmall { min: 2048, bits: 1024 },
+                "RSA keys must have at least 2048 bits, this one has 1024",
+            ),
+            (PemWrongCurve(Algorithm::ES384), "this EC key is not on the curve of ES384"),
+            (NotEd25519, "EdDSA keys must be Ed25519"),
+            (JwkNotObject, "the JWK is not a JSON object"),
+            (
+                JwkPrivateMember("qi"),
+                "the JWK carries private member \"qi\"; store only the public key",
+            ),
+            (JwkAlgMismatch(Algorithm::PS512), "the JWK's alg is not PS512"),
+            (JwkNotForSignature, "the JWK is not a signature key (use is not \"sig\")"),
+            (JwkMembers, "the JWK has missing or mistyped members"),
+            (BadJwk("why".into()), "unusable JWK (why)"),
+            (JwkModulusBase64, "the JWK's n is not base64url"),
+            (JwkWrongCurve(Algorithm::ES256), "the JWK's curve does not match ES256"),
+            (JwkCoordinateLength, "the JWK's coordinates have the wrong length"),
+            (JwkEd25519Length, "the JWK's x has the wrong length"),
+            (JwkKeyType(Algorithm::EdDSA), "the JWK's key type cannot be used for EdDSA"),
+            (
+                CannotVerify { alg: rs, reason: "InvalidKeyFormat".into() },
+                "the key cannot verify RS256 (InvalidKeyFormat)",
+            ),
+            (JwksNotObject, "the JWKS is not a JSON object"),
+            (JwksNoKeys, "the JWKS has no \"keys\" array"),
+            (JwksEntryNotObject(3), "key 3 of the JWKS is not an object"),
+            (JwksEntryNoKid(0), "key 0 of the JWKS has no string kid"),
+            (JwksEntryNoAlg("k1".into()), "key \"k1\" of the JWKS names no alg"),
+            (
+                JwksEntry { kid: "k1".into(), error: Box::new(JwkModulusBase64) },
+                "key \"k1\" of the JWKS: the JWK's n is not base64url",
+            ),
+            (
+                JwksEntry { kid: "k\n1".into(), error: Box::new(BadKid) },
+                "key (not shown) of the JWKS: kid must be 1 to 256 bytes without control characters",
+            ),
+            (JwksDuplicateKid("k1".into()), "the JWKS has kid \"k1\" twice"),
+            (
+                KidTaken("x".into()),
+                "kid \"x\" already holds a different key; remove it first",
+            ),
+            (
+                KidTaken("<script>".into()),
+                "kid (not shown) already holds a different key; remove it first",
+            ),
+        ];
+        for (k, text) in cases {
+            assert_eq!(k.to_string(), text);
+            let e = Error::from(k);
+            assert_eq!(e.message(), format!("invalid key: {text}"));
+            assert_eq!((e.class(), e.detail()), (Class::BadKey, None));
+        }
     }
 }

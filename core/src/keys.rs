@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use crate::error::{shown, Error, Part, Result};
+use crate::error::{Error, KeyError, Part, Result};
 use crate::header::{algorithm, algorithm_name};
 use crate::json::parse_object;
 
@@ -46,7 +46,7 @@ impl Format {
             "secret" => Ok(Format::Secret),
             "pem" => Ok(Format::Pem),
             "jwk" => Ok(Format::Jwk),
-            _ => Err(Error::Key(format!("unknown key format {}", shown(name)))),
+            _ => Err(KeyError::UnknownFormat(name.to_string()).into()),
         }
     }
 }
@@ -72,28 +72,29 @@ impl std::fmt::Debug for Key {
     }
 }
 
-fn bad(msg: impl Into<String>) -> Error {
-    Error::Key(msg.into())
-}
+/// The key functions' own result: the specific refusal, which the public
+/// functions wrap as `Error::Key`.
+type KeyResult<T> = std::result::Result<T, KeyError>;
 
 /// Checks a kid before it is stored or used to name a key.
 pub fn check_kid(kid: &str) -> Result<()> {
+    Ok(kid_ok(kid)?)
+}
+
+fn kid_ok(kid: &str) -> KeyResult<()> {
     if kid.is_empty() || kid.len() > MAX_KID_BYTES || kid.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "kid must be 1 to {MAX_KID_BYTES} bytes without control characters"
-        )));
+        return Err(KeyError::BadKid);
     }
     Ok(())
 }
 
 /// Parses an algorithm name as a key's algorithm.
 pub fn key_algorithm(name: &str) -> Result<Algorithm> {
-    algorithm(name).ok_or_else(|| {
-        bad(format!(
-            "algorithm {} is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
-            shown(name)
-        ))
-    })
+    Ok(key_alg(name)?)
+}
+
+fn key_alg(name: &str) -> KeyResult<Algorithm> {
+    algorithm(name).ok_or_else(|| KeyError::UnknownAlg(name.to_string()))
 }
 
 fn hash_bytes(alg: Algorithm) -> usize {
@@ -108,35 +109,31 @@ fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<()> {
+fn check_secret(alg: Algorithm, secret: &[u8]) -> KeyResult<()> {
     if !is_hmac(alg) {
-        return Err(bad(format!(
-            "a secret can only be an HMAC key, not {}",
-            algorithm_name(alg)
-        )));
+        return Err(KeyError::SecretNotHmac(alg));
     }
     let min = hash_bytes(alg);
     if secret.len() < min {
-        return Err(bad(format!(
-            "an {} secret must be at least {min} bytes, this one has {}",
-            algorithm_name(alg),
-            secret.len()
-        )));
+        return Err(KeyError::SecretTooShort {
+            alg,
+            min,
+            len: secret.len(),
+        });
     }
     let text = String::from_utf8_lossy(secret);
     if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
-        return Err(bad(
-            "this secret is a PEM or JWK key; store public keys with their own algorithm",
-        ));
+        return Err(KeyError::SecretIsKey);
     }
     Ok(())
 }
 
-fn check_rsa_bits(bits: usize) -> Result<()> {
+fn check_rsa_bits(bits: usize) -> KeyResult<()> {
     if bits < MIN_RSA_BITS {
-        return Err(bad(format!(
-            "RSA keys must have at least {MIN_RSA_BITS} bits, this one has {bits}"
-        )));
+        return Err(KeyError::RsaTooSmall {
+            min: MIN_RSA_BITS,
+            bits,
+        });
     }
     Ok(())
 }
@@ -149,12 +146,11 @@ fn curve_len(alg: Algorithm) -> Option<usize> {
     }
 }
 
-fn from_pem(alg: Algorithm, pem: &str) -> Result<DecodingKey> {
+fn from_pem(alg: Algorithm, pem: &str) -> KeyResult<DecodingKey> {
     if pem.contains("PRIVATE KEY") {
-        return Err(bad("this is a private key; store only the public key"));
+        return Err(KeyError::PrivatePem);
     }
-    let pem_err =
-        |e: jsonwebtoken::errors::Error| bad(format!("not a usable public key PEM ({e})"));
+    let pem_err = |e: jsonwebtoken::errors::Error| KeyError::BadPem(e.to_string());
     match alg {
         Algorithm::RS256
         | Algorithm::RS384
@@ -172,29 +168,26 @@ fn from_pem(alg: Algorithm, pem: &str) -> Result<DecodingKey> {
             let key = DecodingKey::from_ec_pem(pem.as_bytes()).map_err(pem_err)?;
             let point = key.try_get_as_bytes().map_err(pem_err)?;
             if Some(point.len()) != curve_len(alg) {
-                return Err(bad(format!(
-                    "this EC key is not on the curve of {}",
-                    algorithm_name(alg)
-                )));
+                return Err(KeyError::PemWrongCurve(alg));
             }
             Ok(key)
         }
         Algorithm::EdDSA => {
             let key = DecodingKey::from_ed_pem(pem.as_bytes()).map_err(pem_err)?;
             if key.try_get_as_bytes().map_err(pem_err)?.len() != 32 {
-                return Err(bad("EdDSA keys must be Ed25519"));
+                return Err(KeyError::NotEd25519);
             }
             Ok(key)
         }
-        _ => Err(bad("an HMAC key is a secret, not a PEM")),
+        _ => Err(KeyError::HmacPem),
     }
 }
 
-fn rsa_modulus_bits(der: &[u8]) -> Result<usize> {
+fn rsa_modulus_bits(der: &[u8]) -> KeyResult<usize> {
     let (n, _e) = (DEFAULT_PROVIDER
         .key_utils
         .rsa_pub_components_from_public_key)(der)
-    .map_err(|e| bad(format!("not a usable RSA public key ({e})")))?;
+    .map_err(|e| KeyError::BadRsa(e.to_string()))?;
     Ok(significant_bits(&n))
 }
 
@@ -208,29 +201,25 @@ fn significant_bits(n: &[u8]) -> usize {
 
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
 
-fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
-    let map = parse_object(text.as_bytes(), Part::Payload)
-        .map_err(|_| bad("the JWK is not a JSON object"))?;
+fn from_jwk(alg: Algorithm, text: &str) -> KeyResult<DecodingKey> {
+    let map = parse_object(text.as_bytes(), Part::Payload).map_err(|_| KeyError::JwkNotObject)?;
     if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| map.contains_key(**m)) {
         if map.get("kty").and_then(Value::as_str) != Some("oct") {
-            return Err(bad(format!(
-                "the JWK carries private member \"{member}\"; store only the public key"
-            )));
+            return Err(KeyError::JwkPrivateMember(member));
         }
     }
     match map.get("alg") {
         None => {}
         Some(Value::String(a)) if a == algorithm_name(alg) => {}
-        Some(_) => return Err(bad(format!("the JWK's alg is not {}", algorithm_name(alg)))),
+        Some(_) => return Err(KeyError::JwkAlgMismatch(alg)),
     }
     if let Some(usage) = map.get("use") {
         if usage != "sig" {
-            return Err(bad("the JWK is not a signature key (use is not \"sig\")"));
+            return Err(KeyError::JwkNotForSignature);
         }
     }
-    let jwk: Jwk = serde_json::from_value(Value::Object(map))
-        .map_err(|_| bad("the JWK has missing or mistyped members"))?;
-    let key_err = |e: jsonwebtoken::errors::Error| bad(format!("unusable JWK ({e})"));
+    let jwk: Jwk = serde_json::from_value(Value::Object(map)).map_err(|_| KeyError::JwkMembers)?;
+    let key_err = |e: jsonwebtoken::errors::Error| KeyError::BadJwk(e.to_string());
     match (&jwk.algorithm, alg) {
         (AlgorithmParameters::OctetKey(_), a) if is_hmac(a) => {
             let key = DecodingKey::from_jwk(&jwk).map_err(key_err)?;
@@ -242,7 +231,7 @@ fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
         {
             let n = URL_SAFE_NO_PAD
                 .decode(&p.n)
-                .map_err(|_| bad("the JWK's n is not base64url"))?;
+                .map_err(|_| KeyError::JwkModulusBase64)?;
             check_rsa_bits(significant_bits(&n))?;
             DecodingKey::from_jwk(&jwk).map_err(key_err)
         }
@@ -253,31 +242,25 @@ fn from_jwk(alg: Algorithm, text: &str) -> Result<DecodingKey> {
                 EllipticCurve::P384
             };
             if p.curve != want {
-                return Err(bad(format!(
-                    "the JWK's curve does not match {}",
-                    algorithm_name(a)
-                )));
+                return Err(KeyError::JwkWrongCurve(a));
             }
             let key = DecodingKey::from_jwk(&jwk).map_err(key_err)?;
             if Some(key.try_get_as_bytes().map_err(key_err)?.len()) != curve_len(a) {
-                return Err(bad("the JWK's coordinates have the wrong length"));
+                return Err(KeyError::JwkCoordinateLength);
             }
             Ok(key)
         }
         (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
             if p.curve != EllipticCurve::Ed25519 {
-                return Err(bad("EdDSA keys must be Ed25519"));
+                return Err(KeyError::NotEd25519);
             }
             let key = DecodingKey::from_jwk(&jwk).map_err(key_err)?;
             if key.try_get_as_bytes().map_err(key_err)?.len() != 32 {
-                return Err(bad("the JWK's x has the wrong length"));
+                return Err(KeyError::JwkEd25519Length);
             }
             Ok(key)
         }
-        _ => Err(bad(format!(
-            "the JWK's key type cannot be used for {}",
-            algorithm_name(alg)
-        ))),
+        _ => Err(KeyError::JwkKeyType(alg)),
     }
 }
 
@@ -285,13 +268,17 @@ impl Key {
     /// Builds a key from its stored form; the checks are the ones of import,
     /// so a row written around the key functions is still held to them.
     pub fn new(kid: &str, alg: &str, format: Format, material: &str) -> Result<Key> {
-        check_kid(kid)?;
-        let alg = key_algorithm(alg)?;
+        Ok(Key::build(kid, alg, format, material)?)
+    }
+
+    fn build(kid: &str, alg: &str, format: Format, material: &str) -> KeyResult<Key> {
+        kid_ok(kid)?;
+        let alg = key_alg(alg)?;
         let decoding = match format {
             Format::Secret => {
                 let secret = URL_SAFE_NO_PAD
                     .decode(material)
-                    .map_err(|_| bad("a stored secret must be unpadded base64url"))?;
+                    .map_err(|_| KeyError::SecretBase64)?;
                 check_secret(alg, &secret)?;
                 DecodingKey::from_secret(&secret)
             }
@@ -299,10 +286,10 @@ impl Key {
             Format::Jwk => from_jwk(alg, material)?,
         };
         let verifier = (DEFAULT_PROVIDER.verifier_factory)(&alg, &decoding).map_err(|e| {
-            bad(format!(
-                "the key cannot verify {} ({e})",
-                algorithm_name(alg)
-            ))
+            KeyError::CannotVerify {
+                alg,
+                reason: e.to_string(),
+            }
         })?;
         Ok(Key {
             kid: kid.to_string(),
@@ -351,28 +338,31 @@ pub struct JwkEntry {
 /// skipped; every other key must carry a kid and an algorithm (given as
 /// `alg`, or implied by an EC or OKP curve), and is checked by `Key::new`.
 pub fn parse_jwks(text: &str) -> Result<Vec<JwkEntry>> {
-    let doc = parse_object(text.as_bytes(), Part::Payload)
-        .map_err(|_| bad("the JWKS is not a JSON object"))?;
+    Ok(jwks_entries(text)?)
+}
+
+fn jwks_entries(text: &str) -> KeyResult<Vec<JwkEntry>> {
+    let doc = parse_object(text.as_bytes(), Part::Payload).map_err(|_| KeyError::JwksNotObject)?;
     let keys = match doc.get("keys") {
         Some(Value::Array(keys)) => keys,
-        _ => return Err(bad("the JWKS has no \"keys\" array")),
+        _ => return Err(KeyError::JwksNoKeys),
     };
     let mut out = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let Some(map) = key.as_object() else {
-            return Err(bad(format!("key {i} of the JWKS is not an object")));
+            return Err(KeyError::JwksEntryNotObject(i));
         };
         if map.get("use").and_then(Value::as_str) == Some("enc") {
             continue;
         }
         let kid = match map.get("kid") {
             Some(Value::String(k)) => k.clone(),
-            _ => return Err(bad(format!("key {i} of the JWKS has no string kid"))),
+            _ => return Err(KeyError::JwksEntryNoKid(i)),
         };
         let alg = match (map.get("alg"), implied_alg(map)) {
             (Some(Value::String(a)), _) => a.clone(),
             (None, Some(a)) => a.to_string(),
-            _ => return Err(bad(format!("key {} of the JWKS names no alg", shown(&kid)))),
+            _ => return Err(KeyError::JwksEntryNoAlg(kid)),
         };
         let mut public: Map<String, Value> = map.clone();
         if map.get("kty").and_then(Value::as_str) != Some("oct") {
@@ -381,15 +371,14 @@ pub fn parse_jwks(text: &str) -> Result<Vec<JwkEntry>> {
             }
         }
         let material = Value::Object(public).to_string();
-        Key::new(&kid, &alg, Format::Jwk, &material).map_err(|e| {
-            bad(format!(
-                "key {} of the JWKS: {}",
-                shown(&kid),
-                e.message().trim_start_matches("invalid key: ")
-            ))
-        })?;
+        if let Err(e) = Key::build(&kid, &alg, Format::Jwk, &material) {
+            return Err(KeyError::JwksEntry {
+                kid,
+                error: Box::new(e),
+            });
+        }
         if out.iter().any(|e: &JwkEntry| e.kid == kid) {
-            return Err(bad(format!("the JWKS has kid {} twice", shown(&kid))));
+            return Err(KeyError::JwksDuplicateKid(kid));
         }
         out.push(JwkEntry { kid, alg, material });
     }

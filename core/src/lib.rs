@@ -18,6 +18,6 @@ pub mod keys;
 pub mod verify;
 
 pub use claims::{Policy, Times};
-pub use error::{Class, Error, Result};
+pub use error::{Class, Error, KeyError, Result};
 pub use keys::{Format, Key, KeySet};
 pub use verify::{verify, Verified};

@@ -1,9 +1,11 @@
 //! Every way a key can be refused, driven through the public key functions
-//! with real material, and the exact message each one gives: the extension
-//! shows these texts to SQL callers, so they are part of its interface.
+//! with real material: the `KeyError` each one is, and the exact message it
+//! gives. The extension shows these texts to SQL callers, so they are part of
+//! its interface.
 
+use jsonwebtoken::Algorithm;
 use jwt_rls_core::keys::{check_kid, encode_secret, parse_jwks};
-use jwt_rls_core::{Error, Format, Key};
+use jwt_rls_core::{Error, Format, Key, KeyError};
 use serde_json::{json, Value};
 
 /// 32 random bytes (`openssl rand -hex 32`), a valid HS256 secret.
@@ -71,115 +73,139 @@ fn jwks_err(doc: Value) -> Error {
     parse_jwks(&doc.to_string()).unwrap_err()
 }
 
-/// Each case: the error, and its message exactly.
-fn cases() -> Vec<(Error, &'static str)> {
+/// Each case: the error, the refusal it must be, and its message exactly.
+fn cases() -> Vec<(Error, KeyError, &'static str)> {
+    use KeyError::*;
     let hs = |k: &str| json!({"kid": "a", "alg": "HS256", "kty": "oct", "k": k});
     vec![
-        (Format::from_name("der").unwrap_err(), "invalid key: unknown key format \"der\""),
-        (Format::from_name("p e m").unwrap_err(), "invalid key: unknown key format (not shown)"),
-        (check_kid("").unwrap_err(), "invalid key: kid must be 1 to 256 bytes without control characters"),
+        (Format::from_name("der").unwrap_err(), UnknownFormat("der".into()), "invalid key: unknown key format \"der\""),
+        (Format::from_name("p e m").unwrap_err(), UnknownFormat("p e m".into()), "invalid key: unknown key format (not shown)"),
+        (check_kid("").unwrap_err(), BadKid, "invalid key: kid must be 1 to 256 bytes without control characters"),
         (
             Key::new("a\nb", "HS256", Format::Secret, &secret(SECRET_32)).unwrap_err(),
+            BadKid,
             "invalid key: kid must be 1 to 256 bytes without control characters",
         ),
         (
             key_err("HS1", Format::Secret, &secret(SECRET_32)),
+            UnknownAlg("HS1".into()),
             "invalid key: algorithm \"HS1\" is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
         ),
-        (key_err("HS256", Format::Secret, "c2VjcmV0=="), "invalid key: a stored secret must be unpadded base64url"),
+        (key_err("HS256", Format::Secret, "c2VjcmV0=="), SecretBase64, "invalid key: a stored secret must be unpadded base64url"),
         (
             key_err("RS256", Format::Secret, &secret(SECRET_32)),
+            SecretNotHmac(Algorithm::RS256),
             "invalid key: a secret can only be an HMAC key, not RS256",
         ),
         (
             key_err("HS256", Format::Secret, &secret(SECRET_16)),
+            SecretTooShort { alg: Algorithm::HS256, min: 32, len: 16 },
             "invalid key: an HS256 secret must be at least 32 bytes, this one has 16",
         ),
         (
             key_err("HS512", Format::Secret, &secret(SECRET_32)),
+            SecretTooShort { alg: Algorithm::HS512, min: 64, len: 32 },
             "invalid key: an HS512 secret must be at least 64 bytes, this one has 32",
         ),
         (
             key_err("HS256", Format::Secret, &encode_secret(RS256_PEM.as_bytes())),
+            SecretIsKey,
             "invalid key: this secret is a PEM or JWK key; store public keys with their own algorithm",
         ),
         (
             key_err("RS256", Format::Pem, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n"),
+            PrivatePem,
             "invalid key: this is a private key; store only the public key",
         ),
-        (key_err("HS256", Format::Pem, RS256_PEM), "invalid key: an HMAC key is a secret, not a PEM"),
-        (key_err("RS256", Format::Pem, ED448_PEM), "invalid key: not a usable public key PEM (InvalidKeyFormat)"),
+        (key_err("HS256", Format::Pem, RS256_PEM), HmacPem, "invalid key: an HMAC key is a secret, not a PEM"),
+        (key_err("RS256", Format::Pem, ED448_PEM), BadPem("InvalidKeyFormat".into()), "invalid key: not a usable public key PEM (InvalidKeyFormat)"),
         (
             key_err("RS256", Format::Pem, "-----BEGIN RSA PUBLIC KEY-----\nMAMCAQE=\n-----END RSA PUBLIC KEY-----\n"),
+            BadRsa("RSA key invalid: InvalidEncoding".into()),
             "invalid key: not a usable RSA public key (RSA key invalid: InvalidEncoding)",
         ),
         (
             key_err("RS256", Format::Pem, RSA_1024_PEM),
+            RsaTooSmall { min: 2048, bits: 1024 },
             "invalid key: RSA keys must have at least 2048 bits, this one has 1024",
         ),
-        (key_err("ES256", Format::Pem, ES384_PEM), "invalid key: this EC key is not on the curve of ES256"),
-        (key_err("EdDSA", Format::Pem, ED25519_31_PEM), "invalid key: EdDSA keys must be Ed25519"),
-        (key_err("RS256", Format::Jwk, "[]"), "invalid key: the JWK is not a JSON object"),
+        (key_err("ES256", Format::Pem, ES384_PEM), PemWrongCurve(Algorithm::ES256), "invalid key: this EC key is not on the curve of ES256"),
+        (key_err("EdDSA", Format::Pem, ED25519_31_PEM), NotEd25519, "invalid key: EdDSA keys must be Ed25519"),
+        (key_err("RS256", Format::Jwk, "[]"), JwkNotObject, "invalid key: the JWK is not a JSON object"),
         (
             key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("d".into(), json!("AQAB"))))),
+            JwkPrivateMember("d"),
             "invalid key: the JWK carries private member \"d\"; store only the public key",
         ),
-        (key_err("RS384", Format::Jwk, &jwk("RS256", |_| ())), "invalid key: the JWK's alg is not RS384"),
+        (key_err("RS384", Format::Jwk, &jwk("RS256", |_| ())), JwkAlgMismatch(Algorithm::RS384), "invalid key: the JWK's alg is not RS384"),
         (
             key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("use".into(), json!("enc"))))),
+            JwkNotForSignature,
             "invalid key: the JWK is not a signature key (use is not \"sig\")",
         ),
         (
             key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("kid".into(), json!(7))))),
+            JwkMembers,
             "invalid key: the JWK has missing or mistyped members",
         ),
         (
             key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("n".into(), json!("n+/"))))),
+            JwkModulusBase64,
             "invalid key: the JWK's n is not base64url",
         ),
         (
             key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("n".into(), json!(RSA_1024_N))))),
+            RsaTooSmall { min: 2048, bits: 1024 },
             "invalid key: RSA keys must have at least 2048 bits, this one has 1024",
         ),
         (
             key_err("HS256", Format::Jwk, &jwk("HS256", |k| drop(k.insert("k".into(), json!("k+/"))))),
+            BadJwk("Base64 error: Invalid symbol 43, offset 1.".into()),
             "invalid key: unusable JWK (Base64 error: Invalid symbol 43, offset 1.)",
         ),
         (
             key_err("ES256", Format::Jwk, &jwk("ES256", |k| drop(k.insert("crv".into(), json!("P-384"))))),
+            JwkWrongCurve(Algorithm::ES256),
             "invalid key: the JWK's curve does not match ES256",
         ),
         (
             key_err("ES256", Format::Jwk, &jwk("ES256", |k| drop(k.insert("x".into(), json!("AAAA"))))),
+            JwkCoordinateLength,
             "invalid key: the JWK's coordinates have the wrong length",
         ),
         (
             key_err("EdDSA", Format::Jwk, &jwk("EdDSA", |k| drop(k.insert("crv".into(), json!("P-256"))))),
+            NotEd25519,
             "invalid key: EdDSA keys must be Ed25519",
         ),
         (
             key_err("EdDSA", Format::Jwk, &jwk("EdDSA", |k| drop(k.insert("x".into(), json!("AAAA"))))),
+            JwkEd25519Length,
             "invalid key: the JWK's x has the wrong length",
         ),
         (
             key_err("ES256", Format::Jwk, &jwk("RS256", |k| drop(k.remove("alg")))),
+            JwkKeyType(Algorithm::ES256),
             "invalid key: the JWK's key type cannot be used for ES256",
         ),
-        (jwks_err(json!([])), "invalid key: the JWKS is not a JSON object"),
-        (jwks_err(json!({"keys": {}})), "invalid key: the JWKS has no \"keys\" array"),
-        (jwks_err(json!({"keys": [{"use": "enc"}, 1]})), "invalid key: key 1 of the JWKS is not an object"),
-        (jwks_err(json!({"keys": [{"kid": 7}]})), "invalid key: key 0 of the JWKS has no string kid"),
-        (jwks_err(json!({"keys": [{"kid": "a", "kty": "RSA"}]})), "invalid key: key \"a\" of the JWKS names no alg"),
+        (jwks_err(json!([])), JwksNotObject, "invalid key: the JWKS is not a JSON object"),
+        (jwks_err(json!({"keys": {}})), JwksNoKeys, "invalid key: the JWKS has no \"keys\" array"),
+        (jwks_err(json!({"keys": [{"use": "enc"}, 1]})), JwksEntryNotObject(1), "invalid key: key 1 of the JWKS is not an object"),
+        (jwks_err(json!({"keys": [{"kid": 7}]})), JwksEntryNoKid(0), "invalid key: key 0 of the JWKS has no string kid"),
+        (jwks_err(json!({"keys": [{"kid": "a", "kty": "RSA"}]})), JwksEntryNoAlg("a".into()), "invalid key: key \"a\" of the JWKS names no alg"),
         (
             jwks_err(json!({"keys": [hs(&secret(SECRET_16))]})),
+            JwksEntry { kid: "a".into(), error: Box::new(SecretTooShort { alg: Algorithm::HS256, min: 32, len: 16 }) },
             "invalid key: key \"a\" of the JWKS: an HS256 secret must be at least 32 bytes, this one has 16",
         ),
         (
             jwks_err(json!({"keys": [{"kid": "a b", "alg": "HS1"}]})),
+            JwksEntry { kid: "a b".into(), error: Box::new(UnknownAlg("HS1".into())) },
             "invalid key: key (not shown) of the JWKS: algorithm \"HS1\" is not one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA",
         ),
         (
             jwks_err(json!({"keys": [hs(&secret(SECRET_32)), hs(&secret(SECRET_32))]})),
+            JwksDuplicateKid("a".into()),
             "invalid key: the JWKS has kid \"a\" twice",
         ),
     ]
@@ -188,7 +214,8 @@ fn cases() -> Vec<(Error, &'static str)> {
 #[test]
 fn every_key_problem_has_its_exact_message() {
     let mut wrong = vec![];
-    for (i, (err, text)) in cases().into_iter().enumerate() {
+    for (i, (err, want, text)) in cases().into_iter().enumerate() {
+        assert_eq!(err, Error::Key(want), "case {i}");
         assert_eq!(
             err.class(),
             jwt_rls_core::Class::BadKey,
