@@ -267,6 +267,8 @@ impl From<KeyError> for Error {
 }
 
 impl Error {
+    /// The SQLSTATE family. Exhaustive on purpose: a new variant must be
+    /// classified by whoever adds it.
     pub fn class(&self) -> Class {
         use Error::*;
         match self {
@@ -280,10 +282,31 @@ impl Error {
             | DuplicateKey(_)
             | NulCharacter(_)
             | TooDeep(_)
-            | HeaderType(_) => Class::Malformed,
+            | HeaderType(_)
+            | NoJti => Class::Malformed,
+            UnsecuredToken
+            | UnsupportedAlg(_)
+            | UnsupportedHeader(_)
+            | BadTyp(_)
+            | NoKeys
+            | AmbiguousKey(_)
+            | UnknownKid(_)
+            | KeyDisabled(_)
+            | KeyNotInWindow(_)
+            | AlgMismatch { .. }
+            | BadSignature
+            | ClaimType { .. }
+            | MissingClaim(_)
+            | Expired { .. }
+            | NotYetValid { .. }
+            | IssuedInFuture { .. }
+            | LifetimeTooLong { .. }
+            | Issuer
+            | Audience
+            | Revoked
+            | RevokedSubject
+            | RevokedSubjectNoIat => Class::Rejected,
             Key(_) => Class::BadKey,
-            NoJti => Class::Malformed,
-            _ => Class::Rejected,
         }
     }
 
@@ -329,6 +352,8 @@ impl Error {
     }
 
     /// Specifics for the DETAIL line; attacker-chosen text only via `shown()`.
+    /// The variants without one are listed, not caught by `_`, for the same
+    /// reason as in `class`.
     pub fn detail(&self) -> Option<String> {
         use Error::*;
         Some(match self {
@@ -366,7 +391,8 @@ impl Error {
                 "Its subject has a revocation cutoff and the token has no iat to show it was issued after it."
                     .into()
             }
-            _ => return None,
+            Empty | BadCharacter | Base64(_) | NotObject(_) | DuplicateKey(_) | NulCharacter(_)
+            | TooDeep(_) | UnsecuredToken | NoKeys | BadSignature | NoJti | Key(_) => return None,
         })
     }
 }
@@ -401,6 +427,236 @@ pub fn shown(s: &str) -> String {
 mod tests {
     use super::*;
     use KeyError::*;
+
+    /// Class, message and detail of every variant, pinned: the extension
+    /// shows them to SQL callers.
+    #[test]
+    fn class_message_and_detail() {
+        use Class::*;
+        use Error::*;
+        let s = String::from;
+        let cases: Vec<(Error, Class, &str, Option<&str>)> = vec![
+            (Empty, Malformed, "token is empty", None),
+            (
+                TooLarge {
+                    size: 9000,
+                    limit: 8192,
+                },
+                Malformed,
+                "token is too large",
+                Some("The token is 9000 bytes; jwt_rls.max_token_bytes is 8192."),
+            ),
+            (
+                BadCharacter,
+                Malformed,
+                "token contains characters outside base64url and '.'",
+                None,
+            ),
+            (
+                SegmentCount(5),
+                Malformed,
+                "token is a JWE (encrypted token), which is not supported",
+                Some("Expected 3 '.'-separated segments, found 5."),
+            ),
+            (
+                SegmentCount(2),
+                Malformed,
+                "token is not a JWS compact serialization",
+                Some("Expected 3 '.'-separated segments, found 2."),
+            ),
+            (
+                Base64(Part::Signature),
+                Malformed,
+                "token signature is not canonical unpadded base64url",
+                None,
+            ),
+            (
+                Json(Part::Header, s("EOF while parsing")),
+                Malformed,
+                "token header is not valid JSON",
+                Some("JSON error: EOF while parsing."),
+            ),
+            (
+                NotObject(Part::Payload),
+                Malformed,
+                "token payload is not a JSON object",
+                None,
+            ),
+            (
+                DuplicateKey(Part::Header),
+                Malformed,
+                "token header has a duplicate member name",
+                None,
+            ),
+            (
+                NulCharacter(Part::Payload),
+                Malformed,
+                "token payload contains a NUL character",
+                None,
+            ),
+            (
+                TooDeep(Part::Payload),
+                Malformed,
+                "token payload is nested too deeply",
+                None,
+            ),
+            (
+                HeaderType("kid"),
+                Malformed,
+                "token header has a member of the wrong type",
+                Some("Header member \"kid\" has the wrong JSON type."),
+            ),
+            (
+                UnsecuredToken,
+                Rejected,
+                "unsecured token (alg \"none\") is never accepted",
+                None,
+            ),
+            (
+                UnsupportedAlg(s("ES512")),
+                Rejected,
+                "token algorithm is not supported",
+                Some("Header alg is \"ES512\"."),
+            ),
+            (
+                UnsupportedHeader("crit"),
+                Rejected,
+                "token header uses an unsupported extension",
+                Some("Header member \"crit\" is not supported."),
+            ),
+            (
+                BadTyp(s("JWE")),
+                Rejected,
+                "token type is not JWT",
+                Some("Header typ is \"JWE\"; accepted are JWT and at+jwt."),
+            ),
+            (NoKeys, Rejected, "no verification key is configured", None),
+            (
+                AmbiguousKey(2),
+                Rejected,
+                "token has no kid and more than one key is active",
+                Some("2 keys are active; the token must name one with kid."),
+            ),
+            (
+                UnknownKid(s("k 1")),
+                Rejected,
+                "token kid names no known key",
+                Some("No key has kid (not shown)."),
+            ),
+            (
+                KeyDisabled(s("k1")),
+                Rejected,
+                "token was signed with a disabled key",
+                Some("Key kid is \"k1\"."),
+            ),
+            (
+                KeyNotInWindow(s("k1")),
+                Rejected,
+                "token was signed with a key outside its validity window",
+                Some("Key kid is \"k1\"."),
+            ),
+            (
+                AlgMismatch {
+                    kid: s("k1"),
+                    key_alg: "RS256",
+                    token_alg: "HS256",
+                },
+                Rejected,
+                "token algorithm does not match its key",
+                Some("Key \"k1\" is bound to RS256; the token says HS256."),
+            ),
+            (BadSignature, Rejected, "token signature is invalid", None),
+            (
+                ClaimType {
+                    claim: s("exp"),
+                    expected: "an integer",
+                },
+                Rejected,
+                "token claim has the wrong JSON type",
+                Some("Claim \"\"exp\"\" must be an integer."),
+            ),
+            (
+                MissingClaim(s("iat")),
+                Rejected,
+                "token lacks a required claim",
+                Some("Claim \"\"iat\"\" is required."),
+            ),
+            (
+                Expired { exp: 10, now: 20 },
+                Rejected,
+                "token is expired",
+                Some("exp is 10, now is 20."),
+            ),
+            (
+                NotYetValid { nbf: 30, now: 20 },
+                Rejected,
+                "token is not valid yet",
+                Some("nbf is 30, now is 20."),
+            ),
+            (
+                IssuedInFuture { iat: 30, now: 20 },
+                Rejected,
+                "token was issued in the future",
+                Some("iat is 30, now is 20."),
+            ),
+            (
+                LifetimeTooLong {
+                    lifetime: 7200,
+                    max: 3600,
+                },
+                Rejected,
+                "token lifetime exceeds the maximum",
+                Some("exp - iat is 7200 s; jwt_rls.max_lifetime is 3600 s."),
+            ),
+            (
+                Issuer,
+                Rejected,
+                "token issuer is not accepted",
+                Some("The iss claim is not in jwt_rls.issuer."),
+            ),
+            (
+                Audience,
+                Rejected,
+                "token audience is not accepted",
+                Some("The aud claim names no audience in jwt_rls.audience."),
+            ),
+            (
+                Revoked,
+                Rejected,
+                "token has been revoked",
+                Some("Its jti is on the revocation list."),
+            ),
+            (
+                RevokedSubject,
+                Rejected,
+                "token has been revoked",
+                Some("Tokens of its subject issued before a revocation are refused."),
+            ),
+            (
+                RevokedSubjectNoIat,
+                Rejected,
+                "token has been revoked",
+                Some("Its subject has a revocation cutoff and the token has no iat to show it was issued after it."),
+            ),
+            (NoJti, Malformed, "token has no jti claim to revoke it by", None),
+            (
+                Key(KeyError::BadKid),
+                BadKey,
+                "invalid key: kid must be 1 to 256 bytes without control characters",
+                None,
+            ),
+        ];
+        for (e, class, message, detail) in cases {
+            assert_eq!(e.class(), class, "{e:?}");
+            assert_eq!(e.message(), message, "{e:?}");
+            assert_eq!(e.detail().as_deref(), detail, "{e:?}");
+            let shown = match detail {
+                Some(d) => format!("{message} ({d})"),
+                None => message.to_string(),
+            };
+            assert_eq!(e.to_string(), shown);
+        }
+    }
 
     /// The message of every key refusal, pinned: the extension shows them
     /// to SQL callers. (tests/key_errors.rs reaches each from real input.)
