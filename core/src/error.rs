@@ -352,13 +352,16 @@ impl Error {
     }
 
     /// Specifics for the DETAIL line; attacker-chosen text only via `shown()`.
+    /// The core does not know where its limits and accepted values are
+    /// configured: a caller that does may say so instead (the extension
+    /// names its settings for TooLarge, LifetimeTooLong, Issuer, Audience).
     /// The variants without one are listed, not caught by `_`, for the same
     /// reason as in `class`.
     pub fn detail(&self) -> Option<String> {
         use Error::*;
         Some(match self {
             TooLarge { size, limit } => {
-                format!("The token is {size} bytes; jwt_rls.max_token_bytes is {limit}.")
+                format!("The token is {size} bytes; the limit is {limit}.")
             }
             SegmentCount(n) => format!("Expected 3 '.'-separated segments, found {n}."),
             Json(_, why) => format!("JSON error: {why}."),
@@ -381,10 +384,10 @@ impl Error {
             NotYetValid { nbf, now } => format!("nbf is {nbf}, now is {now}."),
             IssuedInFuture { iat, now } => format!("iat is {iat}, now is {now}."),
             LifetimeTooLong { lifetime, max } => {
-                format!("exp - iat is {lifetime} s; jwt_rls.max_lifetime is {max} s.")
+                format!("exp - iat is {lifetime} s; the limit is {max} s.")
             }
-            Issuer => "The iss claim is not in jwt_rls.issuer.".into(),
-            Audience => "The aud claim names no audience in jwt_rls.audience.".into(),
+            Issuer => "The iss claim is not an accepted issuer.".into(),
+            Audience => "The aud claim names no accepted audience.".into(),
             Revoked => "Its jti is on the revocation list.".into(),
             RevokedSubject => "Tokens of its subject issued before a revocation are refused.".into(),
             RevokedSubjectNoIat => {
@@ -444,7 +447,7 @@ mod tests {
                 },
                 Malformed,
                 "token is too large",
-                Some("The token is 9000 bytes; jwt_rls.max_token_bytes is 8192."),
+                Some("The token is 9000 bytes; the limit is 8192."),
             ),
             (
                 BadCharacter,
@@ -606,19 +609,19 @@ mod tests {
                 },
                 Rejected,
                 "token lifetime exceeds the maximum",
-                Some("exp - iat is 7200 s; jwt_rls.max_lifetime is 3600 s."),
+                Some("exp - iat is 7200 s; the limit is 3600 s."),
             ),
             (
                 Issuer,
                 Rejected,
                 "token issuer is not accepted",
-                Some("The iss claim is not in jwt_rls.issuer."),
+                Some("The iss claim is not an accepted issuer."),
             ),
             (
                 Audience,
                 Rejected,
                 "token audience is not accepted",
-                Some("The aud claim names no audience in jwt_rls.audience."),
+                Some("The aud claim names no accepted audience."),
             ),
             (
                 Revoked,
