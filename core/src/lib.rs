@@ -1,6 +1,6 @@
 //! jwt_rls_core: strict JWT (JWS compact) verification with no PostgreSQL
 //! dependency. The extension crate is a thin shell around `verify`,
-//! `claims::lookup` and the key store types here.
+//! `Verified::claim` (`claims::claim_text`) and the key store types here.
 //!
 //! Signatures are checked by the `jsonwebtoken` crate's aws-lc-rs backend;
 //! everything it is lenient about (JSON duplicates and types, time claims,
