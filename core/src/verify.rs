@@ -65,6 +65,12 @@ thread_local! {
     /// The last header segment and what it parsed to. Tokens of one issuer
     /// and key share their header byte for byte, so most verifications skip
     /// decoding it; a different segment is parsed as usual.
+    ///
+    /// Measured with benches/verify.rs (fastest of 21 interleaved criterion
+    /// runs, same binary, a busy 2-core machine): HS256 verify 1.54 us with
+    /// the memo, 2.07 us without (about 0.5 us, a quarter of the cost);
+    /// ES256 56.4 vs 56.1 us, where the signature dominates and the saving
+    /// is below the noise.
     static LAST_HEADER: RefCell<Option<(String, Header)>> = const { RefCell::new(None) };
 }
 
