@@ -209,9 +209,8 @@ fn import_jwks(jwks: JsonB) -> i32 {
         .unwrap_or_else(|e| error!("jwt_rls could not read its key table: {e}"));
         match existing {
             Some(stored) if stored == format!("{} {}", e.alg, e.material) => {}
-            Some(_) => errors::raise!(&jwt_rls_core::Error::Key(format!(
-                "kid {} already holds a different key; remove it first",
-                jwt_rls_core::error::shown(&e.kid)
+            Some(_) => errors::raise!(&jwt_rls_core::Error::Key(jwt_rls_core::KeyError::KidTaken(
+                e.kid.clone()
             ))),
             None => {
                 insert_key(&e.kid, &e.alg, Format::Jwk, &e.material, None, None);

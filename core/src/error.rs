@@ -377,9 +377,9 @@ impl Error {
                 shown(kid)
             ),
             ClaimType { claim, expected } => {
-                format!("Claim \"{}\" must be {expected}.", shown(claim))
+                format!("Claim {} must be {expected}.", shown(claim))
             }
-            MissingClaim(c) => format!("Claim \"{}\" is required.", shown(c)),
+            MissingClaim(c) => format!("Claim {} is required.", shown(c)),
             Expired { exp, now } => format!("exp is {exp}, now is {now}."),
             NotYetValid { nbf, now } => format!("nbf is {nbf}, now is {now}."),
             IssuedInFuture { iat, now } => format!("iat is {iat}, now is {now}."),
@@ -576,13 +576,13 @@ mod tests {
                 },
                 Rejected,
                 "token claim has the wrong JSON type",
-                Some("Claim \"\"exp\"\" must be an integer."),
+                Some("Claim \"exp\" must be an integer."),
             ),
             (
                 MissingClaim(s("iat")),
                 Rejected,
                 "token lacks a required claim",
-                Some("Claim \"\"iat\"\" is required."),
+                Some("Claim \"iat\" is required."),
             ),
             (
                 Expired { exp: 10, now: 20 },

@@ -121,8 +121,14 @@ fn check_secret(alg: Algorithm, secret: &[u8]) -> KeyResult<()> {
             len: secret.len(),
         });
     }
-    let text = String::from_utf8_lossy(secret);
-    if text.contains("-----BEGIN") || text.trim_start().starts_with('{') {
+    // A PEM or a JWK given as a secret (a public key stored as an HMAC
+    // secret is the key-confusion attack): PEM armour anywhere, or the
+    // whole secret being a JSON object. Random bytes that merely start
+    // with '{' are a fine secret.
+    let is_pem = secret.windows(10).any(|w| w == b"-----BEGIN");
+    let is_json_object =
+        serde_json::from_slice::<serde_json::Value>(secret).is_ok_and(|v| v.is_object());
+    if is_pem || is_json_object {
         return Err(KeyError::SecretIsKey);
     }
     Ok(())

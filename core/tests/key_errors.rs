@@ -113,6 +113,11 @@ fn cases() -> Vec<(Error, KeyError, &'static str)> {
             "invalid key: this secret is a PEM or JWK key; store public keys with their own algorithm",
         ),
         (
+            key_err("HS256", Format::Secret, &encode_secret(jwk("ES256", |_| {}).as_bytes())),
+            SecretIsKey,
+            "invalid key: this secret is a PEM or JWK key; store public keys with their own algorithm",
+        ),
+        (
             key_err("RS256", Format::Pem, "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n"),
             PrivatePem,
             "invalid key: this is a private key; store only the public key",
@@ -230,4 +235,21 @@ fn every_key_problem_has_its_exact_message() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Random bytes are a fine HMAC secret even when they happen to start
+/// with whitespace and '{' (once refused as "a JWK", about one random
+/// 64-byte secret in a few hundred).
+#[test]
+fn random_secrets_that_look_like_json_at_first_are_accepted() {
+    let mut bytes = hex(SECRET_32);
+    bytes.insert(0, b'{');
+    bytes.insert(0, b' ');
+    assert!(Key::new("k", "HS256", Format::Secret, &encode_secret(&bytes)).is_ok());
+    let mut armour = b"x-----BEGIN".to_vec();
+    armour.extend(hex(SECRET_32));
+    assert_eq!(
+        Key::new("k", "HS256", Format::Secret, &encode_secret(&armour)).unwrap_err(),
+        Error::Key(KeyError::SecretIsKey)
+    );
 }
