@@ -109,3 +109,64 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.table_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_token(text, text) FROM PUBLIC;
+
+-- Signing: private keys and the functions that issue tokens.
+CREATE TABLE jwt_rls.signing_keys (
+    kid         text PRIMARY KEY REFERENCES jwt_rls.keys (kid) ON DELETE CASCADE ON UPDATE CASCADE,
+    private_key text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jwt_rls.signing_keys IS
+    'Private halves of the keys jwt_rls.sign() uses; secrets, readable by no application role';
+REVOKE ALL ON jwt_rls.signing_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.signing_keys', '');
+
+CREATE FUNCTION jwt_rls."generate_signing_key"(
+	"kid" TEXT,
+	"alg" TEXT,
+	"not_before" timestamp with time zone DEFAULT NULL,
+	"not_after" timestamp with time zone DEFAULT NULL
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'generate_signing_key_wrapper';
+
+CREATE FUNCTION jwt_rls."import_signing_key"(
+	"kid" TEXT,
+	"alg" TEXT,
+	"private_pem" TEXT,
+	"not_before" timestamp with time zone DEFAULT NULL,
+	"not_after" timestamp with time zone DEFAULT NULL
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'import_signing_key_wrapper';
+
+CREATE FUNCTION jwt_rls."import_signing_secret"(
+	"kid" TEXT,
+	"alg" TEXT,
+	"secret" bytea,
+	"not_before" timestamp with time zone DEFAULT NULL,
+	"not_after" timestamp with time zone DEFAULT NULL
+) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'import_signing_secret_wrapper';
+
+CREATE FUNCTION jwt_rls."jwks"() RETURNS jsonb
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'jwks_wrapper';
+
+CREATE FUNCTION jwt_rls."sign"(
+	"claims" jsonb,
+	"kid" TEXT DEFAULT NULL
+) RETURNS TEXT
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sign_wrapper';
+
+REVOKE EXECUTE ON FUNCTION jwt_rls.generate_signing_key(text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_secret(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) FROM PUBLIC;

@@ -8,15 +8,6 @@ The ordering of items is not stable, it is driven by a dependency graph.
 
 /* <begin connected objects> */
 
-CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
-    STABLE PARALLEL SAFE STRICT
-    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
-COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
-    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-
 CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
     VOLATILE PARALLEL UNSAFE STRICT
     LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
@@ -26,6 +17,15 @@ CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
     STABLE PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';
 COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL when none is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+
+CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
+    STABLE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
+    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -95,12 +95,57 @@ AS 'MODULE_PATHNAME', 'enable_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+CREATE  FUNCTION "generate_signing_key"(
+	"kid" TEXT, /* & str */
+	"alg" TEXT, /* & str */
+	"not_before" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"not_after" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_signing_key_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE  FUNCTION "import_jwks"(
 	"jwks" jsonb /* JsonB */
 ) RETURNS INT /* i32 */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'import_jwks_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE  FUNCTION "import_signing_key"(
+	"kid" TEXT, /* & str */
+	"alg" TEXT, /* & str */
+	"private_pem" TEXT, /* & str */
+	"not_before" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"not_after" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_signing_key_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE  FUNCTION "import_signing_secret"(
+	"kid" TEXT, /* & str */
+	"alg" TEXT, /* & str */
+	"secret" bytea, /* & [u8] */
+	"not_before" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"not_after" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'import_signing_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE  FUNCTION "jwks"() RETURNS jsonb /* JsonB */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'jwks_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -120,6 +165,16 @@ CREATE  FUNCTION "revoke_token"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'revoke_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE  FUNCTION "sign"(
+	"claims" jsonb, /* JsonB */
+	"kid" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sign_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -172,6 +227,22 @@ REVOKE ALL ON jwt_rls.key_list FROM PUBLIC;
 CREATE TRIGGER keys_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.keys
     FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.keys_changed();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   key_table
+
+
+CREATE TABLE jwt_rls.signing_keys (
+    kid         text PRIMARY KEY REFERENCES jwt_rls.keys (kid) ON DELETE CASCADE ON UPDATE CASCADE,
+    private_key text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jwt_rls.signing_keys IS
+    'Private halves of the keys jwt_rls.sign() uses; secrets, readable by no application role';
+REVOKE ALL ON jwt_rls.signing_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.signing_keys', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -279,5 +350,9 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.table_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_token(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.generate_signing_key(text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_secret(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) FROM PUBLIC;
 /* </end connected objects> */
 

@@ -70,8 +70,9 @@ impl Watched {
 pub static KEYS: Watched = Watched::new(c"keys");
 pub static REVOKED_TOKENS: Watched = Watched::new(c"revoked_tokens");
 pub static REVOKED_SUBJECTS: Watched = Watched::new(c"revoked_subjects");
+pub static SIGNING_KEYS: Watched = Watched::new(c"signing_keys");
 
-static WATCHED: [&Watched; 3] = [&KEYS, &REVOKED_TOKENS, &REVOKED_SUBJECTS];
+static WATCHED: [&Watched; 4] = [&KEYS, &REVOKED_TOKENS, &REVOKED_SUBJECTS, &SIGNING_KEYS];
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {

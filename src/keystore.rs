@@ -132,11 +132,11 @@ fn keys_changed<'a>(
     Ok(None)
 }
 
-fn check_or_raise<T>(r: jwt_rls_core::Result<T>) -> T {
+pub(crate) fn check_or_raise<T>(r: jwt_rls_core::Result<T>) -> T {
     r.unwrap_or_else(|e| errors::raise!(&e))
 }
 
-fn insert_key(
+pub(crate) fn insert_key(
     kid: &str,
     alg: &str,
     format: Format,
@@ -225,7 +225,7 @@ fn import_jwks(jwks: JsonB) -> i32 {
 /// it touched. (A row limit, as `Spi::get_one` sets, would stop the
 /// statement early and skip its AFTER STATEMENT trigger, which is what
 /// tells other backends that keys changed.)
-fn modify(query: &str, args: &[DatumWithOid]) -> usize {
+pub(crate) fn modify(query: &str, args: &[DatumWithOid]) -> usize {
     Spi::connect_mut(|client| client.update(query, None, args).map(|t| t.len()))
         .unwrap_or_else(|e| error!("could not change jwt_rls.keys: {e}"))
 }

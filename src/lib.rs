@@ -7,6 +7,7 @@
 //! - `diagnostics`: build and cache information;
 //! - `state`: the bound token setting and what it verifies to;
 //! - `keystore`: the key table, its DDL, loading and admin functions;
+//! - `signing`: signing keys, `sign()` and the JWKS of what jwt_rls issues;
 //! - `revocation`: the revocation lists, their DDL, check and admin functions;
 //! - `catalog`: reading the extension's tables as their owner, and noticing
 //!   their changes;
@@ -27,6 +28,7 @@ mod fmgr;
 mod keystore;
 mod revocation;
 mod settings;
+mod signing;
 mod state;
 
 pgrx::pg_module_magic!(name, version);
@@ -55,6 +57,10 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.table_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_jti(text, timestamptz, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.revoke_token(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.generate_signing_key(text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_secret(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

@@ -23,6 +23,7 @@ static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static SIGN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(900);
 static USER_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"sub"));
 static TENANT_ID_CLAIM: GucSetting<Option<CString>> =
@@ -62,6 +63,11 @@ pub fn policy() -> Policy {
 /// Entries of the per-backend verification cache (0 turns it off).
 pub fn cache_entries() -> usize {
     CACHE_ENTRIES.get().max(0) as usize
+}
+
+/// Seconds from `iat` to `exp` of a token jwt_rls.sign() issues.
+pub fn sign_lifetime() -> i64 {
+    i64::from(SIGN_LIFETIME.get())
 }
 
 pub fn user_id_claim() -> String {
@@ -180,6 +186,17 @@ pub fn init() {
         &CACHE_ENTRIES,
         (0, 100_000),
         GucFlags::default(),
+    );
+    // Not part of the validation policy: no generation bump.
+    GucRegistry::define_int_guc(
+        c"jwt_rls.sign_lifetime",
+        c"Seconds from iat to exp of the tokens jwt_rls.sign() issues.",
+        c"",
+        &SIGN_LIFETIME,
+        1,
+        10 * 365 * 86400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     for (name, description, setting) in [
         (

@@ -62,9 +62,10 @@ SELECT 'constraint', conrelid::regclass::text || ' ' || conname, pg_get_constrai
   FROM pg_constraint WHERE connamespace = 'jwt_rls'::regnamespace
 UNION ALL
 SELECT 'trigger', tgrelid::regclass::text || ' ' || tgname, pg_get_triggerdef(oid)
-  FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'jwt_rls'::regnamespace)
+  FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'jwt_rls'::regnamespace)
 UNION ALL
-SELECT 'config', extconfig::regclass[]::text, extcondition::text FROM pg_extension WHERE extname = 'jwt_rls'
+SELECT 'config', c.tab::regclass::text, c.cond
+  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS c(tab, cond) WHERE e.extname = 'jwt_rls'
 ORDER BY 1, 2
 """
 

@@ -186,6 +186,15 @@ pub enum KeyError {
     /// This kid is already stored with a different key (for the extension's
     /// import, which never replaces a key).
     KidTaken(String),
+    /// A signing key's private PEM cannot be used for the algorithm (the
+    /// reason is jsonwebtoken's or the crypto library's text).
+    BadPrivateKey(String),
+    /// A signing key's PEM is not a private key.
+    NotPrivate,
+    /// The crypto library could not generate a key.
+    Generate,
+    /// No enabled signing key (or none with the kid asked for).
+    NoSigningKey,
 }
 
 impl fmt::Display for KeyError {
@@ -254,6 +263,10 @@ impl fmt::Display for KeyError {
             KidTaken(kid) => {
                 write!(f, "kid {} already holds a different key; remove it first", shown(kid))
             }
+            BadPrivateKey(why) => write!(f, "this private key cannot sign: {why}"),
+            NotPrivate => f.write_str("a signing key must be a private key (PKCS#8 or PKCS#1 PEM)"),
+            Generate => f.write_str("the crypto library could not generate a key"),
+            NoSigningKey => f.write_str("no enabled signing key"),
         }
     }
 }

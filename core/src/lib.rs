@@ -15,6 +15,7 @@ pub mod error;
 pub mod header;
 pub mod json;
 pub mod keys;
+pub mod sign;
 pub mod verify;
 
 pub use claims::{Policy, Times};
