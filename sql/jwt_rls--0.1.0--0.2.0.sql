@@ -170,3 +170,186 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.generate_signing_key(text, text, timestamptz,
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_secret(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) FROM PUBLIC;
+
+-- Sessions with refresh tokens.
+CREATE FUNCTION jwt_rls."random_token"() RETURNS TEXT
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'random_token_wrapper';
+
+CREATE TABLE jwt_rls.sessions (
+    id             uuid PRIMARY KEY,
+    sub            text NOT NULL,
+    claims         jsonb NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    last_used_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at     timestamptz NOT NULL,
+    revoked_at     timestamptz,
+    revoked_reason text
+);
+CREATE INDEX sessions_sub ON jwt_rls.sessions (sub);
+CREATE INDEX sessions_revoked ON jwt_rls.sessions (id) WHERE revoked_at IS NOT NULL;
+COMMENT ON TABLE jwt_rls.sessions IS
+    'Login sessions (refresh-token families); readable by no application role';
+REVOKE ALL ON jwt_rls.sessions FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.sessions', '');
+-- Only a revocation needs to reach other backends (refreshes do not).
+CREATE TRIGGER sessions_revoked
+    AFTER UPDATE OF revoked_at OR DELETE OR TRUNCATE ON jwt_rls.sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+CREATE TABLE jwt_rls.refresh_tokens (
+    hash       bytea PRIMARY KEY CHECK (octet_length(hash) = 32),
+    session_id uuid NOT NULL REFERENCES jwt_rls.sessions (id) ON DELETE CASCADE,
+    issued_at  timestamptz NOT NULL DEFAULT now(),
+    used_at    timestamptz
+);
+CREATE INDEX refresh_tokens_session ON jwt_rls.refresh_tokens (session_id);
+COMMENT ON TABLE jwt_rls.refresh_tokens IS
+    'SHA-256 of each refresh token issued; readable by no application role';
+REVOKE ALL ON jwt_rls.refresh_tokens FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.refresh_tokens', '');
+
+-- Logs a subject in: a new session, its first access token and refresh token.
+CREATE FUNCTION jwt_rls.start_session(sub text, claims jsonb DEFAULT '{}',
+                                      OUT access_token text, OUT refresh_token text, OUT session_id uuid)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF sub IS NULL OR claims IS NULL OR jsonb_typeof(claims) <> 'object' THEN
+        RAISE EXCEPTION 'a session needs a subject and a JSON object of claims' USING ERRCODE = '22023';
+    END IF;
+    -- First a call into the library, which loads it: the settings read
+    -- below exist only once it is loaded.
+    refresh_token := jwt_rls.random_token();
+    -- Sessions are pruned here once they can no longer be refreshed.
+    DELETE FROM jwt_rls.sessions s WHERE s.expires_at < now() - interval '1 day';
+    session_id := gen_random_uuid();
+    INSERT INTO jwt_rls.sessions (id, sub, claims, expires_at)
+        VALUES (session_id, start_session.sub, start_session.claims,
+                now() + current_setting('jwt_rls.session_lifetime')::interval);
+    INSERT INTO jwt_rls.refresh_tokens (hash, session_id)
+        VALUES (sha256(convert_to(refresh_token, 'UTF8')), session_id);
+    access_token := jwt_rls.sign(start_session.claims
+                                 || jsonb_build_object('sub', start_session.sub, 'sid', session_id));
+END
+$$;
+
+-- One rotation, as the extension owner: the presented refresh token is
+-- used up and a new access and refresh token returned (status 'ok'). A
+-- used-up token presented again is reuse: the session is revoked and the
+-- status is 'reused', with no tokens; jwt_rls.refresh() commits that and
+-- fails. Other refusals raise here.
+CREATE FUNCTION jwt_rls.rotate_refresh_token(presented text, OUT status text,
+                                             OUT access_token text, OUT refresh_token text, OUT session_id uuid)
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t jwt_rls.refresh_tokens;
+    s jwt_rls.sessions;
+BEGIN
+    -- The successor, drawn first: the call loads the library, whose
+    -- settings are read below.
+    refresh_token := jwt_rls.random_token();
+    IF presented IS NULL OR presented !~ '^[A-Za-z0-9_-]{43}$' THEN
+        RAISE EXCEPTION 'malformed refresh token' USING ERRCODE = '22023',
+            DETAIL = 'A refresh token is 43 base64url characters.',
+            HINT = 'Pass the refresh token jwt_rls.start_session() or jwt_rls.refresh() returned, not an access token.';
+    END IF;
+    -- The row lock makes concurrent refreshes of one token take turns: the
+    -- first rotates it, the next finds it used (reuse).
+    SELECT * INTO t FROM jwt_rls.refresh_tokens r
+        WHERE r.hash = sha256(convert_to(presented, 'UTF8')) FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
+            DETAIL = 'No session holds this refresh token.', HINT = 'Log in again.';
+    END IF;
+    SELECT * INTO s FROM jwt_rls.sessions x WHERE x.id = t.session_id FOR UPDATE;
+    IF s.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
+            DETAIL = 'Its session has been revoked.', HINT = 'Log in again.';
+    END IF;
+    IF t.used_at IS NOT NULL THEN
+        UPDATE jwt_rls.sessions x SET revoked_at = now(), revoked_reason = 'refresh token reused'
+            WHERE x.id = s.id;
+        status := 'reused';
+        refresh_token := NULL;
+        RETURN;
+    END IF;
+    IF s.expires_at <= now() THEN
+        RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
+            DETAIL = 'Its session reached its lifetime (jwt_rls.session_lifetime).', HINT = 'Log in again.';
+    END IF;
+    IF s.last_used_at + current_setting('jwt_rls.session_idle_timeout')::interval <= now() THEN
+        RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
+            DETAIL = 'Its session was idle too long (jwt_rls.session_idle_timeout).', HINT = 'Log in again.';
+    END IF;
+    UPDATE jwt_rls.refresh_tokens r SET used_at = now() WHERE r.hash = t.hash;
+    UPDATE jwt_rls.sessions x SET last_used_at = now() WHERE x.id = s.id;
+    INSERT INTO jwt_rls.refresh_tokens (hash, session_id)
+        VALUES (sha256(convert_to(refresh_token, 'UTF8')), s.id);
+    session_id := s.id;
+    access_token := jwt_rls.sign(s.claims || jsonb_build_object('sub', s.sub, 'sid', s.id));
+    status := 'ok';
+END
+$$;
+
+-- The refresh call: CALL jwt_rls.refresh($1) outside a transaction block.
+-- A procedure, not a function, so that on reuse it can commit the
+-- revocation and still fail with 28000; inside a transaction block its
+-- first COMMIT fails (2D000) before anything happens. Invoker's rights and
+-- no SET clause (both would forbid COMMIT): everything it names is
+-- schema-qualified, and the work is done by rotate_refresh_token.
+CREATE PROCEDURE jwt_rls.refresh(presented text,
+                                 INOUT access_token text DEFAULT NULL, INOUT refresh_token text DEFAULT NULL,
+                                 INOUT session_id uuid DEFAULT NULL)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    r record;
+BEGIN
+    COMMIT;
+    r := jwt_rls.rotate_refresh_token(presented);
+    IF r.status OPERATOR(pg_catalog.=) 'reused' THEN
+        COMMIT;
+        RAISE EXCEPTION 'refresh token was already used' USING ERRCODE = '28000',
+            DETAIL = 'A used refresh token was presented again: its session and every token of it are revoked.',
+            HINT = 'Log in again.';
+    END IF;
+    access_token := r.access_token;
+    refresh_token := r.refresh_token;
+    session_id := r.session_id;
+END
+$$;
+
+-- Logs one session out: its refresh tokens stop working, and its access
+-- tokens are refused from every backend's next statement.
+CREATE FUNCTION jwt_rls.end_session(session_id uuid) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH ended AS (
+        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
+         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING 1)
+    SELECT count(*) > 0 FROM ended
+$$;
+
+-- Logs a subject out everywhere: every session of it; returns how many.
+CREATE FUNCTION jwt_rls.end_sessions(sub text) RETURNS integer
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH ended AS (
+        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
+         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING 1)
+    SELECT count(*)::integer FROM ended
+$$;
+
+REVOKE EXECUTE ON FUNCTION jwt_rls.random_token() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE jwt_rls.refresh(text, text, text, uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.end_session(uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.end_sessions(text) FROM PUBLIC;

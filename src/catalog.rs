@@ -71,8 +71,15 @@ pub static KEYS: Watched = Watched::new(c"keys");
 pub static REVOKED_TOKENS: Watched = Watched::new(c"revoked_tokens");
 pub static REVOKED_SUBJECTS: Watched = Watched::new(c"revoked_subjects");
 pub static SIGNING_KEYS: Watched = Watched::new(c"signing_keys");
+pub static SESSIONS: Watched = Watched::new(c"sessions");
 
-static WATCHED: [&Watched; 4] = [&KEYS, &REVOKED_TOKENS, &REVOKED_SUBJECTS, &SIGNING_KEYS];
+static WATCHED: [&Watched; 5] = [
+    &KEYS,
+    &REVOKED_TOKENS,
+    &REVOKED_SUBJECTS,
+    &SIGNING_KEYS,
+    &SESSIONS,
+];
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {

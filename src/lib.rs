@@ -8,6 +8,8 @@
 //! - `state`: the bound token setting and what it verifies to;
 //! - `keystore`: the key table, its DDL, loading and admin functions;
 //! - `signing`: signing keys, `sign()` and the JWKS of what jwt_rls issues;
+//! - `sessions`: login sessions with rotated refresh tokens and reuse
+//!   detection;
 //! - `revocation`: the revocation lists, their DDL, check and admin functions;
 //! - `catalog`: reading the extension's tables as their owner, and noticing
 //!   their changes;
@@ -27,6 +29,7 @@ mod errors;
 mod fmgr;
 mod keystore;
 mod revocation;
+mod sessions;
 mod settings;
 mod signing;
 mod state;
@@ -61,6 +64,12 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.generate_signing_key(text, text, timestamptz,
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_secret(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.random_token() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE jwt_rls.refresh(text, text, text, uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.end_session(uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.end_sessions(text) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

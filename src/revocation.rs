@@ -20,13 +20,13 @@ use jwt_rls_core::{Error, Verified};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use crate::catalog::{self, REVOKED_SUBJECTS, REVOKED_TOKENS};
+use crate::catalog::{self, REVOKED_SUBJECTS, REVOKED_TOKENS, SESSIONS};
 use crate::{clock, errors, state};
 
-/// The generation of both lists together: each only grows, so their sum
-/// changes whenever either does.
+/// The generation of the lists together (revoked jtis, subjects and
+/// sessions): each only grows, so their sum changes whenever one does.
 pub fn generation() -> u64 {
-    REVOKED_TOKENS.generation() + REVOKED_SUBJECTS.generation()
+    REVOKED_TOKENS.generation() + REVOKED_SUBJECTS.generation() + SESSIONS.generation()
 }
 
 /// Which lists hold anything, as of a generation.
@@ -35,6 +35,7 @@ struct Occupancy {
     generation: u64,
     tokens: bool,
     subjects: bool,
+    sessions: bool,
 }
 
 thread_local! {
@@ -45,24 +46,40 @@ fn occupancy(generation: u64) -> Occupancy {
     if let Some(o) = OCCUPANCY.get().filter(|o| o.generation == generation) {
         return o;
     }
-    // Both tables have the extension's owner; reading as one owner reads both.
-    let (Some(tokens), Some(_)) = (REVOKED_TOKENS.oid(), REVOKED_SUBJECTS.oid()) else {
+    // The tables have the extension's owner; reading as one owner reads all.
+    let Some(tokens) = REVOKED_TOKENS.oid() else {
         return Occupancy {
             generation,
             tokens: false,
             subjects: false,
+            sessions: false,
         };
     };
-    let (t, s) = catalog::as_owner_of(tokens, || {
-        catalog::read_row::<bool, bool>(
-            "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens), EXISTS (SELECT FROM jwt_rls.revoked_subjects)",
-            &[],
-        )
+    let flags = catalog::as_owner_of(tokens, || {
+        Spi::connect(|client| {
+            let row = client
+                .select(
+                    "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens), \
+                            EXISTS (SELECT FROM jwt_rls.revoked_subjects), \
+                            EXISTS (SELECT FROM jwt_rls.sessions WHERE revoked_at IS NOT NULL)",
+                    Some(1),
+                    &[],
+                )?
+                .first();
+            // Unknown (NULL) reads as "may hold entries": look the token up.
+            Ok::<_, pgrx::spi::Error>([
+                row.get::<bool>(1)?.unwrap_or(true),
+                row.get::<bool>(2)?.unwrap_or(true),
+                row.get::<bool>(3)?.unwrap_or(true),
+            ])
+        })
+        .unwrap_or_else(|e| error!("jwt_rls could not read its revocation lists: {e}"))
     });
     let o = Occupancy {
         generation,
-        tokens: t.unwrap_or(true),
-        subjects: s.unwrap_or(true),
+        tokens: flags[0],
+        subjects: flags[1],
+        sessions: flags[2],
     };
     OCCUPANCY.set(Some(o));
     o
@@ -79,6 +96,29 @@ fn subject_cutoff(sub: &str) -> Option<i64> {
         )
     })
     .0
+}
+
+/// Whether the session (refresh-token family) `sid` is revoked.
+fn session_revoked(sid: &str) -> bool {
+    // Sessions are uuids; a sid of another shape (another issuer's) names
+    // none of them.
+    let uuid_shaped = sid.len() == 36
+        && sid.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    let Some(table) = SESSIONS.oid().filter(|_| uuid_shaped) else {
+        return false;
+    };
+    catalog::as_owner_of(table, || {
+        catalog::read_row::<bool, bool>(
+            "SELECT EXISTS (SELECT FROM jwt_rls.sessions WHERE revoked_at IS NOT NULL \
+             AND id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid), NULL::bool",
+            &[sid.into()],
+        )
+    })
+    .0
+    .unwrap_or(true)
 }
 
 fn jti_revoked(jti: &str) -> bool {
@@ -106,6 +146,13 @@ pub fn check(verified: &Verified) -> Result<(), Error> {
     if lists.tokens {
         if let Some(jti) = verified.claim("jti") {
             if jti_revoked(&jti) {
+                return Err(Error::Revoked);
+            }
+        }
+    }
+    if lists.sessions {
+        if let Some(sid) = verified.claim("sid") {
+            if session_revoked(&sid) {
                 return Err(Error::Revoked);
             }
         }

@@ -24,6 +24,8 @@ static MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static SIGN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(900);
+static SESSION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 86400);
+static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(7 * 86400);
 static USER_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"sub"));
 static TENANT_ID_CLAIM: GucSetting<Option<CString>> =
@@ -198,6 +200,30 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    // Read by jwt_rls.start_session() and jwt_rls.refresh().
+    for (name, description, setting) in [
+        (
+            c"jwt_rls.session_lifetime",
+            c"Longest a session can be refreshed, from its login.",
+            &SESSION_LIFETIME,
+        ),
+        (
+            c"jwt_rls.session_idle_timeout",
+            c"A session not refreshed for this long cannot be refreshed.",
+            &SESSION_IDLE_TIMEOUT,
+        ),
+    ] {
+        GucRegistry::define_int_guc(
+            name,
+            description,
+            c"",
+            setting,
+            60,
+            i32::MAX,
+            GucContext::Suset,
+            GucFlags::UNIT_S,
+        );
+    }
     for (name, description, setting) in [
         (
             c"jwt_rls.user_id_claim",

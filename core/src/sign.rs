@@ -91,6 +91,15 @@ pub fn new_jti() -> Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(id))
 }
 
+/// A new opaque refresh token: 256 random bits, base64url (43 characters).
+pub fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KeyError::Generate)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// A key that signs tokens.
 pub struct SigningKey {
     pub kid: String,
