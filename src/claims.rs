@@ -17,7 +17,7 @@ use pgrx::varlena::{text_to_rust_str, varsize_any};
 
 use crate::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
 use crate::state::{self, Conditions};
-use crate::{errors, settings};
+use crate::{errors, roles, settings};
 
 thread_local! {
     /// The jsonb form of the claims of the token bound last. Building it
@@ -97,8 +97,11 @@ pub unsafe extern "C-unwind" fn authenticate_c(fcinfo: pg_sys::FunctionCallInfo)
             false,
         );
     }
-    match state::current_or_raise() {
-        Some(verified) => claims_jsonb(&verified),
+    match state::current().unwrap_or_else(|e| errors::raise!(&e)) {
+        Some(verified) => {
+            roles::switch(&verified);
+            claims_jsonb(&verified)
+        }
         None => errors::internal("a token was bound but reads as none"),
     }
 }

@@ -5,6 +5,7 @@
 //! one concept, with dependencies pointing down this list only:
 //! - `claims`: the SQL surface for applications (bind, read claims);
 //! - `diagnostics`: build and cache information;
+//! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
 //! - `state`: the bound token setting and what it verifies to;
 //! - `keystore`: the key table, its DDL, loading and admin functions;
 //! - `signing`: signing keys, `sign()` and the JWKS of what jwt_rls issues;
@@ -29,6 +30,7 @@ mod errors;
 mod fmgr;
 mod keystore;
 mod revocation;
+mod roles;
 mod sessions;
 mod settings;
 mod signing;

@@ -28,6 +28,7 @@ static SESSION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 86400);
 static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(7 * 86400);
 static USER_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"sub"));
+static ROLE_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TENANT_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
@@ -70,6 +71,11 @@ pub fn cache_entries() -> usize {
 /// Seconds from `iat` to `exp` of a token jwt_rls.sign() issues.
 pub fn sign_lifetime() -> i64 {
     i64::from(SIGN_LIFETIME.get())
+}
+
+/// The claim that names the role authenticate() switches to; None: off.
+pub fn role_claim() -> Option<String> {
+    Some(string_setting(&ROLE_CLAIM)).filter(|c| !c.is_empty())
 }
 
 pub fn user_id_claim() -> String {
@@ -229,6 +235,11 @@ pub fn init() {
             c"jwt_rls.user_id_claim",
             c"The claim jwt_rls.user_id() returns.",
             &USER_ID_CLAIM,
+        ),
+        (
+            c"jwt_rls.role_claim",
+            c"The claim naming the role authenticate() switches to (empty: no switching).",
+            &ROLE_CLAIM,
         ),
         (
             c"jwt_rls.tenant_id_claim",

@@ -41,7 +41,7 @@ use pgrx::prelude::*;
 
 use crate::catalog::KEYS;
 use crate::settings::{self, POLICY_GENERATION};
-use crate::{clock, errors, keystore, revocation};
+use crate::{clock, errors, keystore, revocation, roles};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
@@ -247,9 +247,12 @@ pub fn current() -> Result<Option<Arc<Verified>>, Error> {
     Ok(verified)
 }
 
-/// The bound token's claims, raising when it no longer verifies.
+/// The bound token's claims for a reader, raising when it no longer
+/// verifies or (with `jwt_rls.role_claim`) the role set now is not its role.
 pub fn current_or_raise() -> Option<Arc<Verified>> {
-    current().unwrap_or_else(|e| errors::raise!(&e))
+    let verified = current().unwrap_or_else(|e| errors::raise!(&e))?;
+    roles::check(&verified);
+    Some(verified)
 }
 
 /// A claim of the bound token as text (NULL semantics of jwt_claim); raises
