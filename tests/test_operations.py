@@ -2,17 +2,19 @@
 crash and an immediate shutdown in the middle of writes. Each test starts
 and removes its own servers, except rotation, which uses the shared one."""
 
+import json
 import os
 import signal
 import threading
 import time
 
 import psycopg
+import pytest
 
 from support import claim
 from support.pgcluster import PG_BIN, Cluster, as_postgres, wait_for
 from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, authenticate, insert_invoices
-from support.tokens import Signer
+from support.tokens import AUDIENCE, ISSUER, Signer
 
 
 def caught_up(primary, standby):
@@ -56,6 +58,26 @@ def test_hot_standby_verifies_and_follows_key_changes():
                 admin.execute("SELECT jwt_rls.disable_key('es-rotated')")
                 assert caught_up(admin, sb_admin)
                 assert authenticate(app, es.token(TENANT_A)) == "28000"
+
+                # A revocation committed on the primary reaches the standby's
+                # open session once replayed.
+                revoked = hs.token(TENANT_A, jti="standby-revoked")
+                assert authenticate(app, revoked) == ROWS[TENANT_A]
+                admin.execute("SELECT jwt_rls.revoke_jti('standby-revoked', now() + interval '1 hour')")
+                assert caught_up(admin, sb_admin)
+                assert authenticate(app, revoked) == "28000"
+
+                # Tokens the primary issues verify on the standby; refreshing
+                # needs the primary: the standby refuses it as read-only.
+                admin.execute("SELECT jwt_rls.generate_signing_key('primary-issuer', 'ES256')")
+                access, refresh_token, _ = admin.execute(
+                    "SELECT * FROM jwt_rls.start_session('u', %s::jsonb)",
+                    (json.dumps({"tenant_id": str(TENANT_A), "aud": AUDIENCE, "iss": ISSUER}),)).fetchone()
+                assert caught_up(admin, sb_admin)
+                assert authenticate(app, access) == ROWS[TENANT_A]
+                with pytest.raises(psycopg.Error) as e:
+                    sb_admin.execute("CALL jwt_rls.refresh(%s)", (refresh_token,))
+                assert e.value.sqlstate == "25006", e.value
 
             # Verification assigns no transaction id on the primary either.
             with psycopg.connect(primary.dsn(user="app")) as app:

@@ -220,3 +220,32 @@ def test_the_whole_flow_through_pgbouncer(cluster, db, login):
             assert server_pids >= 1
     finally:
         db.execute("ALTER ROLE login_svc RESET jwt_rls.sign_lifetime")
+
+
+def test_a_refresh_storm_on_one_token_has_one_winner_and_revokes_the_family(cluster, db, app, login):
+    access, token, sid = start(login)
+    barrier = threading.Barrier(16)
+    outcomes = []
+
+    def racer():
+        with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+            barrier.wait()
+            try:
+                outcomes.append(("ok", conn.execute(REFRESH, (token,)).fetchone()))
+            except psycopg.Error as e:
+                outcomes.append((e.sqlstate, None))
+
+    threads = [threading.Thread(target=racer) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for o, r in outcomes if o == "ok"]
+    assert len(winners) == 1 and sorted(o for o, _ in outcomes).count("28000") == 15, outcomes
+    # The losers were reuse: the session is revoked, the winner's tokens too.
+    assert db.execute("SELECT revoked_reason FROM jwt_rls.sessions WHERE id = %s", (sid,)).fetchone()[0] \
+        == "refresh token reused"
+    assert not works(app, winners[0][0]) and not works(app, access)
+    assert refusal(login, winners[0][1]) == "28000"
+    # Nothing lost or duplicated: the presented token and the winner's successor.
+    assert db.execute("SELECT count(*) FROM jwt_rls.refresh_tokens WHERE session_id = %s", (sid,)).fetchone()[0] == 2
