@@ -63,6 +63,22 @@ def openssl_verify_us(seconds):
     return {k: 1e6 / v for k, v in per_s.items()}
 
 
+def openssl_sign_us(seconds):
+    """Microseconds per sign of each primitive, from `openssl speed -mr`."""
+    out = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "-mr", "rsa2048", "ecdsap256",
+                          "ecdsap384", "ed25519"], capture_output=True, text=True).stdout
+    per_s = {}
+    for line in out.splitlines():
+        f = line.split(":")
+        if f[0] == "+F2" and f[2] == "2048":
+            per_s["rsa2048"] = float(f[3])
+        elif f[0] == "+F4":
+            per_s["ecdsap256" if f[2] == "256" else "ecdsap384"] = float(f[3])
+        elif f[0] == "+F6" and f[3] == "Ed25519":
+            per_s["ed25519"] = float(f[4])
+    return {k: 1e6 / v for k, v in per_s.items()}
+
+
 def criterion_us(smoke):
     args = ["cargo", "bench", "-p", "jwt_rls_core", "--bench", "verify", "--"]
     args += ["--warm-up-time", "0.1", "--measurement-time", "0.2"] if smoke else \
@@ -96,6 +112,14 @@ def bench_core(smoke):
     log(f"  cache hit (look-up, time claims, key state): {hit:.3f} µs")
     results["core"] = rows
     results["cache_hit_us"] = hit
+    signs = openssl_sign_us(1 if smoke else 3)
+    results["sign"] = []
+    for alg in ["HS256", "RS256", "PS256", "ES256", "ES384", "EdDSA"]:
+        v = ours[f"sign_{alg}"]
+        ref = signs.get(OPENSSL[alg][0]) if alg in OPENSSL else None
+        label = f"openssl {OPENSSL[alg][0]} sign {ref:.1f} µs" if ref else "(HMAC: no sign reference)"
+        log(f"  {alg:6} sign   {v:8.2f} µs  {label:40} ratio {v / ref if ref else float('nan'):5.2f}")
+        results["sign"].append((alg, v, label, v / ref if ref else None))
 
 
 # --- SQL: pgbench pairs on a scratch cluster ----------------------------------
@@ -259,6 +283,27 @@ def bench_scan(cluster, smoke, suffix=""):
         c.close()
 
 
+def bench_sessions(cluster, smoke):
+    """Login and refresh as a login service would call them, through
+    pgbench: each transaction pair starts a session and refreshes it."""
+    log("== sessions: start_session + CALL refresh per pgbench iteration (2 clients)")
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute("SELECT jwt_rls.generate_signing_key('bench-issuer', 'ES256')")
+        admin.execute("GRANT EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb), "
+                      "jwt_rls.rotate_refresh_token(text) TO app")
+        admin.execute("GRANT EXECUTE ON PROCEDURE jwt_rls.refresh(text, text, text, uuid) TO app")
+    script = ("SELECT refresh_token AS rt FROM jwt_rls.start_session('bench-user', '{\"tenant_id\": \"t7\"}') \\gset\n"
+              "CALL jwt_rls.refresh(':rt');\n")
+    seconds = 1 if smoke else 8
+    iterations = pgbench(cluster, script, seconds, "simple", {})
+    log(f"  {iterations:8.0f} logins/s and as many refreshes/s (ES256 access tokens; "
+        f"{2 * iterations:.0f} transactions/s)")
+    results["sessions"] = iterations
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute("SELECT jwt_rls.remove_key('bench-issuer')")
+        admin.execute("TRUNCATE jwt_rls.sessions CASCADE")
+
+
 def bench_revocation(cluster, smoke):
     """The same-token transaction and the scans again, with 100,000 revoked
     jtis and 1,000 revoked subjects: a cached token is checked once per
@@ -363,6 +408,11 @@ def readme_table():
     for alg, v, sig, ref, ratio, ok in results["core"]:
         target = "≤ 2 µs" if alg == "HS256" else ("≤ 1.25x" if alg in OPENSSL else "")
         lines.append(f"| {alg} | {v:.2f} | {sig:.2f} | {ref} | {ratio:.2f} | {target} {verdict(ok) if target else ''} |")
+    lines += ["", "| signing (jwt_rls.sign's core) | jwt_rls µs | reference (same run) | ratio |", "|---|---|---|---|"]
+    for alg, v, label, ratio in results["sign"]:
+        lines.append(f"| {alg} | {v:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
+    lines += ["", f"Sessions: {results['sessions']:.0f} logins and as many refreshes per second "
+              "(`start_session` + `CALL refresh`, ES256 access tokens, 2 pgbench clients)."]
     hit = results["cache_hit_us"]
     lines += ["", f"Cache hit (same token again): {hit:.3f} µs in the core, target < 2 µs: {verdict(hit < 2)}.", "",
               "| pgbench, 2 clients, TPS | jwt_rls | PostgREST-style | ratio | target ≥ 0.9x |", "|---|---|---|---|---|"]
@@ -410,6 +460,7 @@ def main():
         bench_sql(c, args.smoke)
         bench_scan(c, args.smoke)
         bench_revocation(c, args.smoke)
+        bench_sessions(c, args.smoke)
         bench_explain(c)
         bench_memory(c, args.smoke)
     table = readme_table()

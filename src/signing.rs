@@ -44,7 +44,7 @@ fn store(
     not_before: Option<TimestampWithTimeZone>,
     not_after: Option<TimestampWithTimeZone>,
 ) -> JsonB {
-    let key = check_or_raise(SigningKey::new(kid, alg, private));
+    let key = check_or_raise(SigningKey::checked(kid, alg, private));
     let (format, public) = check_or_raise(key.verification_key());
     insert_key(kid, alg, format, &public, not_before, not_after);
     modify(

@@ -108,8 +108,20 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Reads a stored signing key; `material` is what `generate` returns,
-    /// or an imported private PEM (PKCS#8; PKCS#1 for RSA).
+    /// Checks a key being stored: `material` is what `generate` returns, or
+    /// an imported private PEM (PKCS#8; PKCS#1 for RSA). Its public half
+    /// must be a verification key jwt_rls accepts (RSA size, curve), and it
+    /// must sign with the algorithm.
+    pub fn checked(kid: &str, alg: &str, material: &str) -> Result<SigningKey> {
+        let key = SigningKey::new(kid, alg, material)?;
+        let (format, public) = key.verification_key()?;
+        Key::new(kid, algorithm_name(key.alg), format, &public)?;
+        key.sign("{}")?;
+        Ok(key)
+    }
+
+    /// Reads a key stored after `checked` (signing reads it every time, so
+    /// this only parses it).
     pub fn new(kid: &str, alg: &str, material: &str) -> Result<SigningKey> {
         check_kid(kid)?;
         let alg = key_algorithm(alg)?;
@@ -130,18 +142,11 @@ impl SigningKey {
             Algorithm::EdDSA => EncodingKey::from_ed_pem(material.as_bytes()).map_err(bad)?,
             _ => EncodingKey::from_rsa_pem(material.as_bytes()).map_err(bad)?,
         };
-        let key = SigningKey {
+        Ok(SigningKey {
             kid: kid.to_string(),
             alg,
             encoding,
-        };
-        // The public half must be a verification key jwt_rls accepts (RSA
-        // size, curve); signing once proves the private half works with
-        // the algorithm.
-        let (format, public) = key.verification_key()?;
-        Key::new(kid, algorithm_name(alg), format, &public)?;
-        key.sign("{}")?;
-        Ok(key)
+        })
     }
 
     /// What verifies this key's tokens, as the key store keeps it: the
@@ -186,7 +191,7 @@ mod tests {
             "HS256", "HS384", "HS512", "RS256", "PS384", "ES256", "ES384", "EdDSA",
         ] {
             let material = generate(alg).unwrap();
-            let key = SigningKey::new("k1", alg, &material).unwrap();
+            let key = SigningKey::checked("k1", alg, &material).unwrap();
             let (format, public) = key.verification_key().unwrap();
             if !alg.starts_with("HS") {
                 assert_eq!(format, Format::Jwk);
@@ -202,7 +207,7 @@ mod tests {
             let verified = verify(&token, &keys, &Policy::default(), NOW).unwrap();
             assert_eq!(verified.claim("sub").as_deref(), Some("u1"), "{alg}");
             // Another key of the same algorithm does not verify it.
-            let other = SigningKey::new("k1", alg, &generate(alg).unwrap()).unwrap();
+            let other = SigningKey::checked("k1", alg, &generate(alg).unwrap()).unwrap();
             let (f2, p2) = other.verification_key().unwrap();
             let wrong = KeySet::new(vec![Key::new("k1", alg, f2, &p2).unwrap()]);
             assert!(
@@ -216,18 +221,18 @@ mod tests {
     fn public_pems_and_mismatched_keys_are_refused() {
         let public = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
         assert_eq!(
-            SigningKey::new("k", "RS256", public).err(),
+            SigningKey::checked("k", "RS256", public).err(),
             Some(KeyError::NotPrivate.into())
         );
         let ec = generate("ES256").unwrap();
         assert!(matches!(
-            SigningKey::new("k", "ES384", &ec),
+            SigningKey::checked("k", "ES384", &ec),
             Err(crate::Error::Key(_))
         ));
         assert!(matches!(
-            SigningKey::new("k", "RS256", &ec),
+            SigningKey::checked("k", "RS256", &ec),
             Err(crate::Error::Key(_))
         ));
-        assert!(SigningKey::new("k", "HS256", &encode_secret(&[7u8; 16])).is_err());
+        assert!(SigningKey::checked("k", "HS256", &encode_secret(&[7u8; 16])).is_err());
     }
 }
