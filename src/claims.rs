@@ -1,5 +1,6 @@
 //! The SQL surface for applications: bind a token (`authenticate`) and read
-//! its claims (`jwt_claim`, `jwt_claims`, `user_id`, `tenant_id`).
+//! its claims (`jwt_claim`, `jwt_claims`, `user_id`, `tenant_id`, and the
+//! read-only setting `jwt_rls.claims`).
 //!
 //! `authenticate`, `jwt_claims` and `jwt_claim` are written against the C
 //! calling convention (see `fmgr.rs`): in a policy such as
@@ -11,6 +12,7 @@ use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use jwt_rls_core::{Error, Verified};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::varlena::{text_to_rust_str, varsize_any};
@@ -248,4 +250,49 @@ fn user_id() -> Option<String> {
 #[pg_extern(stable, parallel_safe)]
 fn tenant_id() -> Option<String> {
     state::current_claim(&settings::tenant_id_claim())
+}
+
+/// `jwt_rls.claims`: the bound token's claims as a read-only setting, for
+/// code that can only read settings (`current_setting('jwt_rls.claims')`).
+/// Nobody can set it (PGC_INTERNAL); its value is computed when read, from
+/// the bound token, so it is scoped exactly like the token.
+static CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+thread_local! {
+    /// The text the show hook returned last; Postgres copies it before the
+    /// next call.
+    static SHOWN: RefCell<CString> = RefCell::new(CString::default());
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_claims() -> *const c_char {
+    let text = match state::current_or_raise() {
+        Some(verified) => verified.payload.clone(),
+        None => String::new(),
+    };
+    let text = CString::new(text)
+        .unwrap_or_else(|_| errors::internal("a verified payload contains a NUL byte"));
+    SHOWN.with_borrow_mut(|shown| {
+        *shown = text;
+        shown.as_ptr()
+    })
+}
+
+/// Defines `jwt_rls.claims`.
+pub fn init() {
+    // SAFETY: called from _PG_init with 'static names and storage; the show
+    // hook is a #[pg_guard] function.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"jwt_rls.claims",
+            c"The claims of the bound token (read-only; empty when none is bound).",
+            c"Computed from jwt_rls.token when read; cannot be set.",
+            &CLAIMS,
+            GucContext::Internal,
+            GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE,
+            None,
+            None,
+            Some(show_claims),
+        );
+    }
 }

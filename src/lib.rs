@@ -45,6 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::init();
     catalog::init();
     state::init();
+    claims::init();
     settings::reserve_prefix();
 }
 

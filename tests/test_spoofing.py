@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from support import b64url, claim
+from support import b64url, claim, error
 from support.schema import TENANT_A, TENANT_B, tenants
 from support.tokens import Signer
 
@@ -239,3 +239,27 @@ def test_session_preload_makes_set_verify_at_once(cluster, db, hs):
             assert e.value.sqlstate == "28000"
     finally:
         db.execute("ALTER ROLE app RESET session_preload_libraries")
+
+
+def test_claims_setting_reflects_the_bound_token_and_cannot_be_set(cluster, db, app, hs):
+    """current_setting('jwt_rls.claims') is the bound token's claims, empty
+    without one, scoped like the token, and no one can set it. (Like every
+    jwt_rls setting it exists once the library is loaded: by a first call,
+    or session_preload_libraries.)"""
+    app.execute("SELECT jwt_rls.jwt_claim('sub')")
+    assert app.execute("SELECT current_setting('jwt_rls.claims')").fetchone()[0] == ""
+    token = hs.token(TENANT_A)
+    with app.transaction():
+        app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+        shown = app.execute("SELECT current_setting('jwt_rls.claims')::jsonb").fetchone()[0]
+        assert shown == app.execute("SELECT jwt_rls.jwt_claims()").fetchone()[0]
+        assert shown["tenant_id"] == str(TENANT_A)
+        for attempt in ["SET jwt_rls.claims = '{\"tenant_id\": \"x\"}'",
+                        "SELECT set_config('jwt_rls.claims', '{}', true)",
+                        "SET LOCAL jwt_rls.claims = '{}'"]:
+            e = error(app, attempt)
+            assert e is not None and e.sqlstate == "55P02", (attempt, e)
+        assert app.execute("SELECT current_setting('jwt_rls.claims')::jsonb").fetchone()[0] == shown
+    assert app.execute("SELECT current_setting('jwt_rls.claims')").fetchone()[0] == ""
+    for attempt in ["ALTER ROLE app SET jwt_rls.claims = '{}'", "ALTER DATABASE postgres SET jwt_rls.claims = '{}'"]:
+        assert error(db, attempt) is not None, attempt
