@@ -34,7 +34,7 @@ install_release() {
 test_build_installed=0
 restore_release() {
   if [ "$test_build_installed" = 1 ]; then
-    echo "test.sh: the run stopped with the debug test build installed; installing the release build" >&2
+    echo "test.sh: the run stopped with the debug test build (or no build) installed; installing the release build" >&2
     install_release >&2 || echo "test.sh: could not reinstall; run: cargo pgrx install --release --pg-config $PG_CONFIG" >&2
   fi
 }
@@ -53,3 +53,9 @@ tail -3 target/bench-smoke.log
 
 echo "== scenarios: pytest tests/"
 .venv/bin/python -m pytest tests -q -s -p no:cacheprovider
+
+echo "== package: build the Debian package, install it with apt-get, smoke test, remove it"
+test_build_installed=1  # removing the package removes the installed library
+bash scripts/test-deb.sh
+install_release
+test_build_installed=0

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the Debian package postgresql-15-jwt-rls (Debian's naming and
+# layout for PostgreSQL extensions) from `cargo pgrx package`, into
+# target/deb/. Depends are read off the library's NEEDED entries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_MAJOR="${PG_MAJOR:-15}"
+PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+ARCH="$(dpkg --print-architecture)"
+NAME="postgresql-${PG_MAJOR}-jwt-rls"
+STAGE="target/deb/${NAME}_${VERSION}-1_${ARCH}"
+
+cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null
+rm -rf "$STAGE"
+mkdir -p "$STAGE/DEBIAN" "$STAGE/usr/share/doc/${NAME}"
+cp -a "target/release/jwt_rls-pg${PG_MAJOR}/." "$STAGE/"
+# The released base schemas, so that older versions can still be created
+# and updated (CREATE EXTENSION jwt_rls VERSION '0.1.0').
+for base in sql/jwt_rls--*.sql; do
+  case "$base" in *--*--*) ;; *) cp "$base" "$STAGE/usr/share/postgresql/${PG_MAJOR}/extension/" ;; esac
+done
+cp README.md SECURITY.md CHANGELOG.md "$STAGE/usr/share/doc/${NAME}/"
+cat > "$STAGE/usr/share/doc/${NAME}/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: jwt_rls
+License: Apache-2.0
+ On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0.
+COPYRIGHT
+
+# Depends: the package of every shared library the extension links to.
+so="$STAGE/usr/lib/postgresql/${PG_MAJOR}/lib/jwt_rls.so"
+deps="postgresql-${PG_MAJOR}"
+for lib in $(objdump -p "$so" | awk '/NEEDED/ {print $2}'); do
+  path="$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')"
+  [ -n "$path" ] || continue
+  pkg="$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)" || true
+  [ -n "$pkg" ] || pkg="$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)" || true
+  [ -n "$pkg" ] || continue
+  ver="$(dpkg-query -W -f='${Version}' "$pkg" | sed 's/-[^-]*$//')"
+  case ",$deps," in *", $pkg (>="*) ;; *) deps="$deps, $pkg (>= $ver)" ;; esac
+done
+
+size="$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)"
+cat > "$STAGE/DEBIAN/control" <<CONTROL
+Package: ${NAME}
+Version: ${VERSION}-1
+Architecture: ${ARCH}
+Maintainer: jwt_rls developers <jwt-rls@invalid.example>
+Installed-Size: ${size}
+Depends: ${deps}
+Section: database
+Priority: optional
+Description: JWT verification inside PostgreSQL ${PG_MAJOR} for row-level security
+ jwt_rls verifies a JSON Web Token inside the database and hands its
+ verified claims to row-level-security policies; it also revokes tokens,
+ keeps refresh tokens server-side and issues tokens.
+CONTROL
+find "$STAGE" -type d -exec chmod 755 {} +
+find "$STAGE" -type f -exec chmod 644 {} +
+dpkg-deb --root-owner-group --build "$STAGE" "target/deb/" >/dev/null
+echo "target/deb/${NAME}_${VERSION}-1_${ARCH}.deb"
