@@ -1,5 +1,15 @@
 # Entry points; each is a script in scripts/ that installs what it needs.
-.PHONY: demo test bench bench-smoke fuzz
+# `make` and `make install` are what PGXN's client runs on a source
+# distribution: build and install the release build with cargo-pgrx
+# (Rust and cargo-pgrx required), for the pg_config on PATH or PG_CONFIG.
+.PHONY: all install demo test bench bench-smoke fuzz deb pgxn
+PG_CONFIG ?= $(shell command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+
+all:
+	cargo pgrx package --pg-config "$(PG_CONFIG)"
+
+install:
+	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
 
 demo:
 	bash scripts/demo.sh
@@ -15,3 +25,9 @@ bench-smoke:
 
 fuzz:
 	bash scripts/fuzz.sh $(SECONDS)
+
+deb:
+	bash scripts/package-deb.sh
+
+pgxn:
+	bash scripts/pgxn-dist.sh

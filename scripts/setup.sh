@@ -35,6 +35,12 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
   cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
 fi
 
+# The PGXN meta-spec validator, for scripts/pgxn-dist.sh.
+if ! command -v pgxn_meta >/dev/null 2>&1; then
+  echo "setup: installing pgxn_meta (the PGXN META.json validator)"
+  cargo install pgxn_meta --version 0.7.0 --locked
+fi
+
 if ! grep -qs "pg${PG_MAJOR} = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   cargo pgrx init "--pg${PG_MAJOR}" "${PG_CONFIG}"
 fi

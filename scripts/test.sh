@@ -59,3 +59,6 @@ test_build_installed=1  # removing the package removes the installed library
 bash scripts/test-deb.sh
 install_release
 test_build_installed=0
+
+echo "== PGXN: META.json against the meta spec, source distribution"
+bash scripts/pgxn-dist.sh
