@@ -15,6 +15,11 @@ import subprocess
 
 import psycopg
 
+from support import claim, error
+from support.pgcluster import Cluster
+from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, authenticate, count, insert_invoices
+from support.tokens import ISSUER
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG_CONFIG = f"/usr/lib/postgresql/{os.environ.get('PG_MAJOR', '15')}/bin/pg_config"
 
@@ -99,3 +104,132 @@ def test_update_from_0_1_0_equals_a_fresh_install_and_keeps_keys(cluster, db, hs
     upgraded, fresh = catalog(cluster.dsn(dbname="upgraded")), catalog(cluster.dsn(dbname="fresh"))
     assert len(fresh) > 10
     assert upgraded == fresh
+
+
+RELEASED = ("0.1.0", "8b6843c")  # version and commit of the last release
+
+
+def install_tree(package_dir):
+    """Installs a `cargo pgrx package` tree (usr/...) over the system paths
+    as a package manager does: each file written beside its target, then
+    renamed over it, so that a backend that has the old library mapped
+    keeps reading the old file."""
+    for dirpath, _, files in os.walk(package_dir):
+        for name in files:
+            source = os.path.join(dirpath, name)
+            target = "/" + os.path.relpath(source, package_dir)
+            shutil.copy2(source, target + ".new")
+            os.replace(target + ".new", target)
+
+
+def current_package():
+    subprocess.run(["cargo", "pgrx", "package", "--pg-config", PG_CONFIG], cwd=ROOT, check=True,
+                   capture_output=True)
+    return os.path.join(ROOT, "target", "release", f"jwt_rls-pg{os.environ.get('PG_MAJOR', '15')}")
+
+
+def test_update_from_the_released_library_keeps_keys_settings_and_open_sessions(signers):
+    """The 0.1.0 release built from its commit, in use (keys, per-database
+    settings, a policy, a session with a bound token), then this version's
+    files installed and ALTER EXTENSION UPDATE run: keys and settings
+    survive, tokens verify after, the schema is this version's, and the
+    session open across the update keeps its claims or fails cleanly."""
+    version, commit = RELEASED
+    old = subprocess.run(["bash", "scripts/build-old.sh", version, commit], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    new = current_package()
+    hs, es = signers["HS256"], signers["ES256"]
+    cluster = Cluster()
+    try:
+        install_tree(old)
+        cluster.start()
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute(SCHEMA)
+            assert admin.execute("SELECT extversion FROM pg_extension WHERE extname = 'jwt_rls'").fetchone()[0] \
+                == version
+            with admin.cursor() as cur:
+                hs.install(cur)
+                es.install(cur)
+                insert_invoices(cur)
+        token = es.token(TENANT_A)
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as open_session:
+            open_session.execute("SELECT set_config('jwt_rls.token', %s, false)", (token,))
+            assert claim(open_session) == str(TENANT_A)
+            before = count(open_session)
+
+            install_tree(new)
+            with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+                admin.execute("ALTER EXTENSION jwt_rls UPDATE")
+                assert admin.execute("SELECT extversion FROM pg_extension WHERE extname = 'jwt_rls'").fetchone()[0] \
+                    == cargo_version()
+                assert admin.execute("SELECT count(*) FROM jwt_rls.keys").fetchone()[0] == 2
+                started = admin.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+
+            # The open session still runs the library it loaded: its claims
+            # still read; a function only the new version has fails with a
+            # clear error, and the backend lives on.
+            assert claim(open_session) == str(TENANT_A)
+            assert count(open_session) == before == ROWS[TENANT_A]
+            e = error(open_session, "SELECT * FROM jwt_rls.build_info()")
+            assert e is None or e.sqlstate == "42883", e
+            assert claim(open_session) == str(TENANT_A)
+
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as fresh:
+            assert fresh.execute("SHOW jwt_rls.issuer").fetchone()[0] == ISSUER
+            assert authenticate(fresh, token) == ROWS[TENANT_A]
+            assert authenticate(fresh, hs.token(TENANT_B)) == ROWS[TENANT_B]
+            assert authenticate(fresh, hs.token(TENANT_B)[:-4] + "AAAA") == "28000"
+            assert fresh.execute("SELECT version FROM jwt_rls.build_info()").fetchone()[0] == cargo_version()
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            assert admin.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started, "no crash"
+        assert catalog(cluster.dsn()) == catalog_of_fresh_install(cluster)
+    finally:
+        install_tree(current_package())
+        cluster.remove()
+
+
+def catalog_of_fresh_install(cluster):
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS fresh_install")
+        admin.execute("CREATE DATABASE fresh_install TEMPLATE template0")
+    with psycopg.connect(cluster.dsn(dbname="fresh_install"), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION jwt_rls")
+    return catalog(cluster.dsn(dbname="fresh_install"))
+
+
+def test_dump_and_restore_round_trip_keys_signing_keys_and_policies(cluster, db, hs):
+    """pg_dump / pg_restore of a database using jwt_rls brings back its keys
+    (extension configuration tables), signing keys and policies: tokens
+    verify and are signed in the restored database as before."""
+    for name in ["dumped", "restored"]:
+        db.execute(f"DROP DATABASE IF EXISTS {name}")
+        db.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    with psycopg.connect(cluster.dsn(dbname="dumped"), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION jwt_rls")
+        with conn.cursor() as cur:
+            hs.install(cur)
+        conn.execute("SELECT jwt_rls.generate_signing_key('dump-es256', 'ES256')")
+        conn.execute("SELECT jwt_rls.revoke_jti('revoked-before-dump', now() + interval '1 hour')")
+        conn.execute("CREATE TABLE notes (tenant_id uuid, body text)")
+        conn.execute("ALTER TABLE notes ENABLE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY p ON notes USING (tenant_id = (SELECT jwt_rls.jwt_claim('tenant_id')::uuid))")
+        conn.execute("INSERT INTO notes VALUES (%s, 'a'), (%s, 'b')", (TENANT_A, TENANT_B))
+        conn.execute("GRANT USAGE ON SCHEMA jwt_rls TO app; GRANT SELECT ON notes TO app")
+    dump = os.path.join(ROOT, "target", "jwt_rls_dump.custom")
+    bin_dir = os.path.dirname(PG_CONFIG)
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
+    subprocess.run([f"{bin_dir}/pg_dump", "-Fc", "-f", dump, "dumped"], check=True, env=env)
+    subprocess.run([f"{bin_dir}/pg_restore", "-d", "restored", dump], check=True, env=env)
+    with psycopg.connect(cluster.dsn(dbname="restored"), autocommit=True) as conn:
+        keys = {r[0] for r in conn.execute("SELECT kid FROM jwt_rls.keys")}
+        assert keys == {hs.kid, "dump-es256"}
+        assert conn.execute("SELECT count(*) FROM jwt_rls.signing_keys").fetchone()[0] == 1
+        assert conn.execute("SELECT jti FROM jwt_rls.revoked_tokens").fetchall() == [("revoked-before-dump",)]
+        issued = conn.execute("SELECT jwt_rls.sign(%s::jsonb)", (f'{{"tenant_id": "{TENANT_A}"}}',)).fetchone()[0]
+    with psycopg.connect(cluster.dsn(user="app", dbname="restored"), autocommit=True) as app:
+        for token, tenant in [(hs.token(TENANT_B, aud=None, iss=None), "b"), (issued, "a")]:
+            with app.transaction():
+                app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+                assert [r[0] for r in app.execute("SELECT body FROM notes")] == [tenant]
+        e = error(app, "SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A, jti="revoked-before-dump"),))
+        assert e is not None and e.sqlstate == "28000"
