@@ -40,19 +40,30 @@ def log(text):
 
 # --- core: criterion beside openssl speed ------------------------------------
 
-def openssl_verify_us(seconds):
-    """Microseconds per verify of each primitive, from `openssl speed -mr`."""
+def openssl_public_key_us(seconds):
+    """Microseconds per sign and per verify of each primitive, from one
+    `openssl speed -mr` run: ({name: sign µs}, {name: verify µs})."""
     out = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "-mr", "rsa2048", "ecdsap256",
                           "ecdsap384", "ed25519"], capture_output=True, text=True).stdout
-    per_s = {}
+    sign, verify = {}, {}
     for line in out.splitlines():
         f = line.split(":")
+        # +F2/+F4: index, bits, signs/s, verifies/s; +F6: index, bits, name, signs/s, verifies/s
         if f[0] == "+F2" and f[2] == "2048":
-            per_s["rsa2048"] = float(f[4])
+            name, rates = "rsa2048", f[3:5]
         elif f[0] == "+F4":
-            per_s["ecdsap256" if f[2] == "256" else "ecdsap384"] = float(f[4])
+            name, rates = ("ecdsap256" if f[2] == "256" else "ecdsap384"), f[3:5]
         elif f[0] == "+F6" and f[3] == "Ed25519":
-            per_s["ed25519"] = float(f[5])
+            name, rates = "ed25519", f[4:6]
+        else:
+            continue
+        sign[name], verify[name] = 1e6 / float(rates[0]), 1e6 / float(rates[1])
+    return sign, verify
+
+
+def openssl_verify_us(seconds):
+    """Microseconds per verify of each primitive, HMAC on 256 bytes included."""
+    per_s = {name: 1e6 / us for name, us in openssl_public_key_us(seconds)[1].items()}
     for bits in ["256", "384", "512"]:
         hmac = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "-mr", "-hmac", "sha" + bits],
                               capture_output=True, text=True).stdout
@@ -60,22 +71,6 @@ def openssl_verify_us(seconds):
             if line.startswith("+F:") and "hmac" in line:
                 # bytes per second on 256-byte inputs, about a token's size
                 per_s["hmac" + bits] = float(line.split(":")[5]) / 256
-    return {k: 1e6 / v for k, v in per_s.items()}
-
-
-def openssl_sign_us(seconds):
-    """Microseconds per sign of each primitive, from `openssl speed -mr`."""
-    out = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "-mr", "rsa2048", "ecdsap256",
-                          "ecdsap384", "ed25519"], capture_output=True, text=True).stdout
-    per_s = {}
-    for line in out.splitlines():
-        f = line.split(":")
-        if f[0] == "+F2" and f[2] == "2048":
-            per_s["rsa2048"] = float(f[3])
-        elif f[0] == "+F4":
-            per_s["ecdsap256" if f[2] == "256" else "ecdsap384"] = float(f[3])
-        elif f[0] == "+F6" and f[3] == "Ed25519":
-            per_s["ed25519"] = float(f[4])
     return {k: 1e6 / v for k, v in per_s.items()}
 
 
@@ -112,7 +107,7 @@ def bench_core(smoke):
     log(f"  cache hit (look-up, time claims, key state): {hit:.3f} µs")
     results["core"] = rows
     results["cache_hit_us"] = hit
-    signs = openssl_sign_us(1 if smoke else 3)
+    signs = openssl_public_key_us(1 if smoke else 3)[0]
     results["sign"] = []
     for alg in ["HS256", "RS256", "PS256", "ES256", "ES384", "EdDSA"]:
         v = ours[f"sign_{alg}"]

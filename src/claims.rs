@@ -85,20 +85,7 @@ pub unsafe extern "C-unwind" fn authenticate_c(fcinfo: pg_sys::FunctionCallInfo)
     // The setting's check hook verifies the token (raising our error with
     // its SQLSTATE, DETAIL and HINT when it does not verify) and hands the
     // result to the read below, so the signature is checked once.
-    // SAFETY: both strings are NUL-terminated and outlive the call; with
-    // elevel ERROR, a refused value raises instead of returning.
-    unsafe {
-        pg_sys::set_config_option(
-            c"jwt_rls.token".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pg_sys::PGERROR as i32,
-            false,
-        );
-    }
+    settings::set_local(c"jwt_rls.token", &value);
     match state::current().unwrap_or_else(|e| errors::raise!(&e)) {
         Some(verified) => {
             roles::switch(&verified);

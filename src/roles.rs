@@ -90,21 +90,9 @@ pub fn switch(verified: &Verified) {
         );
     }
     let value = CString::new(name).unwrap_or_default();
-    // SAFETY: NUL-terminated strings that outlive the call; "role"'s own
-    // check hook checks membership again and refuses inside a
-    // security-restricted operation; with elevel ERROR a refusal raises.
-    unsafe {
-        pg_sys::set_config_option(
-            c"role".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pg_sys::PGERROR as i32,
-            false,
-        );
-    }
+    // "role"'s own check hook checks membership again and refuses inside a
+    // security-restricted operation.
+    settings::set_local(c"role", &value);
 }
 
 /// At every read: the token's claims are readable only under its role.

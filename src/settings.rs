@@ -258,6 +258,25 @@ pub fn init() {
     }
 }
 
+/// `SET LOCAL name = value`, as the session would run it: the setting's
+/// own checks apply, and a refused value raises its error.
+pub fn set_local(name: &CStr, value: &CStr) {
+    // SAFETY: both strings are NUL-terminated and outlive the call; with
+    // elevel ERROR a refused value raises instead of returning.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pg_sys::PGERROR as i32,
+            false,
+        );
+    }
+}
+
 /// Reserves the `jwt_rls.` prefix; called once every setting is defined.
 pub fn reserve_prefix() {
     // After this, SET of an unknown jwt_rls.* name is an error instead of a

@@ -102,9 +102,10 @@ def test_refresh_rotates_and_reuse_revokes_the_whole_family(cluster, app, login)
     assert refresh(login, r4)[0]
 
 
-def test_two_concurrent_refreshes_of_one_token_exactly_one_wins(cluster, login):
-    _, token, _ = start(login)
-    barrier = threading.Barrier(2)
+def race(cluster, token, n):
+    """n clients refresh `token` at the same moment: (outcome, row) each,
+    outcome "ok" or the SQLSTATE."""
+    barrier = threading.Barrier(n)
     outcomes = []
 
     def racer():
@@ -115,11 +116,17 @@ def test_two_concurrent_refreshes_of_one_token_exactly_one_wins(cluster, login):
             except psycopg.Error as e:
                 outcomes.append((e.sqlstate, None))
 
-    threads = [threading.Thread(target=racer) for _ in range(2)]
+    threads = [threading.Thread(target=racer) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return outcomes
+
+
+def test_two_concurrent_refreshes_of_one_token_exactly_one_wins(cluster, login):
+    _, token, _ = start(login)
+    outcomes = race(cluster, token, 2)
     assert sorted(o for o, _ in outcomes) == ["28000", "ok"], outcomes
 
 
@@ -231,22 +238,7 @@ def test_the_whole_flow_through_pgbouncer(cluster, db, login):
 
 def test_a_refresh_storm_on_one_token_has_one_winner_and_revokes_the_family(cluster, db, app, login):
     access, token, sid = start(login)
-    barrier = threading.Barrier(16)
-    outcomes = []
-
-    def racer():
-        with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
-            barrier.wait()
-            try:
-                outcomes.append(("ok", conn.execute(REFRESH, (token,)).fetchone()))
-            except psycopg.Error as e:
-                outcomes.append((e.sqlstate, None))
-
-    threads = [threading.Thread(target=racer) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = race(cluster, token, 16)
     winners = [r for o, r in outcomes if o == "ok"]
     assert len(winners) == 1 and sorted(o for o, _ in outcomes).count("28000") == 15, outcomes
     # The losers were reuse: the session is revoked, the winner's tokens too.
