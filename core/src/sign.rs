@@ -105,6 +105,26 @@ pub struct SigningKey {
     pub kid: String,
     pub alg: Algorithm,
     encoding: EncodingKey,
+    /// RSA keys parsed once: jsonwebtoken parses the key on every signature,
+    /// which made RS256 signing 2.6x openssl's (764 vs 292 µs).
+    rsa: Option<aws_lc_rs::signature::RsaKeyPair>,
+}
+
+/// The DER inside a PEM's armour.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body.trim()).ok()
+}
+
+/// The RSA key pair of a private PEM (PKCS#8 or PKCS#1).
+fn rsa_pair(pem: &str) -> Option<aws_lc_rs::signature::RsaKeyPair> {
+    let der = pem_der(pem)?;
+    let pair = if pem.contains("BEGIN RSA PRIVATE KEY") {
+        aws_lc_rs::signature::RsaKeyPair::from_der(&der)
+    } else {
+        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der)
+    };
+    pair.ok()
 }
 
 impl SigningKey {
@@ -142,10 +162,23 @@ impl SigningKey {
             Algorithm::EdDSA => EncodingKey::from_ed_pem(material.as_bytes()).map_err(bad)?,
             _ => EncodingKey::from_rsa_pem(material.as_bytes()).map_err(bad)?,
         };
+        let rsa = match alg {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => Some(
+                rsa_pair(material)
+                    .ok_or_else(|| KeyError::BadPrivateKey("not an RSA private key".into()))?,
+            ),
+            _ => None,
+        };
         Ok(SigningKey {
             kid: kid.to_string(),
             alg,
             encoding,
+            rsa,
         })
     }
 
@@ -171,8 +204,37 @@ impl SigningKey {
             .map_err(|e| crate::error::Error::Json(crate::error::Part::Payload, e.to_string()))?;
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| KeyError::BadPrivateKey(e.to_string()).into())
+        let Some(rsa) = &self.rsa else {
+            return jsonwebtoken::encode(&header, &claims, &self.encoding)
+                .map_err(|e| KeyError::BadPrivateKey(e.to_string()).into());
+        };
+        // RSA: the same compact serialization jsonwebtoken writes, signed
+        // with the key pair parsed once.
+        use aws_lc_rs::signature as sig;
+        let encoding: &'static dyn sig::RsaEncoding = match self.alg {
+            Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
+            Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+            Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+            Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+            Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+            _ => &sig::RSA_PSS_SHA512,
+        };
+        let header =
+            serde_json::to_vec(&header).map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims.get())
+        );
+        let mut signature = vec![0; rsa.public_modulus_len()];
+        rsa.sign(
+            encoding,
+            &SystemRandom::new(),
+            input.as_bytes(),
+            &mut signature,
+        )
+        .map_err(|_| KeyError::BadPrivateKey("the RSA signature failed".into()))?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
 
