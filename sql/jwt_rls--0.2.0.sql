@@ -392,11 +392,25 @@ BEGIN
     IF sub IS NULL OR claims IS NULL OR jsonb_typeof(claims) <> 'object' THEN
         RAISE EXCEPTION 'a session needs a subject and a JSON object of claims' USING ERRCODE = '22023';
     END IF;
+    -- The session decides these: a token of a revoked session must never
+    -- outlive the session row that records the revocation.
+    IF claims ?| array['exp', 'iat', 'nbf', 'jti', 'sid', 'sub'] THEN
+        RAISE EXCEPTION 'session claims may not set exp, iat, nbf, jti, sid or sub' USING ERRCODE = '22023',
+            HINT = 'The access token lifetime is jwt_rls.sign_lifetime; the subject is the first argument.';
+    END IF;
     -- First a call into the library, which loads it: the settings read
     -- below exist only once it is loaded.
     refresh_token := jwt_rls.random_token();
-    -- Sessions are pruned here once they can no longer be refreshed.
-    DELETE FROM jwt_rls.sessions s WHERE s.expires_at < now() - interval '1 day';
+    -- Sessions are pruned here once they can no longer be refreshed and
+    -- their last access token has expired (a revoked session's row is what
+    -- refuses its tokens). Only when there is something to prune: a DELETE
+    -- fires the trigger that makes every backend re-check its tokens.
+    IF EXISTS (SELECT FROM jwt_rls.sessions s
+                WHERE s.expires_at < now() - interval '1 day'
+                                    - current_setting('jwt_rls.sign_lifetime')::interval) THEN
+        DELETE FROM jwt_rls.sessions s
+         WHERE s.expires_at < now() - interval '1 day' - current_setting('jwt_rls.sign_lifetime')::interval;
+    END IF;
     session_id := gen_random_uuid();
     INSERT INTO jwt_rls.sessions (id, sub, claims, expires_at)
         VALUES (session_id, start_session.sub, start_session.claims,
@@ -442,6 +456,12 @@ BEGIN
     IF s.revoked_at IS NOT NULL THEN
         RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
             DETAIL = 'Its session has been revoked.', HINT = 'Log in again.';
+    END IF;
+    IF EXISTS (SELECT FROM jwt_rls.revoked_subjects r
+                WHERE r.sub = s.sub AND r.issued_before > s.created_at) THEN
+        RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
+            DETAIL = 'Its subject''s sessions up to a later time were revoked (jwt_rls.revoke_subject).',
+            HINT = 'Log in again.';
     END IF;
     IF t.used_at IS NOT NULL THEN
         UPDATE jwt_rls.sessions x SET revoked_at = now(), revoked_reason = 'refresh token reused'

@@ -118,10 +118,51 @@ pub fn as_owner_of<T>(table: pg_sys::Oid, read: impl FnOnce() -> T) -> T {
     // user and context on every exit. The `finally` below restores them
     // whether `read` returns or raises.
     unsafe { pg_sys::SetUserIdAndSecContext(owner, saved_context | restricted) };
-    PgTryBuilder::new(AssertUnwindSafe(read))
-        // SAFETY: restores exactly what GetUserIdAndSecContext saved.
-        .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) })
-        .execute()
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        // SAFETY: a GUC nest level and a snapshot pushed here are undone
+        // right after `read` returns; when it raises, the (sub)transaction
+        // abort undoes both. The search path is pinned to pg_catalog first
+        // and pg_temp last, so that nothing the caller created (a temp
+        // domain named like a type, say) can run as the owner; the snapshot
+        // is the latest, so a revocation or key change committed before
+        // this read is seen even inside a REPEATABLE READ transaction.
+        unsafe {
+            let nest = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                c"search_path".as_ptr(),
+                c"pg_catalog, pg_temp".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                pg_sys::PGERROR as i32,
+                false,
+            );
+            // Parallel workers (and a leader in parallel mode) may not take
+            // a new snapshot: they read under the statement's, and the
+            // callers keep nothing they learn then (`fresh()`).
+            let fresh = !pg_sys::IsInParallelMode();
+            if fresh {
+                pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+            }
+            let result = read();
+            if fresh {
+                pg_sys::PopActiveSnapshot();
+            }
+            pg_sys::AtEOXact_GUC(true, nest);
+            result
+        }
+    }))
+    // SAFETY: restores exactly what GetUserIdAndSecContext saved.
+    .finally(|| unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) })
+    .execute()
+}
+
+/// Whether `as_owner_of` reads under the latest snapshot now (not in
+/// parallel mode): only such answers may be remembered past the statement.
+pub fn fresh() -> bool {
+    // SAFETY: reads a backend-global flag.
+    !unsafe { pg_sys::IsInParallelMode() }
 }
 
 /// The first row of a read-only query, as the caller (wrap it in

@@ -81,7 +81,9 @@ fn occupancy(generation: u64) -> Occupancy {
         subjects: flags[1],
         sessions: flags[2],
     };
-    OCCUPANCY.set(Some(o));
+    if catalog::fresh() {
+        OCCUPANCY.set(Some(o));
+    }
     o
 }
 
@@ -91,7 +93,7 @@ fn subject_cutoff(sub: &str) -> Option<i64> {
     catalog::as_owner_of(table, || {
         catalog::read_row::<i64, bool>(
             "SELECT (SELECT ((extract(epoch FROM issued_before) OPERATOR(pg_catalog.*) 1000000)::bigint) \
-             FROM jwt_rls.revoked_subjects WHERE sub OPERATOR(pg_catalog.=) $1), NULL::bool",
+             FROM jwt_rls.revoked_subjects WHERE sub OPERATOR(pg_catalog.=) $1), NULL::pg_catalog.bool",
             &[sub.into()],
         )
     })
@@ -113,7 +115,7 @@ fn session_revoked(sid: &str) -> bool {
     catalog::as_owner_of(table, || {
         catalog::read_row::<bool, bool>(
             "SELECT EXISTS (SELECT FROM jwt_rls.sessions WHERE revoked_at IS NOT NULL \
-             AND id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid), NULL::bool",
+             AND id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid), NULL::pg_catalog.bool",
             &[sid.into()],
         )
     })
@@ -127,7 +129,7 @@ fn jti_revoked(jti: &str) -> bool {
     };
     catalog::as_owner_of(table, || {
         catalog::read_row::<bool, bool>(
-            "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens WHERE jti OPERATOR(pg_catalog.=) $1), NULL::bool",
+            "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens WHERE jti OPERATOR(pg_catalog.=) $1), NULL::pg_catalog.bool",
             &[jti.into()],
         )
     })
@@ -170,8 +172,11 @@ pub fn check(verified: &Verified) -> Result<(), Error> {
             }
         }
     }
-    // Stamps are generation + 1, so that 0 means "never checked".
-    verified.stamp.store(generation + 1, Ordering::Relaxed);
+    // Stamps are generation + 1, so that 0 means "never checked". An answer
+    // read under an older snapshot (parallel mode) is not kept.
+    if catalog::fresh() {
+        verified.stamp.store(generation + 1, Ordering::Relaxed);
+    }
     Ok(())
 }
 

@@ -70,7 +70,16 @@ pub struct Conditions {
     pub policy_generation: u64,
     pub keys_generation: u64,
     pub revocations_generation: u64,
+    /// The role set by SET ROLE: claims may be readable under one role only.
+    pub role: pg_sys::Oid,
     pub statement: pg_sys::TimestampTz,
+}
+
+unsafe extern "C" {
+    /// `pg_sys::GetCurrentRoleId` without pgrx's error guard: it only reads
+    /// a variable, and it runs on every jwt_claim() call.
+    #[link_name = "GetCurrentRoleId"]
+    fn current_role_unguarded() -> pg_sys::Oid;
 }
 
 /// The conditions right now; reads only variables, never raises.
@@ -81,6 +90,8 @@ pub fn conditions() -> Conditions {
         policy_generation: POLICY_GENERATION.load(Ordering::Relaxed),
         keys_generation: KEYS.generation(),
         revocations_generation: revocation::generation(),
+        // SAFETY: GetCurrentRoleId only returns a backend-global variable.
+        role: unsafe { current_role_unguarded() },
         statement: clock::statement_start(),
     }
 }

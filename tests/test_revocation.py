@@ -195,3 +195,39 @@ def test_revocation_under_load_reaches_every_busy_backend(cluster, db, signers):
     assert all(r["live_refused"] == 0 for r in results)
     assert all(r["victim_ok_after"] == 0 for r in results), "a transaction after the commit used a revoked token"
     assert all(r["victim_refused_after"] > 0 for r in results)
+
+
+def test_a_temp_type_named_like_a_catalog_type_never_runs_as_the_owner(cluster, db, hs):
+    """The revocation lookups run as the table owner: a temp domain the
+    application role names `bool` (or `text`, `uuid`) must not be used
+    there, or its CHECK would run the role's code as the owner."""
+    db.execute("SELECT jwt_rls.revoke_jti('someone-else', now() + interval '1 hour')")
+    token = hs.token(TENANT_A, jti=str(uuid.uuid4()), sid=str(uuid.uuid4()))
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        app.execute("CREATE TEMP TABLE loot (who text)")
+        app.execute("""CREATE FUNCTION pg_temp.steal(v anyelement) RETURNS boolean LANGUAGE plpgsql AS $$
+                       BEGIN INSERT INTO pg_temp.loot VALUES (current_user); RETURN true; END $$""")
+        for name, base in [("bool", "bool"), ("text", "text"), ("uuid", "uuid"), ("int8", "int8")]:
+            app.execute(f"CREATE DOMAIN pg_temp.{name} AS pg_catalog.{base} CHECK (pg_temp.steal(VALUE))")
+        with app.transaction():
+            app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+            assert app.execute("SELECT count(*) FROM invoices").fetchone()[0] > 0
+        assert app.execute("SELECT who FROM pg_temp.loot").fetchall() == []
+
+
+def test_a_repeatable_read_transaction_sees_a_revocation_committed_after_its_snapshot(cluster, db, hs):
+    """Revocation lookups use the latest snapshot, not the transaction's:
+    otherwise a REPEATABLE READ transaction would stamp a token revoked
+    after its snapshot as checked, and keep accepting it afterwards."""
+    jti = str(uuid.uuid4())
+    token = hs.token(TENANT_A, jti=jti)
+    db.execute("SELECT jwt_rls.revoke_jti('someone-else', now() + interval '1 hour')")
+    with psycopg.connect(cluster.dsn(user="app")) as app:
+        app.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        app.execute("SELECT count(*) FROM invoices").fetchone()  # the snapshot is taken
+        db.execute("SELECT jwt_rls.revoke_jti(%s, now() + interval '1 hour')", (jti,))
+        with pytest.raises(psycopg.Error) as e:
+            app.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+        assert e.value.sqlstate == "28000"
+        app.rollback()
+        assert bind(app, token) == "28000"

@@ -248,3 +248,24 @@ def test_a_refresh_storm_on_one_token_has_one_winner_and_revokes_the_family(clus
     assert refusal(login, winners[0][1]) == "28000"
     # Nothing lost or duplicated: the presented token and the winner's successor.
     assert db.execute("SELECT count(*) FROM jwt_rls.refresh_tokens WHERE session_id = %s", (sid,)).fetchone()[0] == 2
+
+
+def test_session_claims_cannot_set_what_the_session_decides(login):
+    for claims in [{"exp": 4102444800}, {"iat": 1}, {"jti": "x"}, {"sid": "x"}, {"sub": "other"}, {"nbf": 1}]:
+        with pytest.raises(psycopg.Error) as e:
+            login.execute("SELECT * FROM jwt_rls.start_session('u', %s::jsonb)", (json.dumps(claims),))
+        assert e.value.sqlstate == "22023", claims
+
+
+def test_revoke_subject_also_stops_refreshing_earlier_sessions(db, app, login):
+    access, token, _ = start(login, sub="user-revoked-subject")
+    db.execute("SELECT jwt_rls.revoke_subject('user-revoked-subject')")
+    assert not works(app, access)
+    with pytest.raises(psycopg.Error) as e:
+        refresh(login, token)
+    assert e.value.sqlstate == "28000" and "revoke_subject" in e.value.diag.message_detail
+    # A new login after the cutoff works.
+    import time
+    time.sleep(1.1)
+    access2, token2, _ = start(login, sub="user-revoked-subject")
+    assert works(app, access2) and refresh(login, token2)[0]
