@@ -29,6 +29,120 @@ COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- requires:
+--   authenticate
+--   jwt_claim
+
+
+CREATE FUNCTION jwt_rls.create_auth_functions() RETURNS void
+    VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql AS $body$
+DECLARE
+    owner_super boolean;
+    stranger text;
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regrole(current_user)) THEN
+        RAISE EXCEPTION 'only a superuser can create the auth functions'
+            USING ERRCODE = '42501',
+                  DETAIL = 'auth.uid() and its siblings decide what every policy that calls them sees.',
+                  HINT = 'Run SELECT jwt_rls.create_auth_functions() as a superuser.';
+    END IF;
+    SELECT r.rolsuper INTO owner_super
+        FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'auth';
+    IF NOT FOUND THEN
+        CREATE SCHEMA auth;
+    ELSIF NOT owner_super THEN
+        RAISE EXCEPTION 'schema auth is owned by a role that is not a superuser'
+            USING ERRCODE = '42501',
+                  DETAIL = 'Its owner could replace the auth functions with ones that return any user.',
+                  HINT = 'ALTER SCHEMA auth OWNER TO a superuser, or drop the schema, and run this again.';
+    END IF;
+    -- Nobody but superusers may create objects in auth (an overload of
+    -- uid() planted there would change what policies call).
+    SELECT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE a.grantee::pg_catalog.regrole::text END INTO stranger
+        FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'auth' AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+          AND (a.grantee OPERATOR(pg_catalog.=) 0
+               OR NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) a.grantee))
+        LIMIT 1;
+    IF stranger IS NOT NULL THEN
+        RAISE EXCEPTION 'a role that is not a superuser can create objects in schema auth'
+            USING ERRCODE = '42501',
+                  DETAIL = pg_catalog.format('%s holds CREATE on schema auth.', stranger),
+                  HINT = 'REVOKE CREATE ON SCHEMA auth FROM that role, and run this again.';
+    END IF;
+    SELECT pg_catalog.format('%s (owned by %s)', p.oid::pg_catalog.regprocedure, p.proowner::pg_catalog.regrole) INTO stranger
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'auth' AND p.proname OPERATOR(pg_catalog.=) ANY ('{uid,jwt,role,email}')
+          AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) p.proowner)
+        LIMIT 1;
+    IF stranger IS NOT NULL THEN
+        RAISE EXCEPTION 'schema auth holds a function of the same name owned by a role that is not a superuser'
+            USING ERRCODE = '42501',
+                  DETAIL = pg_catalog.format('Function %s.', stranger),
+                  HINT = 'Drop that function (or make a superuser its owner), and run this again.';
+    END IF;
+    GRANT USAGE ON SCHEMA auth TO PUBLIC;
+    -- SQL-standard bodies: Postgres records that they depend on jwt_rls's
+    -- functions, so pg_dump orders them after the extension and DROP
+    -- EXTENSION cannot leave them dangling.
+    CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claim('sub')::uuid; END;
+    CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claims(); END;
+    CREATE OR REPLACE FUNCTION auth.role() RETURNS text STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claim('role'); END;
+    CREATE OR REPLACE FUNCTION auth.email() RETURNS text STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claim('email'); END;
+    COMMENT ON FUNCTION auth.uid() IS 'The sub claim of the token jwt_rls verified, as uuid';
+    COMMENT ON FUNCTION auth.jwt() IS 'The claims of the token jwt_rls verified';
+    COMMENT ON FUNCTION auth.role() IS 'The role claim of the token jwt_rls verified';
+    COMMENT ON FUNCTION auth.email() IS 'The email claim of the token jwt_rls verified';
+END
+$body$;
+COMMENT ON FUNCTION jwt_rls.create_auth_functions() IS
+    'Creates auth.uid(), auth.jwt(), auth.role() and auth.email() reading verified claims (Supabase-style policies)';
+REVOKE EXECUTE ON FUNCTION jwt_rls.create_auth_functions() FROM PUBLIC;
+
+CREATE FUNCTION jwt_rls.drop_auth_functions() RETURNS void
+    VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql AS $body$
+BEGIN
+    DROP FUNCTION IF EXISTS auth.uid(), auth.jwt(), auth.role(), auth.email();
+END
+$body$;
+COMMENT ON FUNCTION jwt_rls.drop_auth_functions() IS
+    'Drops the functions create_auth_functions() made (refused while policies use them)';
+REVOKE EXECUTE ON FUNCTION jwt_rls.drop_auth_functions() FROM PUBLIC;
+
+CREATE FUNCTION jwt_rls.postgrest_pre_request() RETURNS void
+    VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql AS $body$
+DECLARE
+    header text := pg_catalog.current_setting('request.headers', true)::pg_catalog.json OPERATOR(pg_catalog.->>) 'authorization';
+BEGIN
+    -- The header comes from the HTTP client; whatever it holds is verified
+    -- like any token, so there is nothing to trust here but the signature.
+    IF header IS NULL OR header OPERATOR(pg_catalog.=) '' THEN
+        RETURN;
+    END IF;
+    IF pg_catalog.lower(pg_catalog.left(header, 7)) OPERATOR(pg_catalog.<>) 'bearer ' THEN
+        RAISE EXCEPTION 'the Authorization header is not a bearer token'
+            USING ERRCODE = '28000',
+                  HINT = 'Send "Authorization: Bearer <token>".';
+    END IF;
+    PERFORM jwt_rls.authenticate(pg_catalog.btrim(pg_catalog.substr(header, 8)));
+END
+$body$;
+COMMENT ON FUNCTION jwt_rls.postgrest_pre_request() IS
+    'PostgREST db-pre-request hook: binds the bearer token of the request (none: nothing bound)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE  FUNCTION "add_hmac_key"(
 	"kid" TEXT, /* & str */
 	"alg" TEXT, /* & str */

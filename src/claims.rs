@@ -251,8 +251,10 @@ thread_local! {
     static SHOWN: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Show hook of `jwt_rls.claims` (and of `request.jwt.claims` under
+/// `jwt_rls.postgrest_compat`): the bound token's payload, or empty.
 #[pg_guard]
-unsafe extern "C-unwind" fn show_claims() -> *const c_char {
+pub(crate) unsafe extern "C-unwind" fn show_claims() -> *const c_char {
     let text = match state::current_or_raise() {
         Some(verified) => verified.payload.clone(),
         None => String::new(),

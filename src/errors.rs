@@ -30,6 +30,9 @@ fn detail(e: &Error) -> Option<String> {
         }
         Error::Issuer => "The iss claim is not in jwt_rls.issuer.".into(),
         Error::Audience => "The aud claim names no audience in jwt_rls.audience.".into(),
+        Error::UnexpectedAudience => {
+            "The token has an aud claim and jwt_rls.audience is empty.".into()
+        }
         _ => return e.detail(),
     })
 }
@@ -46,6 +49,9 @@ fn hint(e: &Error) -> Option<&'static str> {
         }
         TooLarge { .. } => "An administrator can raise jwt_rls.max_token_bytes.",
         Issuer | Audience => "Check jwt_rls.issuer and jwt_rls.audience against the token's issuer.",
+        UnexpectedAudience => {
+            "An administrator sets jwt_rls.audience to the audience this database serves, or jwt_rls.accept_any_audience = on to accept tokens for any audience."
+        }
         BadCharacter => "Pass the bare token, without a \"Bearer \" prefix or whitespace.",
         _ => return None,
     })
@@ -73,6 +79,15 @@ pub fn raise_in(e: &Error, function: &'static str) -> ! {
     }
     report.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
+}
+
+/// Emits a WARNING with a DETAIL and a HINT (ereport! has no HINT).
+#[track_caller]
+pub fn warning(code: PgSqlErrorCode, message: &str, detail: &str, hint: &str) {
+    ErrorReport::new(code, message.to_string(), "jwt_rls")
+        .set_detail(detail)
+        .set_hint(hint)
+        .report(PgLogLevel::WARNING);
 }
 
 /// Raises a privilege error (SQLSTATE 42501).

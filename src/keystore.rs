@@ -14,7 +14,7 @@ use pgrx::JsonB;
 
 use crate::catalog::{self, KEYS};
 use crate::clock::unix_seconds;
-use crate::errors;
+use crate::{errors, settings};
 
 struct Row {
     kid: String,
@@ -178,6 +178,7 @@ fn add_hmac_key(
         not_before,
         not_after,
     );
+    warn_if_any_issuer();
 }
 
 /// Adds a public key in PEM (SubjectPublicKeyInfo, or PKCS#1 for RSA) for
@@ -191,17 +192,28 @@ fn add_pem_key(
     not_after: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) {
     insert_key(kid, alg, Format::Pem, pem, not_before, not_after);
+    warn_if_any_issuer();
 }
 
 /// Imports the signature keys of a JWKS document. New kids are added; a kid
 /// already stored with the same key is left alone; a kid already stored
-/// with a different key is an error (remove the old key first). Returns the
-/// number of keys added.
+/// with a different key is an error (remove the old key first). Keys that
+/// cannot be used are skipped with a WARNING each, encryption keys
+/// silently; a document none of whose keys can be used is an error.
+/// Returns the number of keys added.
 #[pg_extern(volatile, parallel_unsafe)]
 fn import_jwks(jwks: JsonB) -> i32 {
-    let entries = check_or_raise(parse_jwks(&jwks.0.to_string()));
+    let jwks = check_or_raise(parse_jwks(&jwks.0.to_string()));
+    for skipped in &jwks.skipped {
+        ereport!(
+            WARNING,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "a key of the JWKS cannot be used and is skipped",
+            format!("{}.", capitalized(&skipped.to_string()))
+        );
+    }
     let mut added = 0;
-    for e in entries {
+    for e in jwks.keys {
         let existing: Option<String> = Spi::get_one_with_args(
             "SELECT (SELECT alg OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) material FROM jwt_rls.keys WHERE kid OPERATOR(pg_catalog.=) $1)",
             &[e.kid.as_str().into()],
@@ -218,7 +230,30 @@ fn import_jwks(jwks: JsonB) -> i32 {
             }
         }
     }
+    warn_if_any_issuer();
     added
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// With jwt_rls.issuer empty, a key verifies tokens whatever their `iss`:
+/// any token the key's owner ever signed, for any purpose. That is a
+/// choice, and it is said out loud whenever a key is added.
+fn warn_if_any_issuer() {
+    if settings::policy().issuers.is_empty() {
+        errors::warning(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            "jwt_rls.issuer is empty: tokens from any issuer are accepted",
+            "Every token these keys verify is accepted, whatever its iss claim.",
+            "Set jwt_rls.issuer to the issuer this database trusts, e.g. ALTER DATABASE app SET jwt_rls.issuer = 'https://issuer.example/'.",
+        );
+    }
 }
 
 /// Runs a data-modifying statement to completion and returns how many rows

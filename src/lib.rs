@@ -3,6 +3,8 @@
 //!
 //! This crate is the thin shell around `jwt_rls_core`. Its modules, each
 //! one concept, with dependencies pointing down this list only:
+//! - `compat`: PostgREST/Supabase names for the verified claims
+//!   (`request.jwt.claims`, `auth.uid()`), opt-in;
 //! - `claims`: the SQL surface for applications (bind, read claims);
 //! - `diagnostics`: build and cache information;
 //! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
@@ -25,6 +27,7 @@ use pgrx::prelude::*;
 mod catalog;
 mod claims;
 mod clock;
+mod compat;
 mod diagnostics;
 mod errors;
 mod fmgr;
@@ -46,7 +49,8 @@ pub extern "C-unwind" fn _PG_init() {
     catalog::init();
     state::init();
     claims::init();
-    settings::reserve_prefix();
+    compat::init();
+    settings::reserve_prefix(c"jwt_rls");
 }
 
 extension_sql!(

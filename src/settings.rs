@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 
 static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ACCEPT_ANY_AUDIENCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static REQUIRED_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -56,6 +57,7 @@ pub fn policy() -> Policy {
     Policy {
         issuers: list(&ISSUER),
         audiences: list(&AUDIENCE),
+        any_audience: ACCEPT_ANY_AUDIENCE.get(),
         leeway: i64::from(LEEWAY.get()),
         max_lifetime: i64::from(MAX_LIFETIME.get()),
         required: list(&REQUIRED_CLAIMS),
@@ -90,6 +92,11 @@ pub fn tenant_id_claim() -> String {
 // the policy is rebuilt (`policy()`), never here.
 #[pg_guard]
 unsafe extern "C-unwind" fn bump_policy_string(_value: *const c_char, _extra: *mut c_void) {
+    POLICY_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn bump_policy_bool(_value: bool, _extra: *mut c_void) {
     POLICY_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -159,9 +166,24 @@ pub fn init() {
     );
     policy_string(
         c"jwt_rls.audience",
-        c"Comma-separated accepted aud values; empty only type-checks aud.",
+        c"Comma-separated accepted aud values; empty refuses tokens that carry aud (see jwt_rls.accept_any_audience).",
         &AUDIENCE,
     );
+    // SAFETY: as in policy_string: called from _PG_init with 'static names
+    // and storage, and a #[pg_guard] assign hook.
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"jwt_rls.accept_any_audience",
+            c"With jwt_rls.audience empty, accept tokens that carry any aud (off: refuse them).",
+            c"",
+            &ACCEPT_ANY_AUDIENCE,
+            GucContext::Suset,
+            GucFlags::default(),
+            None,
+            Some(bump_policy_bool),
+            None,
+        )
+    };
     policy_string(
         c"jwt_rls.required_claims",
         c"Comma-separated claims every token must carry (exp always is).",
@@ -277,18 +299,23 @@ pub fn set_local(name: &CStr, value: &CStr) {
     }
 }
 
-/// Reserves the `jwt_rls.` prefix; called once every setting is defined.
-pub fn reserve_prefix() {
-    // After this, SET of an unknown jwt_rls.* name is an error instead of a
-    // silently created placeholder that could shadow a future setting.
+/// Reserves a setting-name prefix (`jwt_rls`; `request` under
+/// `jwt_rls.postgrest_compat`); called once its settings are defined.
+/// Postgres matches only the first component of a name (`request` of
+/// `request.jwt.claims`).
+pub fn reserve_prefix(prefix: &'static CStr) {
+    // After this, SET of an unknown name under the prefix is an error
+    // instead of a silently created placeholder that could shadow a setting
+    // (or, for request.*, be read by a policy as if it were a claim).
+    // PostgreSQL 13 and 14 can only warn.
     // SAFETY: called from _PG_init with a 'static NUL-terminated prefix.
     #[cfg(not(any(feature = "pg13", feature = "pg14")))]
     unsafe {
-        pg_sys::MarkGUCPrefixReserved(c"jwt_rls".as_ptr())
+        pg_sys::MarkGUCPrefixReserved(prefix.as_ptr())
     };
     // SAFETY: as above.
     #[cfg(any(feature = "pg13", feature = "pg14"))]
     unsafe {
-        pg_sys::EmitWarningsOnPlaceholders(c"jwt_rls".as_ptr())
+        pg_sys::EmitWarningsOnPlaceholders(prefix.as_ptr())
     };
 }

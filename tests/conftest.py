@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from support.pgcluster import Cluster  # noqa: E402
 from support.schema import EVENTS, SCHEMA, TENANT_A, TENANT_B, insert_invoices  # noqa: E402
-from support.tokens import ALGS, Signer  # noqa: E402
+from support.tokens import ALGS, AUDIENCE, ISSUER, Signer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,9 @@ def db(cluster, signers):
     """Schema, keys and rows; returns the superuser connection."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         admin.execute(SCHEMA)
+        # ALTER DATABASE ... SET applies from the next session on; this one
+        # (which revokes tokens and installs keys) follows the same policy.
+        admin.execute(f"SET jwt_rls.issuer = '{ISSUER}'; SET jwt_rls.audience = '{AUDIENCE}'")
         with admin.cursor() as cur:
             for s in signers.values():
                 s.install(cur)

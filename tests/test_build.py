@@ -19,7 +19,7 @@ import pytest
 from support import claim, error
 from support.pgcluster import Cluster
 from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, authenticate, count, insert_invoices
-from support.tokens import ISSUER
+from support.tokens import AUDIENCE, ISSUER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG_CONFIG = f"/usr/lib/postgresql/{os.environ.get('PG_MAJOR', '15')}/bin/pg_config"
@@ -91,6 +91,8 @@ def test_update_from_0_1_0_equals_a_fresh_install_and_keeps_keys(cluster, db, hs
     token = hs.token("aaaaaaaa-0000-4000-8000-000000000001")
     with psycopg.connect(cluster.dsn(dbname="upgraded"), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION jwt_rls VERSION '0.1.0'")
+        # 0.2.0 refuses a token with aud when no audience is configured.
+        conn.execute(f"SET jwt_rls.audience = '{AUDIENCE}'")
         with conn.cursor() as cur:
             hs.install(cur)
         before = conn.execute("SELECT jwt_rls.authenticate(%s) ->> 'tenant_id'", (token,)).fetchone()[0]

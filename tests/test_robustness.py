@@ -11,7 +11,7 @@ from support import b64url_decode, backend_pid
 from support.hostile import jws
 from support.pgcluster import Cluster
 from support.schema import TENANT_A
-from support.tokens import Signer
+from support.tokens import AUDIENCE, Signer
 
 TOTAL = 100_000
 BATCH = 5_000
@@ -106,6 +106,7 @@ def test_refused_tokens_never_reach_the_server_log():
             with admin.cursor() as cur:
                 hs.install(cur)
             admin.execute("ALTER SYSTEM SET jwt_rls.issuer = 'https://login.example'")
+            admin.execute(f"ALTER SYSTEM SET jwt_rls.audience = '{AUDIENCE}'")
             admin.execute("SELECT pg_reload_conf()")
         valid = hs.token(TENANT_A)
         refused = [valid[:-3] + "AAA", hs.token(TENANT_A, ttl=-60), "Bearer " + valid,

@@ -8,10 +8,12 @@ import pytest
 
 from support import sqlstate
 from support.schema import TENANT_A, TENANT_B
+from support.tokens import AUDIENCE
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE EXTENSION jwt_rls;
 ALTER DATABASE roles SET jwt_rls.role_claim = 'role';
+ALTER DATABASE roles SET jwt_rls.audience = '{AUDIENCE}';
 CREATE TABLE notes (tenant_id uuid NOT NULL, body text NOT NULL);
 ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE notes FORCE ROW LEVEL SECURITY;

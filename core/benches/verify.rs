@@ -22,7 +22,7 @@ pub const ALGS: [&str; 8] = [
 ];
 
 fn keys() -> KeySet {
-    let entries = parse_jwks(JWKS).unwrap();
+    let entries = parse_jwks(JWKS).unwrap().keys;
     KeySet::new(
         entries
             .iter()

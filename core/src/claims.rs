@@ -24,8 +24,13 @@ pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 pub struct Policy {
     /// Accepted `iss` values; empty means any string (or none).
     pub issuers: Vec<String>,
-    /// Accepted audiences; empty means `aud` is only type-checked.
+    /// Accepted audiences. When empty, a token that carries `aud` is
+    /// refused (RFC 7519 §4.1.3: a recipient that does not identify itself
+    /// with a value in `aud` must reject the token) unless `any_audience`.
     pub audiences: Vec<String>,
+    /// With no accepted audience configured, accept tokens whatever their
+    /// `aud` (an explicit opt-out; `aud` is still type-checked).
+    pub any_audience: bool,
     /// Clock skew allowed on exp, nbf and iat, in seconds.
     pub leeway: i64,
     /// Longest allowed exp - iat in seconds; 0 turns the check off.
@@ -41,6 +46,7 @@ impl Default for Policy {
         Policy {
             issuers: vec![],
             audiences: vec![],
+            any_audience: false,
             leeway: 10,
             max_lifetime: 0,
             required: vec![],
@@ -167,6 +173,8 @@ fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times>
         if !aud.iter().any(|a| policy.audiences.iter().any(|p| p == a)) {
             return Err(Error::Audience);
         }
+    } else if aud.is_some() && !policy.any_audience {
+        return Err(Error::UnexpectedAudience);
     }
     Ok(times)
 }
@@ -330,6 +338,39 @@ mod tests {
         assert!(matches!(
             with_policy(with("iat", json!(NOW - 7200)), &short),
             Err(Error::LifetimeTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn aud_without_configured_audience_is_refused_unless_opted_out() {
+        let strict = Policy {
+            audiences: vec![],
+            ..policy()
+        };
+        // RFC 7519 §4.1.3: a token for some audience is not for us.
+        for aud in [json!("api"), json!(["api", "other"])] {
+            assert_eq!(
+                with_policy(with("aud", aud.clone()), &strict).unwrap_err(),
+                Error::UnexpectedAudience
+            );
+            let lenient = Policy {
+                any_audience: true,
+                ..strict.clone()
+            };
+            assert!(with_policy(with("aud", aud), &lenient).is_ok());
+        }
+        // No aud at all is fine either way.
+        let mut no_aud = base();
+        no_aud.as_object_mut().unwrap().remove("aud");
+        assert!(with_policy(no_aud, &strict).is_ok());
+        // The opt-out still type-checks aud.
+        let lenient = Policy {
+            any_audience: true,
+            ..strict
+        };
+        assert!(matches!(
+            with_policy(with("aud", json!(7)), &lenient),
+            Err(Error::ClaimType { .. })
         ));
     }
 

@@ -94,6 +94,8 @@ pub enum Error {
     },
     Issuer,
     Audience,
+    /// The token carries `aud` and no audience is configured.
+    UnexpectedAudience,
     // --- revoked (checked by the extension against its lists) -----------
     /// The token's jti is on the revocation list.
     Revoked,
@@ -316,6 +318,7 @@ impl Error {
             | LifetimeTooLong { .. }
             | Issuer
             | Audience
+            | UnexpectedAudience
             | Revoked
             | RevokedSubject
             | RevokedSubjectNoIat => Class::Rejected,
@@ -357,7 +360,7 @@ impl Error {
             IssuedInFuture { .. } => "token was issued in the future".into(),
             LifetimeTooLong { .. } => "token lifetime exceeds the maximum".into(),
             Issuer => "token issuer is not accepted".into(),
-            Audience => "token audience is not accepted".into(),
+            Audience | UnexpectedAudience => "token audience is not accepted".into(),
             Revoked | RevokedSubject | RevokedSubjectNoIat => "token has been revoked".into(),
             NoJti => "token has no jti claim to revoke it by".into(),
             Key(k) => format!("invalid key: {k}"),
@@ -401,6 +404,7 @@ impl Error {
             }
             Issuer => "The iss claim is not an accepted issuer.".into(),
             Audience => "The aud claim names no accepted audience.".into(),
+            UnexpectedAudience => "The token has an aud claim and no audience is accepted.".into(),
             Revoked => "Its jti is on the revocation list.".into(),
             RevokedSubject => "Tokens of its subject issued before a revocation are refused.".into(),
             RevokedSubjectNoIat => {
@@ -635,6 +639,12 @@ mod tests {
                 Rejected,
                 "token audience is not accepted",
                 Some("The aud claim names no accepted audience."),
+            ),
+            (
+                UnexpectedAudience,
+                Rejected,
+                "token audience is not accepted",
+                Some("The token has an aud claim and no audience is accepted."),
             ),
             (
                 Revoked,

@@ -340,55 +340,114 @@ pub struct JwkEntry {
     pub material: String,
 }
 
-/// Splits a JWKS document into storable keys. Keys marked `use: enc` are
-/// skipped; every other key must carry a kid and an algorithm (given as
-/// `alg`, or implied by an EC or OKP curve), and is checked by `Key::new`.
-pub fn parse_jwks(text: &str) -> Result<Vec<JwkEntry>> {
-    Ok(jwks_entries(text)?)
+/// What a JWKS document holds for the key store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Jwks {
+    /// The signature keys that can be stored.
+    pub keys: Vec<JwkEntry>,
+    /// Keys that cannot be used, each with why (a `JwksEntry…` or
+    /// `JwksDuplicateKid` error). Providers publish keys of kinds jwt_rls
+    /// does not verify with (secp256k1, RSA-1024 leftovers); one of them
+    /// must not stop the others from being imported.
+    pub skipped: Vec<KeyError>,
+    /// Encryption keys (`use: enc`, a JWE `alg`, or `key_ops` without
+    /// `verify`), which are never signature keys.
+    pub encryption: usize,
 }
 
-fn jwks_entries(text: &str) -> KeyResult<Vec<JwkEntry>> {
+/// The members of a public JWK that describe the key itself. Everything
+/// else a provider publishes (`x5c` certificate chains of several KB,
+/// `x5t`, `issuer`, `key_ops`) is dropped before storing: jwt_rls verifies
+/// with the key, never with the certificate.
+const PUBLIC_MEMBERS: [&str; 9] = ["kty", "kid", "use", "alg", "n", "e", "crv", "x", "y"];
+
+/// Key management algorithms of JWE (RFC 7518 section 4.1): a key that
+/// names one of them is an encryption key.
+fn is_jwe_alg(alg: &str) -> bool {
+    matches!(alg, "RSA1_5" | "dir")
+        || ["RSA-OAEP", "ECDH-ES", "PBES2-", "A128", "A192", "A256"]
+            .iter()
+            .any(|p| alg.starts_with(p))
+}
+
+/// Splits a JWKS document into storable keys. Only a document that is not
+/// a JWKS at all is an error, and so is one whose keys are all unusable
+/// (the first reason is returned). Encryption keys are counted and left
+/// out. Each other key must carry a kid and an algorithm (given as `alg`;
+/// implied by an EC or OKP curve; RS256 for an RSA key without one, as
+/// Microsoft Entra ID publishes them: RS256 is what OpenID Connect
+/// providers sign with unless they say otherwise) and is checked by
+/// `Key::new`; a kid that appears twice is ambiguous and both are left out.
+pub fn parse_jwks(text: &str) -> Result<Jwks> {
+    let jwks = jwks_entries(text)?;
+    match jwks.skipped.first() {
+        Some(first) if jwks.keys.is_empty() => Err(Error::Key(first.clone())),
+        _ => Ok(jwks),
+    }
+}
+
+fn jwks_entries(text: &str) -> KeyResult<Jwks> {
     let doc = parse_object(text.as_bytes(), Part::Payload).map_err(|_| KeyError::JwksNotObject)?;
     let keys = match doc.get("keys") {
         Some(Value::Array(keys)) => keys,
         _ => return Err(KeyError::JwksNoKeys),
     };
-    let mut out = Vec::new();
+    let mut out = Jwks::default();
     for (i, key) in keys.iter().enumerate() {
-        let Some(map) = key.as_object() else {
-            return Err(KeyError::JwksEntryNotObject(i));
-        };
-        if map.get("use").and_then(Value::as_str) == Some("enc") {
-            continue;
+        match jwks_entry(i, key) {
+            Ok(Some(entry)) => out.keys.push(entry),
+            Ok(None) => out.encryption += 1,
+            Err(e) => out.skipped.push(e),
         }
-        let kid = match map.get("kid") {
-            Some(Value::String(k)) => k.clone(),
-            _ => return Err(KeyError::JwksEntryNoKid(i)),
-        };
-        let alg = match (map.get("alg"), implied_alg(map)) {
-            (Some(Value::String(a)), _) => a.clone(),
-            (None, Some(a)) => a.to_string(),
-            _ => return Err(KeyError::JwksEntryNoAlg(kid)),
-        };
-        let mut public: Map<String, Value> = map.clone();
-        if map.get("kty").and_then(Value::as_str) != Some("oct") {
-            for m in PRIVATE_MEMBERS {
-                public.remove(m);
-            }
-        }
-        let material = Value::Object(public).to_string();
-        if let Err(e) = Key::build(&kid, &alg, Format::Jwk, &material) {
-            return Err(KeyError::JwksEntry {
-                kid,
-                error: Box::new(e),
-            });
-        }
-        if out.iter().any(|e: &JwkEntry| e.kid == kid) {
-            return Err(KeyError::JwksDuplicateKid(kid));
-        }
-        out.push(JwkEntry { kid, alg, material });
     }
+    let mut kids: Vec<&str> = out.keys.iter().map(|e| e.kid.as_str()).collect();
+    kids.sort_unstable();
+    let mut twice: Vec<String> = kids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].to_string())
+        .collect();
+    twice.dedup();
+    out.keys.retain(|e| !twice.contains(&e.kid));
+    out.skipped
+        .extend(twice.into_iter().map(KeyError::JwksDuplicateKid));
     Ok(out)
+}
+
+/// One key of a JWKS: Some(entry) to store, None for an encryption key.
+fn jwks_entry(i: usize, key: &Value) -> KeyResult<Option<JwkEntry>> {
+    let Some(map) = key.as_object() else {
+        return Err(KeyError::JwksEntryNotObject(i));
+    };
+    let text = |m: &str| map.get(m).and_then(Value::as_str);
+    let verifies = match map.get("key_ops") {
+        Some(Value::Array(ops)) => ops.iter().any(|o| o.as_str() == Some("verify")),
+        _ => true,
+    };
+    if text("use") == Some("enc") || text("alg").is_some_and(is_jwe_alg) || !verifies {
+        return Ok(None);
+    }
+    let kid = match map.get("kid") {
+        Some(Value::String(k)) => k.clone(),
+        _ => return Err(KeyError::JwksEntryNoKid(i)),
+    };
+    let alg = match (map.get("alg"), implied_alg(map)) {
+        (Some(Value::String(a)), _) => a.clone(),
+        (None, Some(a)) => a.to_string(),
+        _ => return Err(KeyError::JwksEntryNoAlg(kid)),
+    };
+    let oct = text("kty") == Some("oct");
+    let stored: Map<String, Value> = map
+        .iter()
+        .filter(|(m, _)| oct || PUBLIC_MEMBERS.contains(&m.as_str()))
+        .map(|(m, v)| (m.clone(), v.clone()))
+        .collect();
+    let material = Value::Object(stored).to_string();
+    Key::build(&kid, &alg, Format::Jwk, &material).map_err(|e| KeyError::JwksEntry {
+        kid: kid.clone(),
+        error: Box::new(e),
+    })?;
+    Ok(Some(JwkEntry { kid, alg, material }))
 }
 
 fn implied_alg(map: &Map<String, Value>) -> Option<&'static str> {
@@ -399,6 +458,7 @@ fn implied_alg(map: &Map<String, Value>) -> Option<&'static str> {
         (Some("EC"), Some("P-256")) => Some("ES256"),
         (Some("EC"), Some("P-384")) => Some("ES384"),
         (Some("OKP"), Some("Ed25519")) => Some("EdDSA"),
+        (Some("RSA"), _) => Some("RS256"),
         _ => None,
     }
 }

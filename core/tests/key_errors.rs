@@ -197,7 +197,7 @@ fn cases() -> Vec<(Error, KeyError, &'static str)> {
         (jwks_err(json!({"keys": {}})), JwksNoKeys, "invalid key: the JWKS has no \"keys\" array"),
         (jwks_err(json!({"keys": [{"use": "enc"}, 1]})), JwksEntryNotObject(1), "invalid key: key 1 of the JWKS is not an object"),
         (jwks_err(json!({"keys": [{"kid": 7}]})), JwksEntryNoKid(0), "invalid key: key 0 of the JWKS has no string kid"),
-        (jwks_err(json!({"keys": [{"kid": "a", "kty": "RSA"}]})), JwksEntryNoAlg("a".into()), "invalid key: key \"a\" of the JWKS names no alg"),
+        (jwks_err(json!({"keys": [{"kid": "a", "kty": "OKP", "crv": "X25519"}]})), JwksEntryNoAlg("a".into()), "invalid key: key \"a\" of the JWKS names no alg"),
         (
             jwks_err(json!({"keys": [hs(&secret(SECRET_16))]})),
             JwksEntry { kid: "a".into(), error: Box::new(SecretTooShort { alg: Algorithm::HS256, min: 32, len: 16 }) },
@@ -251,5 +251,59 @@ fn random_secrets_that_look_like_json_at_first_are_accepted() {
     assert_eq!(
         Key::new("k", "HS256", Format::Secret, &encode_secret(&armour)).unwrap_err(),
         Error::Key(KeyError::SecretIsKey)
+    );
+}
+
+/// A JWKS shaped like the ones identity providers publish: an RSA key with
+/// no `alg` but an `x5c` chain, `x5t` and `issuer` (Microsoft Entra ID), an
+/// encryption key beside the signing keys (Keycloak), a key of a curve
+/// jwt_rls does not verify with, and a kid listed twice.
+#[test]
+fn provider_jwks_import_what_verifies_and_skip_the_rest() {
+    let rsa: Value = serde_json::from_str(&jwk("RS256", |k| {
+        k.remove("alg");
+        k.insert("kid".into(), json!("entra"));
+        k.insert("x5t".into(), json!("abc"));
+        k.insert("x5c".into(), json!(["MIIC...not-a-real-cert"]));
+        k.insert(
+            "issuer".into(),
+            json!("https://login.microsoftonline.com/{tenantid}/v2.0"),
+        );
+    }))
+    .unwrap();
+    let es: Value = serde_json::from_str(&jwk("ES256", |k| {
+        k.insert("kid".into(), json!("twice"));
+    }))
+    .unwrap();
+    let doc = json!({"keys": [
+        rsa,
+        {"kid": "enc-1", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"},
+        {"kid": "enc-2", "kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": "AA", "y": "AA"},
+        {"kid": "k1", "kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"},
+        es.clone(),
+        es,
+    ]});
+    let jwks = parse_jwks(&doc.to_string()).unwrap();
+    assert_eq!(jwks.encryption, 2);
+    assert_eq!(jwks.keys.len(), 1, "{:?}", jwks.keys);
+    let entra = &jwks.keys[0];
+    assert_eq!((entra.kid.as_str(), entra.alg.as_str()), ("entra", "RS256"));
+    // Only the key itself is stored, never the certificate chain.
+    let stored: Value = serde_json::from_str(&entra.material).unwrap();
+    let mut members: Vec<&str> = stored
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["e", "kid", "kty", "n", "use"]);
+    assert!(Key::new(&entra.kid, &entra.alg, Format::Jwk, &entra.material).is_ok());
+    assert_eq!(
+        jwks.skipped,
+        [
+            KeyError::JwksEntryNoAlg("k1".into()),
+            KeyError::JwksDuplicateKid("twice".into()),
+        ]
     );
 }

@@ -22,7 +22,7 @@ const NOW: i64 = 1_800_000_000;
 thread_local! {
     // Key objects are not Sync; libFuzzer calls the target from one thread.
     static KEYS: KeySet = {
-        let entries = parse_jwks(JWKS).expect("vector JWKS");
+        let entries = parse_jwks(JWKS).expect("vector JWKS").keys;
         KeySet::new(entries.iter().map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap()).collect())
     };
 }

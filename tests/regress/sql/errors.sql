@@ -295,6 +295,7 @@ SELECT * FROM pg_temp.err('SELECT jwt_rls.add_pem_key(''p'', ''RS256'', ''not a 
 SELECT * FROM pg_temp.err('SELECT jwt_rls.import_jwks(''[]'')');
 SELECT * FROM pg_temp.err('SELECT jwt_rls.import_jwks(''{"keys": 1}'')');
 SELECT * FROM pg_temp.err('SELECT jwt_rls.import_jwks(''{"keys": [{"kty": "oct", "kid": "hs256-5e7da2e2", "alg": "HS256", "k": "eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHg"}]}'')');
+SELECT * FROM pg_temp.err('SELECT jwt_rls.import_jwks(''{"keys": [{"kty": "OKP", "crv": "X25519", "kid": "x"}]}'')');
 SELECT * FROM pg_temp.err('SELECT jwt_rls.import_jwks(''{"keys": [{"kty": "RSA", "kid": "x"}]}'')');
 SELECT * FROM pg_temp.err('SELECT jwt_rls.add_pem_key(''rs256-0fdfe147'', ''RS256'', ''-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvlBYQVwzLkG2ZHL9XRSN
@@ -348,6 +349,9 @@ TRUNCATE jwt_rls.revoked_subjects;
 SET jwt_rls.role_claim = 'role';
 SELECT * FROM pg_temp.err('SELECT jwt_rls.authenticate(''eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImhzMjU2LTVlN2RhMmUyIn0.eyJzdWIiOiJ1c2VyLTEiLCJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiYXVkIjoiand0LXJscy10ZXN0cyIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.PPddALFPsxcltKLUXZeoNzyac_f4UwPniY0dM8NZyEw'')');
 RESET jwt_rls.role_claim;
+SET jwt_rls.audience = '';
+SELECT * FROM pg_temp.err('SELECT jwt_rls.authenticate(''eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImhzMjU2LTVlN2RhMmUyIn0.eyJzdWIiOiJ1c2VyLTEiLCJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiYXVkIjoiand0LXJscy10ZXN0cyIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.PPddALFPsxcltKLUXZeoNzyac_f4UwPniY0dM8NZyEw'')');
+SET jwt_rls.audience = 'jwt-rls-tests';
 -- No key, several keys without kid:
 SELECT * FROM pg_temp.err('SELECT jwt_rls.authenticate(''eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEiLCJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiYXVkIjoiand0LXJscy10ZXN0cyIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.Bxzn79HMj9uVVtYjfwJO5FJPF-9C0w09c3xaYnMrqM0'')');
 DELETE FROM jwt_rls.keys;

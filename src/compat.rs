@@ -1,0 +1,317 @@
+//! Compatibility with policies written for PostgREST and Supabase
+//! (`jwt_rls.postgrest_compat`): the settings those stacks read the claims
+//! from, served from the verified token and impossible to forge; the
+//! `auth.uid()` family; and a pre-request function for PostgREST.
+//!
+//! Under PostgREST, `request.jwt.claims` is an ordinary setting that
+//! PostgREST fills in after checking the token: any SQL that runs in the
+//! session (an injection, a function with a SET clause, ALTER ROLE ... SET)
+//! can write it, and every policy that reads it believes it. Here the
+//! setting exists only to be read: its value is computed from the bound
+//! token each time it is read (a show hook), so whatever anyone writes to it
+//! is ignored. Postgres reserves setting names by their first component
+//! only, so all of `request.*` is taken: the names PostgREST writes
+//! (`request.method`, `.path`, `.headers`, `.cookies`) are defined as the
+//! ordinary settings they are, and any other `request.*` name cannot be set
+//! at all, so a policy reading a claim not in the list reads NULL (fails
+//! closed) instead of whatever someone wrote.
+//!
+//! The names belong to other projects, so this is opt-in: a setting read
+//! when the library loads. For the guarantee to hold from a session's first
+//! statement the library must be preloaded (shared_preload_libraries or
+//! session_preload_libraries); loaded later, a value set before it loaded
+//! could have been read by then, and a WARNING says so.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::{errors, settings, state};
+
+static POSTGREST_COMPAT: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Storage Postgres requires for each defined setting; never read here.
+static REQUEST_JWT_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// The other settings PostgREST writes in every request. Postgres can only
+/// reserve a whole first component (`request`), so these are defined as
+/// the ordinary settings they are, for PostgREST in front to keep working.
+const PLAIN_REQUEST_SETTINGS: [&CStr; 4] = [
+    c"request.method",
+    c"request.path",
+    c"request.headers",
+    c"request.cookies",
+];
+static PLAIN_STORAGE: [GucSetting<Option<CString>>; PLAIN_REQUEST_SETTINGS.len()] =
+    [const { GucSetting::<Option<CString>>::new(None) }; PLAIN_REQUEST_SETTINGS.len()];
+
+thread_local! {
+    /// The text a per-claim show hook returned last; Postgres copies it
+    /// before the next call.
+    static SHOWN: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// `request.jwt.claims`: the bound token's payload, or `{}` when none is
+/// bound. PostgREST always sets it, so policies cast it without a guard
+/// (`current_setting('request.jwt.claims', true)::json ->> 'sub'`), and an
+/// empty string would make every such query fail instead of seeing nothing.
+#[pg_guard]
+unsafe extern "C-unwind" fn show_request_claims() -> *const c_char {
+    let text = match state::current_or_raise() {
+        Some(verified) => verified.payload.clone(),
+        None => "{}".to_string(),
+    };
+    shown(text)
+}
+
+fn shown(text: String) -> *const c_char {
+    // Claims come from strict JSON, which cannot hold a NUL byte.
+    let text = CString::new(text)
+        .unwrap_or_else(|_| errors::internal("a verified claim contains a NUL byte"));
+    SHOWN.with_borrow_mut(|shown| {
+        *shown = text;
+        shown.as_ptr()
+    })
+}
+
+/// The `request.jwt.claim.<name>` value of a claim: its text as
+/// `jwt_claim()` gives it, empty when absent or no token is bound.
+fn show_claim(name: &str) -> *const c_char {
+    shown(state::current_claim(name).unwrap_or_default())
+}
+
+/// One `request.jwt.claim.<name>` setting per listed claim: a show hook
+/// cannot be told which setting it shows, so each gets its own function.
+macro_rules! claim_settings {
+    ($($claim:literal => $hook:ident),* $(,)?) => {
+        $(
+            #[pg_guard]
+            unsafe extern "C-unwind" fn $hook() -> *const c_char {
+                show_claim($claim)
+            }
+        )*
+        /// The claims PostgREST-era policies read one by one, with the
+        /// setting name and show hook of each.
+        const CLAIM_SETTINGS: &[(&CStr, pg_sys::GucShowHook)] = &[$(
+            (
+                match CStr::from_bytes_with_nul(concat!("request.jwt.claim.", $claim, "\0").as_bytes()) {
+                    Ok(name) => name,
+                    Err(_) => panic!("a claim name with a NUL byte"),
+                },
+                Some($hook),
+            ),
+        )*];
+    };
+}
+
+claim_settings! {
+    "iss" => show_iss,
+    "sub" => show_sub,
+    "aud" => show_aud,
+    "exp" => show_exp,
+    "nbf" => show_nbf,
+    "iat" => show_iat,
+    "jti" => show_jti,
+    "role" => show_role,
+    "email" => show_email,
+    "phone" => show_phone,
+    "session_id" => show_session_id,
+    "aal" => show_aal,
+    "is_anonymous" => show_is_anonymous,
+    "tenant_id" => show_tenant_id,
+}
+
+static CLAIM_STORAGE: [GucSetting<Option<CString>>; CLAIM_SETTINGS.len()] =
+    [const { GucSetting::<Option<CString>>::new(None) }; CLAIM_SETTINGS.len()];
+
+/// Defines `jwt_rls.postgrest_compat` and, when it is on, the
+/// `request.jwt.*` settings. Called from _PG_init.
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"jwt_rls.postgrest_compat",
+        c"Serve request.jwt.claims and request.jwt.claim.* from the verified token (read when jwt_rls loads).",
+        c"Needs jwt_rls in shared_preload_libraries or session_preload_libraries; takes effect in new sessions.",
+        &POSTGREST_COMPAT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    if !POSTGREST_COMPAT.get() {
+        return;
+    }
+    // SAFETY: called from _PG_init with 'static names and storage; the show
+    // hooks are #[pg_guard] functions. USERSET on purpose: PostgREST in
+    // front still writes request.jwt.claims in every request, and that
+    // write must succeed; the value written is never shown.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"request.jwt.claims",
+            c"The claims of the bound token, verified by jwt_rls (anything written here is ignored).",
+            c"",
+            &REQUEST_JWT_CLAIMS,
+            GucContext::Userset,
+            GucFlags::DISALLOW_IN_FILE,
+            None,
+            None,
+            Some(show_request_claims),
+        );
+        for ((name, hook), storage) in CLAIM_SETTINGS.iter().zip(&CLAIM_STORAGE) {
+            GucRegistry::define_string_guc_with_hooks(
+                name,
+                c"A claim of the bound token, verified by jwt_rls (anything written here is ignored).",
+                c"",
+                storage,
+                GucContext::Userset,
+                GucFlags::DISALLOW_IN_FILE,
+                None,
+                None,
+                *hook,
+            );
+        }
+    }
+    for (name, storage) in PLAIN_REQUEST_SETTINGS.iter().zip(&PLAIN_STORAGE) {
+        GucRegistry::define_string_guc(
+            name,
+            c"Set by PostgREST for each request; an ordinary setting.",
+            c"",
+            storage,
+            GucContext::Userset,
+            GucFlags::default(),
+        );
+    }
+    // Every other request.* name (request.jwt.claim.org_id, ...) is an
+    // error to set from now on, instead of a placeholder a policy could be
+    // fooled by; placeholders made before this point are removed.
+    settings::reserve_prefix(c"request");
+
+    // SAFETY: reads backend-global flags. A preloaded library is loaded
+    // outside any transaction (postmaster start, or session start before
+    // the first statement); a lazy load happens inside the transaction of
+    // the statement that first called jwt_rls.
+    let late = unsafe {
+        !pg_sys::process_shared_preload_libraries_in_progress && pg_sys::IsTransactionState()
+    };
+    if late {
+        errors::warning(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            "jwt_rls.postgrest_compat is on but jwt_rls was loaded after the session started",
+            "Until jwt_rls loaded, request.jwt.* settings in this session were ordinary settings anyone could write.",
+            "Add jwt_rls to shared_preload_libraries or session_preload_libraries.",
+        );
+    }
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION jwt_rls.create_auth_functions() RETURNS void
+    VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql AS $body$
+DECLARE
+    owner_super boolean;
+    stranger text;
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) pg_catalog.to_regrole(current_user)) THEN
+        RAISE EXCEPTION 'only a superuser can create the auth functions'
+            USING ERRCODE = '42501',
+                  DETAIL = 'auth.uid() and its siblings decide what every policy that calls them sees.',
+                  HINT = 'Run SELECT jwt_rls.create_auth_functions() as a superuser.';
+    END IF;
+    SELECT r.rolsuper INTO owner_super
+        FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'auth';
+    IF NOT FOUND THEN
+        CREATE SCHEMA auth;
+    ELSIF NOT owner_super THEN
+        RAISE EXCEPTION 'schema auth is owned by a role that is not a superuser'
+            USING ERRCODE = '42501',
+                  DETAIL = 'Its owner could replace the auth functions with ones that return any user.',
+                  HINT = 'ALTER SCHEMA auth OWNER TO a superuser, or drop the schema, and run this again.';
+    END IF;
+    -- Nobody but superusers may create objects in auth (an overload of
+    -- uid() planted there would change what policies call).
+    SELECT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC' ELSE a.grantee::pg_catalog.regrole::text END INTO stranger
+        FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'auth' AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+          AND (a.grantee OPERATOR(pg_catalog.=) 0
+               OR NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) a.grantee))
+        LIMIT 1;
+    IF stranger IS NOT NULL THEN
+        RAISE EXCEPTION 'a role that is not a superuser can create objects in schema auth'
+            USING ERRCODE = '42501',
+                  DETAIL = pg_catalog.format('%s holds CREATE on schema auth.', stranger),
+                  HINT = 'REVOKE CREATE ON SCHEMA auth FROM that role, and run this again.';
+    END IF;
+    SELECT pg_catalog.format('%s (owned by %s)', p.oid::pg_catalog.regprocedure, p.proowner::pg_catalog.regrole) INTO stranger
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'auth' AND p.proname OPERATOR(pg_catalog.=) ANY ('{uid,jwt,role,email}')
+          AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid OPERATOR(pg_catalog.=) p.proowner)
+        LIMIT 1;
+    IF stranger IS NOT NULL THEN
+        RAISE EXCEPTION 'schema auth holds a function of the same name owned by a role that is not a superuser'
+            USING ERRCODE = '42501',
+                  DETAIL = pg_catalog.format('Function %s.', stranger),
+                  HINT = 'Drop that function (or make a superuser its owner), and run this again.';
+    END IF;
+    GRANT USAGE ON SCHEMA auth TO PUBLIC;
+    -- SQL-standard bodies: Postgres records that they depend on jwt_rls's
+    -- functions, so pg_dump orders them after the extension and DROP
+    -- EXTENSION cannot leave them dangling.
+    CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claim('sub')::uuid; END;
+    CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claims(); END;
+    CREATE OR REPLACE FUNCTION auth.role() RETURNS text STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claim('role'); END;
+    CREATE OR REPLACE FUNCTION auth.email() RETURNS text STABLE PARALLEL SAFE LANGUAGE sql
+        BEGIN ATOMIC SELECT jwt_rls.jwt_claim('email'); END;
+    COMMENT ON FUNCTION auth.uid() IS 'The sub claim of the token jwt_rls verified, as uuid';
+    COMMENT ON FUNCTION auth.jwt() IS 'The claims of the token jwt_rls verified';
+    COMMENT ON FUNCTION auth.role() IS 'The role claim of the token jwt_rls verified';
+    COMMENT ON FUNCTION auth.email() IS 'The email claim of the token jwt_rls verified';
+END
+$body$;
+COMMENT ON FUNCTION jwt_rls.create_auth_functions() IS
+    'Creates auth.uid(), auth.jwt(), auth.role() and auth.email() reading verified claims (Supabase-style policies)';
+REVOKE EXECUTE ON FUNCTION jwt_rls.create_auth_functions() FROM PUBLIC;
+
+CREATE FUNCTION jwt_rls.drop_auth_functions() RETURNS void
+    VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql AS $body$
+BEGIN
+    DROP FUNCTION IF EXISTS auth.uid(), auth.jwt(), auth.role(), auth.email();
+END
+$body$;
+COMMENT ON FUNCTION jwt_rls.drop_auth_functions() IS
+    'Drops the functions create_auth_functions() made (refused while policies use them)';
+REVOKE EXECUTE ON FUNCTION jwt_rls.drop_auth_functions() FROM PUBLIC;
+
+CREATE FUNCTION jwt_rls.postgrest_pre_request() RETURNS void
+    VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql AS $body$
+DECLARE
+    header text := pg_catalog.current_setting('request.headers', true)::pg_catalog.json OPERATOR(pg_catalog.->>) 'authorization';
+BEGIN
+    -- The header comes from the HTTP client; whatever it holds is verified
+    -- like any token, so there is nothing to trust here but the signature.
+    IF header IS NULL OR header OPERATOR(pg_catalog.=) '' THEN
+        RETURN;
+    END IF;
+    IF pg_catalog.lower(pg_catalog.left(header, 7)) OPERATOR(pg_catalog.<>) 'bearer ' THEN
+        RAISE EXCEPTION 'the Authorization header is not a bearer token'
+            USING ERRCODE = '28000',
+                  HINT = 'Send "Authorization: Bearer <token>".';
+    END IF;
+    PERFORM jwt_rls.authenticate(pg_catalog.btrim(pg_catalog.substr(header, 8)));
+END
+$body$;
+COMMENT ON FUNCTION jwt_rls.postgrest_pre_request() IS
+    'PostgREST db-pre-request hook: binds the bearer token of the request (none: nothing bound)';
+"#,
+    name = "compat",
+    requires = ["authenticate", "jwt_claim"]
+);
