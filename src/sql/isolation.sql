@@ -297,10 +297,26 @@ CREATE FUNCTION jwt_rls.audit()
 AS $audit$
 DECLARE
     tenant_claim text := coalesce(nullif(pg_catalog.current_setting('jwt_rls.tenant_id_claim', true), ''), 'tenant_id');
+    -- Is jwt_rls loaded when every session starts? Until it is loaded, its
+    -- settings (jwt_rls.claims, ...) are placeholders any role can SET.
+    preloaded    boolean;
+    sees_conf    boolean := pg_catalog.pg_has_role(current_user, 'pg_read_all_settings', 'USAGE');
 BEGIN
-    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
-        RAISE NOTICE 'jwt_rls.audit() runs as %, not a superuser', current_user
-            USING DETAIL = 'It reads only catalogs every role can read, so it reports the same findings a superuser would see in this database; it cannot look into other databases, and roles'' passwords and the key material are not checked.';
+    preloaded := EXISTS (
+        SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+         WHERE s.setrole = 0
+           AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
+           AND c ~ '^(session|shared)_preload_libraries=(.*[ ,"])?jwt_rls([ ,"].*)?$');
+    IF sees_conf THEN
+        preloaded := preloaded OR EXISTS (
+            SELECT 1 FROM pg_catalog.unnest(ARRAY[pg_catalog.current_setting('shared_preload_libraries'),
+                                                  pg_catalog.current_setting('session_preload_libraries')]) v,
+                          pg_catalog.unnest(pg_catalog.string_to_array(v, ',')) lib
+             WHERE pg_catalog.btrim(lib, ' "') = 'jwt_rls');
+    ELSE
+        RAISE NOTICE 'jwt_rls.audit() runs as %, which cannot read the server''s shared_preload_libraries and session_preload_libraries', current_user
+            USING DETAIL = 'The catalogs it reads are readable by every role, so the findings are the same a superuser sees in this database, except that jwt_rls is taken as preloaded only when ALTER DATABASE / ALTER SYSTEM-level settings in pg_db_role_setting say so; it never looks into other databases.',
+                  HINT = 'GRANT pg_read_all_settings to the auditing role, or run it as a superuser.';
     END IF;
     RETURN QUERY
     WITH RECURSIVE
@@ -334,7 +350,7 @@ BEGIN
           JOIN membership m ON m.member = r.oid
           JOIN rls_tables t ON true
           JOIN LATERAL pg_catalog.aclexplode(t.relacl) g ON g.grantee = m.roleid
-         WHERE r.rolcanlogin AND r.oid <> 10 AND g.grantee <> 0
+         WHERE r.rolcanlogin AND r.oid <> 10
            AND r.oid <> t.relowner
     ),
     policy_exprs AS (
@@ -345,12 +361,12 @@ BEGIN
     ),
     -- Settings a policy reads, directly or in a SQL / PL/pgSQL function it calls (one level).
     policy_settings AS (
-        SELECT pe.oid, pe.polname, pe.polrelid, NULL::text AS via, m[1] AS fn, m[2] AS setting
+        SELECT pe.oid, pe.polname, pe.polrelid, NULL::text AS via, m[1] AS fn, pg_catalog.replace(m[2], '''''', '''') AS setting
           FROM policy_exprs pe,
                LATERAL pg_catalog.regexp_matches(pe.expr, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'g') m
         UNION ALL
         SELECT pe.oid, pe.polname, pe.polrelid, pg_catalog.format('%s.%I(%s)', fn_ns.nspname, f.proname,
-                   pg_catalog.pg_get_function_identity_arguments(f.oid)), m[1], m[2]
+                   pg_catalog.pg_get_function_identity_arguments(f.oid)), m[1], pg_catalog.replace(m[2], '''''', '''')
           FROM policy_exprs pe
           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pe.oid
                                      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
@@ -363,8 +379,8 @@ BEGIN
     findings(severity, object, finding, fix) AS (
         -- Policies that row level security ignores.
         SELECT 'critical', 'table ' || t.oid::pg_catalog.regclass,
-               pg_catalog.format('has %s row level security polic%s, but row level security is not enabled: they are ignored and every role with privileges on the table reads and writes every tenant''s rows',
-                                 t.policies, CASE WHEN t.policies = 1 THEN 'y' ELSE 'ies' END),
+               pg_catalog.format('has %s row level security %s, but row level security is not enabled: every role with privileges on the table reads and writes every tenant''s rows',
+                                 t.policies, CASE WHEN t.policies = 1 THEN 'policy' ELSE 'policies' END),
                pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;', t.oid::pg_catalog.regclass)
           FROM user_tables t WHERE NOT t.rls AND t.policies > 0
         UNION ALL
@@ -391,15 +407,22 @@ BEGIN
         SELECT DISTINCT 'critical', pg_catalog.format('policy %I on table %s', s.polname, s.polrelid::pg_catalog.regclass),
                CASE WHEN s.setting IS NULL
                     THEN pg_catalog.format('%s %s() of a setting named at run time: settings can be changed by any SQL in the session (SET, set_config)',
-                                           coalesce('calls ' || s.via || ', which calls', 'calls'), s.fn)
+                                           coalesce('calls ' || s.via || ', which calls', 'calls'), pg_catalog.lower(s.fn))
+                    WHEN s.jwt_rls_setting
+                    THEN pg_catalog.format('%s setting %L, but jwt_rls is not preloaded: until a session first calls a jwt_rls function, jwt_rls.* settings are placeholders any role can SET',
+                                           coalesce('calls ' || s.via || ', which reads', 'reads'), s.setting)
                     ELSE pg_catalog.format('%s setting %L, which any SQL in the session can change (SET, set_config): a tenant can claim to be another',
-                                           coalesce('calls ' || s.via || ', which reads', 'reads'), pg_catalog.replace(s.setting, '''''', '''')) END,
-               pg_catalog.format('Read the verified claims instead: (SELECT jwt_rls.jwt_claim(''...'')); e.g. SELECT jwt_rls.isolate(%L, ''tenant_id'', ''tenant_id'') after dropping the policy.',
-                                 s.polrelid::pg_catalog.regclass)
-          FROM policy_settings s
-         WHERE s.setting IS NULL
-            OR NOT (pg_catalog.lower(s.setting) LIKE 'jwt\_rls.%' AND pg_catalog.lower(s.setting) <> 'jwt_rls.token')
-            OR s.fn ILIKE 'set_config'
+                                           coalesce('calls ' || s.via || ', which reads', 'reads'), s.setting) END,
+               CASE WHEN s.jwt_rls_setting AND s.setting IS NOT NULL
+                    THEN pg_catalog.format('ALTER DATABASE %I SET session_preload_libraries = ''jwt_rls''; or read (SELECT jwt_rls.jwt_claim(''...'')) instead.', pg_catalog.current_database())
+                    ELSE pg_catalog.format('Read the verified claims instead: (SELECT jwt_rls.jwt_claim(''...'')); e.g. drop the policy and SELECT jwt_rls.isolate(%L, ''tenant_id'', ''tenant_id'');',
+                                           s.polrelid::pg_catalog.regclass) END
+          FROM (SELECT ps.*, ps.setting IS NOT NULL
+                             AND pg_catalog.lower(ps.setting) LIKE 'jwt\_rls.%'
+                             AND pg_catalog.lower(ps.setting) <> 'jwt_rls.token'
+                             AND pg_catalog.lower(ps.fn) = 'current_setting' AS jwt_rls_setting
+                  FROM policy_settings ps) s
+         WHERE NOT s.jwt_rls_setting OR NOT preloaded
         UNION ALL
         -- A "NULL claim means everything" policy.
         SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
