@@ -21,6 +21,7 @@ POLICIES = ["jwt_rls_isolate_delete", "jwt_rls_isolate_insert", "jwt_rls_isolate
 SCHEMA = f"""
 CREATE EXTENSION jwt_rls;
 CREATE EXTENSION postgres_fdw;
+CREATE EXTENSION citext;
 GRANT USAGE ON SCHEMA jwt_rls TO app, {OWNER};
 GRANT CREATE ON SCHEMA public TO {OWNER};
 CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw;
@@ -30,6 +31,7 @@ CREATE TABLE accounts (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_i
 CREATE INDEX ON accounts (tenant_id);
 CREATE TABLE "Weird Table" ("tenant id" text NOT NULL, note text);
 CREATE TABLE short_codes (code varchar(3) NOT NULL, note text);
+CREATE TABLE ci_codes (code public.citext NOT NULL);
 CREATE TABLE parted (tenant_id uuid NOT NULL, n int) PARTITION BY LIST (tenant_id);
 CREATE TABLE parted_a PARTITION OF parted FOR VALUES IN ('{TENANT_A}');
 CREATE TABLE parted_b PARTITION OF parted FOR VALUES IN ('{TENANT_B}');
@@ -48,7 +50,7 @@ CREATE TABLE victim (x int);
 RESET ROLE;
 CREATE TABLE others (tenant_id uuid NOT NULL);
 ALTER TABLE others OWNER TO {OTHER};
-GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, "Weird Table", short_codes, parted, parted_a, parted_b, narrowed TO app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, "Weird Table", short_codes, ci_codes, parted, parted_a, parted_b, narrowed TO app;
 """
 
 ROWS = {TENANT_A: 3, TENANT_B: 5}
@@ -73,6 +75,7 @@ def iso_db(cluster, db, signers):
                     cur.execute("INSERT INTO parted VALUES (%s, %s)", (tenant, i))
                 cur.execute("""INSERT INTO "Weird Table" VALUES (%s, 'w')""", (str(tenant),))
             cur.execute("INSERT INTO short_codes VALUES ('abc', 'tenant abc')")
+            cur.execute("INSERT INTO ci_codes VALUES ('abc')")
             cur.execute("INSERT INTO narrowed VALUES (%s, false), (%s, true), (%s, false)", (TENANT_A, TENANT_A, TENANT_B))
         with psycopg.connect(cluster.dsn(user=OWNER, dbname=DB), autocommit=True) as owner:
             for call in ["SELECT jwt_rls.isolate('accounts', 'tenant_id', 'tenant_id')",
@@ -229,6 +232,17 @@ def test_a_varchar_column_is_compared_without_truncating_the_claim(app_conn, hs)
         with app_conn.transaction():
             bind(app_conn, hs.token(TENANT_A, code=code), "authenticate")
             assert app_conn.execute("SELECT count(*) FROM short_codes").fetchone()[0] == seen, code
+
+
+def test_a_type_from_another_schema_keeps_its_own_equality(owner_conn, app_conn, hs):
+    """citext (in public) compares with citext's "=", case-insensitively,
+    though isolate() runs with search_path pg_catalog, pg_temp."""
+    result = owner_conn.execute("SELECT jwt_rls.isolate('ci_codes', 'code', 'code')").fetchone()[0]
+    assert "public.ci_codes" in result and "::public.citext)" in result, result
+    for code, seen in [("abc", 1), ("ABC", 1), ("abd", 0)]:
+        with app_conn.transaction():
+            bind(app_conn, hs.token(TENANT_A, code=code), "authenticate")
+            assert app_conn.execute("SELECT count(*) FROM ci_codes").fetchone()[0] == seen, code
 
 
 def test_partitions_are_isolated_when_queried_directly(iso_db, app_conn, hs):

@@ -53,6 +53,7 @@ DECLARE
     cmd        text;
     pol        text;
     relid      oid;
+    k          integer;
     -- What decides that nothing would change: the RLS flags and isolate()'s
     -- own four policies (command, roles, kind, expressions, comment).
     state_sql  constant text := $q$
@@ -144,35 +145,6 @@ BEGIN
             HINT = 'Isolate on a plain column that the application writes.';
     END IF;
 
-    -- The type, without typmod (a cast to varchar(3) or numeric(5,2) would
-    -- truncate or round the claim into a match). format_type() qualifies it
-    -- whenever it is not in pg_catalog (this function's search_path).
-    typ := pg_catalog.format_type(att.atttypid, NULL);
-    typ_schema := (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = att.typnamespace);
-    -- The comparison is resolved (and its operator stored in the policy by
-    -- OID) with the type's own schema after pg_catalog on the path, so a
-    -- type such as citext keeps its own "=". The function's SET clause
-    -- restores the path on exit.
-    PERFORM pg_catalog.set_config('search_path',
-        CASE WHEN typ_schema IN ('pg_catalog', 'pg_toast') OR typ_schema LIKE 'pg\_temp%' THEN 'pg_catalog, pg_temp'
-             ELSE pg_catalog.format('pg_catalog, %I, pg_temp', typ_schema) END, true);
-    BEGIN
-        EXECUTE pg_catalog.format('SELECT pg_catalog.pg_typeof(NULL::%1$s = (SELECT NULL::pg_catalog.text::%1$s)) = ''pg_catalog.bool''::pg_catalog.regtype', typ)
-           INTO ok;
-    EXCEPTION WHEN undefined_function OR cannot_coerce OR datatype_mismatch OR wrong_object_type THEN
-        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
-            USING ERRCODE = SQLSTATE,
-                  DETAIL = pg_catalog.format('Checking %I = (SELECT jwt_rls.jwt_claim(...)::%s) failed: %s', col, typ, SQLERRM),
-                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
-    END;
-    IF NOT ok THEN
-        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
-            USING ERRCODE = '42804',
-                  DETAIL = pg_catalog.format('%I = ... does not yield a boolean for type %s.', col, typ),
-                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
-    END IF;
-    expr := pg_catalog.format('%I = (SELECT jwt_rls.jwt_claim(%L)::%s)', col, claim, typ);
-
     -- The table and every partition / inheritance child below it: queried
     -- directly, a child is protected by its own policies only.
     WITH RECURSIVE tree(r) AS (
@@ -181,6 +153,10 @@ BEGIN
         SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.r
     )
     SELECT pg_catalog.array_agg(tree.r ORDER BY tree.r = tbl::oid DESC, tree.r::pg_catalog.regclass::text) INTO tables FROM tree;
+    -- Their names, qualified once here: the search_path changes below.
+    SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY t.n) INTO names
+      FROM pg_catalog.unnest(tables) WITH ORDINALITY t(oid, n)
+      JOIN pg_catalog.pg_class c ON c.oid = t.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
 
     FOR part IN
         SELECT c.oid, c.relkind, c.relowner, c.relpersistence FROM pg_catalog.pg_class c
@@ -222,23 +198,53 @@ BEGIN
                   HINT = 'Drop them, or recreate them AS RESTRICTIVE (restrictive policies only narrow what the tenant policies allow), then run jwt_rls.isolate() again.';
     END IF;
 
+    -- The type, without typmod (a cast to varchar(3) or numeric(5,2) would
+    -- truncate or round the claim into a match). format_type() qualifies it
+    -- whenever it is not in pg_catalog (this function's search_path).
+    typ := pg_catalog.format_type(att.atttypid, NULL);
+    typ_schema := (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = att.typnamespace);
+    -- The comparison is resolved (and its operator stored in the policy by
+    -- OID) with the type's own schema after pg_catalog on the path, so a
+    -- type such as citext keeps its own "=". The function's SET clause
+    -- restores the path on exit.
+    PERFORM pg_catalog.set_config('search_path',
+        CASE WHEN typ_schema IN ('pg_catalog', 'pg_toast') OR typ_schema LIKE 'pg\_temp%' THEN 'pg_catalog, pg_temp'
+             ELSE pg_catalog.format('pg_catalog, %I, pg_temp', typ_schema) END, true);
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.pg_typeof(NULL::%1$s = (SELECT NULL::pg_catalog.text::%1$s)) = ''pg_catalog.bool''::pg_catalog.regtype', typ)
+           INTO ok;
+    EXCEPTION WHEN undefined_function OR cannot_coerce OR datatype_mismatch OR wrong_object_type THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = SQLSTATE,
+                  DETAIL = pg_catalog.format('Checking %I = (SELECT jwt_rls.jwt_claim(...)::%s) failed: %s', col, typ, SQLERRM),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END;
+    IF NOT ok THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = '42804',
+                  DETAIL = pg_catalog.format('%I = ... does not yield a boolean for type %s.', col, typ),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END IF;
+    expr := pg_catalog.format('%I = (SELECT jwt_rls.jwt_claim(%L)::%s)', col, claim, typ);
+
     EXECUTE state_sql INTO before USING tables;
     BEGIN
-        FOREACH relid IN ARRAY tables LOOP
+        FOR k IN 1 .. pg_catalog.cardinality(tables) LOOP
+            relid := tables[k];
             EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY',
-                                      relid::pg_catalog.regclass);
+                                      names[k]);
             FOREACH cmd IN ARRAY cmds LOOP
                 pol := 'jwt_rls_isolate_' || cmd;
                 IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = relid AND p.polname = pol) THEN
-                    EXECUTE pg_catalog.format('DROP POLICY %I ON %s', pol, relid::pg_catalog.regclass);
+                    EXECUTE pg_catalog.format('DROP POLICY %I ON %s', pol, names[k]);
                 END IF;
                 EXECUTE pg_catalog.format('CREATE POLICY %I ON %s AS PERMISSIVE FOR %s TO PUBLIC %s',
-                    pol, relid::pg_catalog.regclass, pg_catalog.upper(cmd),
+                    pol, names[k], pg_catalog.upper(cmd),
                     CASE cmd WHEN 'select' THEN pg_catalog.format('USING (%s)', expr)
                              WHEN 'insert' THEN pg_catalog.format('WITH CHECK (%s)', expr)
                              WHEN 'update' THEN pg_catalog.format('USING (%s) WITH CHECK (%s)', expr, expr)
                              WHEN 'delete' THEN pg_catalog.format('USING (%s)', expr) END);
-                EXECUTE pg_catalog.format('COMMENT ON POLICY %I ON %s IS %L', pol, relid::pg_catalog.regclass,
+                EXECUTE pg_catalog.format('COMMENT ON POLICY %I ON %s IS %L', pol, names[k],
                     pg_catalog.format('jwt_rls.isolate(): %I = claim %L', col, claim));
             END LOOP;
         END LOOP;
@@ -252,9 +258,8 @@ BEGIN
         changed := false;
     END;
 
-    SELECT pg_catalog.array_agg(t::pg_catalog.regclass::text) INTO names FROM pg_catalog.unnest(tables) t;
     IF pg_catalog.cardinality(tables) > 1 THEN
-        RAISE NOTICE 'jwt_rls.isolate(): % and its % partitions/children are isolated', tbl, pg_catalog.cardinality(tables) - 1
+        RAISE NOTICE 'jwt_rls.isolate(): % and the % partitions or children below it are isolated', names[1], pg_catalog.cardinality(tables) - 1
             USING DETAIL = pg_catalog.format('Isolated: %s. Partitions created later are not: run jwt_rls.isolate() again after adding one.',
                                              pg_catalog.array_to_string(names, ', '));
     END IF;
@@ -292,7 +297,7 @@ GRANT EXECUTE ON FUNCTION jwt_rls.isolate(pg_catalog.regclass, pg_catalog.name, 
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION jwt_rls.audit()
     RETURNS TABLE (severity pg_catalog.text, object pg_catalog.text, finding pg_catalog.text, fix pg_catalog.text)
-    LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY INVOKER
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER
     SET search_path = pg_catalog, pg_temp
 AS $audit$
 DECLARE
