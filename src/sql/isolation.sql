@@ -339,7 +339,9 @@ BEGIN
                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                    AND a.attname IN (tenant_claim, 'tenant_id') ORDER BY a.attname = tenant_claim DESC LIMIT 1) AS tenant_col,
                (SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent
-                 WHERE i.inhrelid = c.oid AND pc.relrowsecurity LIMIT 1) AS rls_parent
+                 WHERE i.inhrelid = c.oid AND pc.relrowsecurity LIMIT 1) AS rls_parent,
+               -- Granted to anyone but its owner (PUBLIC included)?
+               EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee <> c.relowner) AS exposed
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'jwt_rls')
@@ -389,12 +391,16 @@ BEGIN
                pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;', t.oid::pg_catalog.regclass)
           FROM user_tables t WHERE NOT t.rls AND t.policies > 0
         UNION ALL
-        -- Tenant tables, and partitions of protected tables, without any.
-        SELECT 'high', 'table ' || t.oid::pg_catalog.regclass,
+        -- Tenant tables, and partitions of protected tables, without any:
+        -- high when granted to anyone but the owner, low when nobody else
+        -- may read them yet (a later GRANT would expose every tenant).
+        SELECT CASE WHEN t.exposed THEN 'high' ELSE 'low' END, 'table ' || t.oid::pg_catalog.regclass,
                CASE WHEN t.rls_parent IS NOT NULL
-                    THEN pg_catalog.format('is a partition (or child) of %s, which has row level security, but has none itself: queried directly it shows every tenant''s rows',
-                                           t.rls_parent::pg_catalog.regclass)
-                    ELSE pg_catalog.format('has a tenant column (%I) but no row level security: every role with privileges on the table reads and writes every tenant''s rows', t.tenant_col) END,
+                    THEN pg_catalog.format('is a partition (or child) of %s, which has row level security, but has none itself: queried directly it shows every tenant''s rows%s',
+                                           t.rls_parent::pg_catalog.regclass,
+                                           CASE WHEN t.exposed THEN '' ELSE ' (no role but its owner has privileges on it yet)' END)
+                    ELSE pg_catalog.format('has a tenant column (%I) but no row level security: every role with privileges on the table reads and writes every tenant''s rows%s',
+                                           t.tenant_col, CASE WHEN t.exposed THEN '' ELSE ' (no role but its owner has any yet)' END) END,
                CASE WHEN t.rls_parent IS NOT NULL
                     THEN pg_catalog.format('Run jwt_rls.isolate() on %s again (it isolates every partition), or ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY and copy the parent''s policies.',
                                            t.rls_parent::pg_catalog.regclass, t.oid::pg_catalog.regclass)
