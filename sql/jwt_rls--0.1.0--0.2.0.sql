@@ -482,3 +482,623 @@ END
 $body$;
 COMMENT ON FUNCTION jwt_rls.postgrest_pre_request() IS
     'PostgREST db-pre-request hook: binds the bearer token of the request (none: nothing bound)';
+
+-- Row level security helpers: isolate() and audit().
+-- jwt_rls.isolate() and jwt_rls.audit(): tenant isolation in one call, and
+-- a read-only check of a database's row-level-security setup.
+--
+-- Both are PL/pgSQL, SECURITY INVOKER, with search_path pinned to
+-- pg_catalog, pg_temp; every object they name is schema-qualified and every
+-- identifier they put into DDL is quoted (format %I / %L, regclass output).
+-- Meant for extension_sql_file!; it also loads by hand into a database that
+-- has the extension (psql -f), which is how its tests were developed.
+
+-- ---------------------------------------------------------------------------
+-- isolate(tbl, col, claim)
+--
+-- ENABLE and FORCE row level security on tbl (and on each of its partitions
+-- and inheritance children, which are protected only by their own policies
+-- when queried directly) and create four permissive policies, one per
+-- command, named jwt_rls_isolate_select / _insert / _update / _delete:
+--
+--     col = (SELECT jwt_rls.jwt_claim(claim)::<col's type>)
+--
+-- in USING and WITH CHECK (as each command allows). The cast sits inside the
+-- sub-select, so the InitPlan yields a value of the column's own type: the
+-- claim is read and converted once per statement and the comparison is the
+-- column type's own equality (index-usable). The type is cast without its
+-- typmod, so varchar(n) / char(n) / numeric(p,s) claims are never truncated
+-- or rounded into a match.
+--
+-- Idempotent: when the result would equal what is there, nothing in the
+-- catalogs changes. With another column or claim it replaces its own four
+-- policies; it never drops or alters a policy with another name, and it
+-- refuses a table that has other PERMISSIVE policies (those are OR'ed with
+-- the tenant policies and would widen them).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION jwt_rls.isolate(tbl pg_catalog.regclass, col pg_catalog.name, claim pg_catalog.text)
+    RETURNS pg_catalog.text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $isolate$
+DECLARE
+    rel        record;
+    att        record;
+    part       record;
+    tables     oid[];
+    names      text[] := '{}';
+    typ        text;          -- the column's type, without typmod, schema-qualified as needed
+    typ_schema text;          -- schema searched for the type's = operator
+    expr       text;
+    ok         boolean;
+    before     text;
+    after      text;
+    widening   text;
+    changed    boolean := true;
+    cmds       constant text[] := ARRAY['select', 'insert', 'update', 'delete'];
+    cmd        text;
+    pol        text;
+    relid      oid;
+    k          integer;
+    -- What decides that nothing would change: the RLS flags and isolate()'s
+    -- own four policies (command, roles, kind, expressions, comment).
+    state_sql  constant text := $q$
+        SELECT pg_catalog.string_agg(pg_catalog.concat_ws('|', c.oid, c.relrowsecurity, c.relforcerowsecurity,
+                   (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('/', p.polname, p.polcmd, p.polpermissive, p.polroles::pg_catalog.text,
+                                                                      pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                                                      pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid),
+                                                                      pg_catalog.obj_description(p.oid, 'pg_policy')), ';' ORDER BY p.polname)
+                      FROM pg_catalog.pg_policy p
+                     WHERE p.polrelid = c.oid AND p.polname LIKE 'jwt\_rls\_isolate\_%')), E'\n' ORDER BY c.oid)
+          FROM pg_catalog.pg_class c WHERE c.oid = ANY ($1)$q$;
+BEGIN
+    IF tbl IS NULL OR col IS NULL OR claim IS NULL THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() needs a table, a column and a claim'
+            USING ERRCODE = '22004',
+                  HINT = 'For example: SELECT jwt_rls.isolate(''invoices'', ''tenant_id'', ''tenant_id'');';
+    END IF;
+    IF claim = '' THEN
+        RAISE EXCEPTION 'claim name is empty' USING ERRCODE = '22023',
+            HINT = 'Name the claim that holds the tenant, such as ''tenant_id'' (or a path such as ''org.id'').';
+    END IF;
+
+    SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.relowner, c.relispartition,
+           n.nspname, pg_catalog.pg_get_userbyid(c.relowner) AS owner_name,
+           (SELECT e.extname FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+               AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e') AS extname
+      INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        -- A regclass given as a number can name nothing.
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
+    END IF;
+
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() protects tables only' USING ERRCODE = '42809',
+            DETAIL = pg_catalog.format('%s is %s.', tbl,
+                CASE rel.relkind WHEN 'v' THEN 'a view' WHEN 'm' THEN 'a materialized view'
+                                 WHEN 'f' THEN 'a foreign table' WHEN 'S' THEN 'a sequence'
+                                 WHEN 'i' THEN 'an index' WHEN 'I' THEN 'a partitioned index'
+                                 WHEN 'c' THEN 'a composite type' WHEN 't' THEN 'a TOAST table'
+                                 ELSE 'not a table' END),
+            HINT = CASE rel.relkind
+                WHEN 'v' THEN 'Isolate the tables the view reads, and make the view run as its caller: ALTER VIEW ... SET (security_invoker = true).'
+                WHEN 'm' THEN 'A materialized view has no row level security: every reader sees every tenant. Use a view WITH (security_invoker = true) over an isolated table instead.'
+                WHEN 'f' THEN 'Foreign tables have no row level security: restrict the rows on the remote server, or copy them into a local table.'
+                ELSE 'Give an ordinary or partitioned table.' END;
+    END IF;
+    IF rel.nspname IN ('pg_catalog', 'information_schema', 'pg_toast', 'jwt_rls') OR rel.extname IS NOT NULL THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() does not protect system or extension tables' USING ERRCODE = '0A000',
+            DETAIL = CASE WHEN rel.extname IS NOT NULL
+                          THEN pg_catalog.format('%s belongs to extension %s.', tbl, rel.extname)
+                          ELSE pg_catalog.format('%s is in schema %s.', tbl, rel.nspname) END,
+            HINT = CASE WHEN rel.nspname = 'jwt_rls' OR rel.extname = 'jwt_rls'
+                        THEN 'jwt_rls''s own tables are readable by no application role; keep them that way (REVOKE, see jwt_rls.audit()).'
+                        ELSE 'Isolate your own tables.' END;
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() does not protect temporary tables' USING ERRCODE = '0A000',
+            DETAIL = pg_catalog.format('%s is a temporary table: it belongs to this session and disappears with it.', tbl),
+            HINT = 'Isolate the permanent table the rows come from.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(current_user, rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', rel.relname USING ERRCODE = '42501',
+            DETAIL = pg_catalog.format('%s is owned by %I; role %I is not a member of it.', tbl, rel.owner_name, current_user),
+            HINT = pg_catalog.format('Run jwt_rls.isolate() as %I (or a member of it), the role that runs your migrations.', rel.owner_name);
+    END IF;
+
+    SELECT a.attnum, a.atttypid, a.attgenerated, a.attidentity, t.typnamespace
+      INTO att
+      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+     WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column % of relation % does not exist', pg_catalog.quote_ident(col), rel.relname
+            USING ERRCODE = '42703',
+                  DETAIL = pg_catalog.format('%s has no column named %I.', tbl, col),
+                  HINT = 'Name the column that holds the tenant, exactly as it is spelled (names are case-sensitive here: no quoting needed).';
+    END IF;
+    IF att.attnum < 0 THEN
+        RAISE EXCEPTION 'column % is a system column', pg_catalog.quote_ident(col) USING ERRCODE = '42P10',
+            DETAIL = pg_catalog.format('%I is maintained by PostgreSQL, not by the rows'' writers.', col),
+            HINT = 'Add a column holding the tenant and isolate on it.';
+    END IF;
+    IF att.attgenerated <> '' OR att.attidentity <> '' THEN
+        RAISE EXCEPTION 'column % is a generated column', pg_catalog.quote_ident(col) USING ERRCODE = '42P10',
+            DETAIL = pg_catalog.format('%I of %s is %s: its value is computed, not written with the row, so WITH CHECK would test the computation, not the writer''s tenant.',
+                                       col, tbl, CASE WHEN att.attidentity <> '' THEN 'an identity column' ELSE 'a generated column' END),
+            HINT = 'Isolate on a plain column that the application writes.';
+    END IF;
+
+    -- The table and every partition / inheritance child below it: queried
+    -- directly, a child is protected by its own policies only.
+    WITH RECURSIVE tree(r) AS (
+        SELECT tbl::oid
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.r
+    )
+    SELECT pg_catalog.array_agg(tree.r ORDER BY tree.r = tbl::oid DESC, tree.r::pg_catalog.regclass::text) INTO tables FROM tree;
+    -- Their names, qualified once here: the search_path changes below.
+    SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY t.n) INTO names
+      FROM pg_catalog.unnest(tables) WITH ORDINALITY t(oid, n)
+      JOIN pg_catalog.pg_class c ON c.oid = t.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+
+    FOR part IN
+        SELECT c.oid, c.relkind, c.relowner, c.relpersistence FROM pg_catalog.pg_class c
+         WHERE c.oid = ANY (tables) AND c.oid <> tbl
+    LOOP
+        IF part.relkind NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION 'jwt_rls.isolate() cannot protect every partition of %', tbl USING ERRCODE = '42809',
+                DETAIL = pg_catalog.format('%s, below %s, is %s, which has no row level security.', part.oid::pg_catalog.regclass, tbl,
+                                           CASE part.relkind WHEN 'f' THEN 'a foreign table' ELSE 'not a table' END),
+                HINT = 'Detach it (ALTER TABLE ... DETACH PARTITION) or restrict its rows where they live, then isolate again.';
+        END IF;
+        IF part.relpersistence = 't' THEN
+            RAISE EXCEPTION 'jwt_rls.isolate() cannot protect every partition of %', tbl USING ERRCODE = '0A000',
+                DETAIL = pg_catalog.format('%s, below %s, is a temporary table.', part.oid::pg_catalog.regclass, tbl),
+                HINT = 'Detach it (ALTER TABLE ... NO INHERIT) then isolate again.';
+        END IF;
+        IF NOT pg_catalog.pg_has_role(current_user, part.relowner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of table %', (SELECT relname FROM pg_catalog.pg_class WHERE oid = part.oid)
+                USING ERRCODE = '42501',
+                      DETAIL = pg_catalog.format('%s, below %s, is owned by %I; role %I is not a member of it.',
+                                                 part.oid::pg_catalog.regclass, tbl, pg_catalog.pg_get_userbyid(part.relowner), current_user),
+                      HINT = 'Run jwt_rls.isolate() as a role that owns the table and all its partitions.';
+        END IF;
+    END LOOP;
+
+    -- Someone else's permissive policies are OR'ed with ours: refuse rather
+    -- than promise an isolation they undo. Restrictive ones only narrow.
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I on %s', p.polname, p.polrelid::pg_catalog.regclass), ', '
+                                 ORDER BY p.polrelid::pg_catalog.regclass::text, p.polname)
+      INTO widening
+      FROM pg_catalog.pg_policy p
+     WHERE p.polrelid = ANY (tables) AND p.polpermissive
+       AND p.polname <> ALL (ARRAY['jwt_rls_isolate_select', 'jwt_rls_isolate_insert',
+                                   'jwt_rls_isolate_update', 'jwt_rls_isolate_delete']);
+    IF widening IS NOT NULL THEN
+        RAISE EXCEPTION 'table % has permissive policies that jwt_rls.isolate() did not create', tbl
+            USING ERRCODE = '55000',
+                  DETAIL = pg_catalog.format('Permissive policies are OR''ed together, so these would let rows of other tenants through: %s.', widening),
+                  HINT = 'Drop them, or recreate them AS RESTRICTIVE (restrictive policies only narrow what the tenant policies allow), then run jwt_rls.isolate() again.';
+    END IF;
+
+    -- The type, without typmod (a cast to varchar(3) or numeric(5,2) would
+    -- truncate or round the claim into a match). format_type() qualifies it
+    -- whenever it is not in pg_catalog (this function's search_path).
+    typ := pg_catalog.format_type(att.atttypid, NULL);
+    typ_schema := (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = att.typnamespace);
+    -- The comparison is resolved (and its operator stored in the policy by
+    -- OID) with the type's own schema after pg_catalog on the path, so a
+    -- type such as citext keeps its own "=". The function's SET clause
+    -- restores the path on exit.
+    PERFORM pg_catalog.set_config('search_path',
+        CASE WHEN typ_schema IN ('pg_catalog', 'pg_toast') OR typ_schema LIKE 'pg\_temp%' THEN 'pg_catalog, pg_temp'
+             ELSE pg_catalog.format('pg_catalog, %I, pg_temp', typ_schema) END, true);
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.pg_typeof(NULL::%1$s = (SELECT NULL::pg_catalog.text::%1$s)) = ''pg_catalog.bool''::pg_catalog.regtype', typ)
+           INTO ok;
+    EXCEPTION WHEN undefined_function OR cannot_coerce OR datatype_mismatch OR wrong_object_type THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = SQLSTATE,
+                  DETAIL = pg_catalog.format('Checking %I = (SELECT jwt_rls.jwt_claim(...)::%s) failed: %s', col, typ, SQLERRM),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END;
+    IF NOT ok THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = '42804',
+                  DETAIL = pg_catalog.format('%I = ... does not yield a boolean for type %s.', col, typ),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END IF;
+    expr := pg_catalog.format('%I = (SELECT jwt_rls.jwt_claim(%L)::%s)', col, claim, typ);
+
+    EXECUTE state_sql INTO before USING tables;
+    BEGIN
+        FOR k IN 1 .. pg_catalog.cardinality(tables) LOOP
+            relid := tables[k];
+            EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY',
+                                      names[k]);
+            FOREACH cmd IN ARRAY cmds LOOP
+                pol := 'jwt_rls_isolate_' || cmd;
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = relid AND p.polname = pol) THEN
+                    EXECUTE pg_catalog.format('DROP POLICY %I ON %s', pol, names[k]);
+                END IF;
+                EXECUTE pg_catalog.format('CREATE POLICY %I ON %s AS PERMISSIVE FOR %s TO PUBLIC %s',
+                    pol, names[k], pg_catalog.upper(cmd),
+                    CASE cmd WHEN 'select' THEN pg_catalog.format('USING (%s)', expr)
+                             WHEN 'insert' THEN pg_catalog.format('WITH CHECK (%s)', expr)
+                             WHEN 'update' THEN pg_catalog.format('USING (%s) WITH CHECK (%s)', expr, expr)
+                             WHEN 'delete' THEN pg_catalog.format('USING (%s)', expr) END);
+                EXECUTE pg_catalog.format('COMMENT ON POLICY %I ON %s IS %L', pol, names[k],
+                    pg_catalog.format('jwt_rls.isolate(): %I = claim %L', col, claim));
+            END LOOP;
+        END LOOP;
+        EXECUTE state_sql INTO after USING tables;
+        IF after IS NOT DISTINCT FROM before THEN
+            -- Already so: undo the rewrite, so that a second call changes
+            -- nothing at all (no new policy OIDs, no invalidation).
+            RAISE EXCEPTION USING ERRCODE = 'JRNOP';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'JRNOP' THEN
+        changed := false;
+    END;
+
+    IF pg_catalog.cardinality(tables) > 1 THEN
+        RAISE NOTICE 'jwt_rls.isolate(): % and the % partitions or children below it are isolated', names[1], pg_catalog.cardinality(tables) - 1
+            USING DETAIL = pg_catalog.format('Isolated: %s. Partitions created later are not: run jwt_rls.isolate() again after adding one.',
+                                             pg_catalog.array_to_string(names, ', '));
+    END IF;
+    RETURN pg_catalog.format('%s %s: row level security enabled and forced; policies jwt_rls_isolate_select, jwt_rls_isolate_insert, jwt_rls_isolate_update, jwt_rls_isolate_delete: %s',
+        CASE WHEN changed THEN 'isolated' ELSE 'already isolated, unchanged:' END,
+        pg_catalog.array_to_string(names, ', '), expr);
+END
+$isolate$;
+
+COMMENT ON FUNCTION jwt_rls.isolate(pg_catalog.regclass, pg_catalog.name, pg_catalog.text) IS
+    'Enables and forces row level security on a table (and its partitions) with tenant policies jwt_rls_isolate_* on col = (SELECT jwt_rls.jwt_claim(claim)::type)';
+
+-- SECURITY INVOKER: it does nothing a table owner could not do with ALTER
+-- TABLE / CREATE POLICY, checks ownership itself before touching anything,
+-- and PostgreSQL checks it again on every statement it runs. EXECUTE stays
+-- with PUBLIC so that the owners of tables (migration roles) can call it
+-- without a grant; an application role that owns no table can do nothing
+-- with it.
+GRANT EXECUTE ON FUNCTION jwt_rls.isolate(pg_catalog.regclass, pg_catalog.name, pg_catalog.text) TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- audit(): what in this database's row-level-security setup would let one
+-- tenant see or write another's rows, or let an application role get around
+-- jwt_rls. Read-only (catalog queries only); SECURITY INVOKER.
+--
+-- "Application role": a LOGIN role, other than the bootstrap superuser,
+-- that holds a table privilege (granted to it or to a role it is a member
+-- of; PUBLIC does not count) on a table that has row level security enabled
+-- or a policy: the roles RLS is there to restrict.
+-- "User table": an ordinary or partitioned table outside pg_catalog,
+-- information_schema, pg_toast, temporary schemas and the jwt_rls schema,
+-- not a member of an extension.
+-- "Tenant column": a column named like jwt_rls.tenant_id_claim (default
+-- tenant_id), or tenant_id.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION jwt_rls.audit()
+    RETURNS TABLE (severity pg_catalog.text, object pg_catalog.text, finding pg_catalog.text, fix pg_catalog.text)
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $audit$
+DECLARE
+    tenant_claim text := coalesce(nullif(pg_catalog.current_setting('jwt_rls.tenant_id_claim', true), ''), 'tenant_id');
+    -- Is jwt_rls loaded when every session starts? Until it is loaded, its
+    -- settings (jwt_rls.claims, ...) are placeholders any role can SET.
+    preloaded    boolean;
+    sees_conf    boolean := pg_catalog.pg_has_role(current_user, 'pg_read_all_settings', 'USAGE');
+    -- Under jwt_rls.postgrest_compat, request.jwt.claims and the other
+    -- request.* names (but the four PostgREST writes) are jwt_rls's too.
+    compat       boolean := pg_catalog.current_setting('jwt_rls.postgrest_compat', true) = 'on';
+BEGIN
+    preloaded := EXISTS (
+        SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+         WHERE s.setrole = 0
+           AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
+           AND c ~ '^(session|shared)_preload_libraries=(.*[ ,"])?jwt_rls([ ,"].*)?$');
+    IF sees_conf THEN
+        preloaded := preloaded OR EXISTS (
+            SELECT 1 FROM pg_catalog.unnest(ARRAY[pg_catalog.current_setting('shared_preload_libraries'),
+                                                  pg_catalog.current_setting('session_preload_libraries')]) v,
+                          pg_catalog.unnest(pg_catalog.string_to_array(v, ',')) lib
+             WHERE pg_catalog.btrim(lib, ' "') = 'jwt_rls');
+    ELSE
+        RAISE NOTICE 'jwt_rls.audit() runs as %, which cannot read the server''s shared_preload_libraries and session_preload_libraries', current_user
+            USING DETAIL = 'The catalogs it reads are readable by every role, so the findings are the same a superuser sees in this database, except that jwt_rls is taken as preloaded only when ALTER DATABASE / ALTER SYSTEM-level settings in pg_db_role_setting say so; it never looks into other databases.',
+                  HINT = 'GRANT pg_read_all_settings to the auditing role, or run it as a superuser.';
+    END IF;
+    RETURN QUERY
+    WITH RECURSIVE
+    -- (member, role): every role each role is a member of, itself included,
+    -- through explicit grants only (a superuser is not a member of everything here).
+    membership(member, roleid) AS (
+        SELECT r.oid, r.oid FROM pg_catalog.pg_roles r
+        UNION
+        SELECT m.member, a.roleid FROM pg_catalog.pg_auth_members a JOIN membership m ON a.member = m.roleid
+    ),
+    user_tables AS (
+        SELECT c.oid, c.relname, c.relowner, c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, c.relacl,
+               (SELECT pg_catalog.count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid) AS policies,
+               (SELECT a.attname FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attname IN (tenant_claim, 'tenant_id') ORDER BY a.attname = tenant_claim DESC LIMIT 1) AS tenant_col,
+               (SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent
+                 WHERE i.inhrelid = c.oid AND pc.relrowsecurity LIMIT 1) AS rls_parent,
+               -- Granted to anyone but its owner (PUBLIC included)?
+               EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee <> c.relowner) AS exposed
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'jwt_rls')
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                              AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e')
+    ),
+    rls_tables AS (SELECT * FROM user_tables t WHERE t.rls OR t.policies > 0),
+    app_roles AS (
+        SELECT DISTINCT r.oid, r.rolname, r.rolsuper, r.rolbypassrls
+          FROM pg_catalog.pg_roles r
+          JOIN membership m ON m.member = r.oid
+          JOIN rls_tables t ON true
+          JOIN LATERAL pg_catalog.aclexplode(t.relacl) g ON g.grantee = m.roleid
+         WHERE r.rolcanlogin AND r.oid <> 10
+           AND r.oid <> t.relowner
+    ),
+    policy_exprs AS (
+        SELECT p.oid, p.polname, p.polrelid, p.polpermissive,
+               pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) AS expr
+          FROM pg_catalog.pg_policy p JOIN user_tables t ON t.oid = p.polrelid
+    ),
+    -- Settings a policy reads, directly or in a SQL / PL/pgSQL function it calls (one level).
+    policy_settings AS (
+        SELECT pe.oid, pe.polname, pe.polrelid, NULL::text AS via, m[1] AS fn, pg_catalog.replace(m[2], '''''', '''') AS setting
+          FROM policy_exprs pe,
+               LATERAL pg_catalog.regexp_matches(pe.expr, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'g') m
+        UNION ALL
+        SELECT pe.oid, pe.polname, pe.polrelid, pg_catalog.format('%s.%I(%s)', fn_ns.nspname, f.proname,
+                   pg_catalog.pg_get_function_identity_arguments(f.oid)), m[1], pg_catalog.replace(m[2], '''''', '''')
+          FROM policy_exprs pe
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pe.oid
+                                     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+          JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
+          JOIN pg_catalog.pg_namespace fn_ns ON fn_ns.oid = f.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = f.prolang
+          , LATERAL pg_catalog.regexp_matches(f.prosrc, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'gi') m
+         WHERE fn_ns.nspname NOT IN ('pg_catalog', 'jwt_rls') AND l.lanname IN ('sql', 'plpgsql')
+    ),
+    findings(severity, object, finding, fix) AS (
+        -- Policies that row level security ignores.
+        SELECT 'critical', 'table ' || t.oid::pg_catalog.regclass,
+               pg_catalog.format('has %s row level security %s, but row level security is not enabled: every role with privileges on the table reads and writes every tenant''s rows',
+                                 t.policies, CASE WHEN t.policies = 1 THEN 'policy' ELSE 'policies' END),
+               pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;', t.oid::pg_catalog.regclass)
+          FROM user_tables t WHERE NOT t.rls AND t.policies > 0
+        UNION ALL
+        -- Tenant tables, and partitions of protected tables, without any:
+        -- high when granted to anyone but the owner, low when nobody else
+        -- may read them yet (a later GRANT would expose every tenant).
+        SELECT CASE WHEN t.exposed THEN 'high' ELSE 'low' END, 'table ' || t.oid::pg_catalog.regclass,
+               CASE WHEN t.rls_parent IS NOT NULL
+                    THEN pg_catalog.format('is a partition (or child) of %s, which has row level security, but has none itself: queried directly it shows every tenant''s rows%s',
+                                           t.rls_parent::pg_catalog.regclass,
+                                           CASE WHEN t.exposed THEN '' ELSE ' (no role but its owner has privileges on it yet)' END)
+                    ELSE pg_catalog.format('has a tenant column (%I) but no row level security: every role with privileges on the table reads and writes every tenant''s rows%s',
+                                           t.tenant_col, CASE WHEN t.exposed THEN '' ELSE ' (no role but its owner has any yet)' END) END,
+               CASE WHEN t.rls_parent IS NOT NULL
+                    THEN pg_catalog.format('Run jwt_rls.isolate() on %s again (it isolates every partition), or ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY and copy the parent''s policies.',
+                                           t.rls_parent::pg_catalog.regclass, t.oid::pg_catalog.regclass)
+                    ELSE pg_catalog.format('SELECT jwt_rls.isolate(%L, %L, %L);', t.oid::pg_catalog.regclass, t.tenant_col, tenant_claim) END
+          FROM user_tables t WHERE NOT t.rls AND t.policies = 0 AND (t.tenant_col IS NOT NULL OR t.rls_parent IS NOT NULL)
+        UNION ALL
+        -- Row level security that the owner bypasses.
+        SELECT 'medium', 'table ' || t.oid::pg_catalog.regclass,
+               pg_catalog.format('row level security is enabled but not forced: its owner %I, and every role that is a member of it, reads and writes every row',
+                                 pg_catalog.pg_get_userbyid(t.relowner)),
+               pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', t.oid::pg_catalog.regclass)
+          FROM user_tables t WHERE t.rls AND NOT t.forced AND (t.policies > 0 OR t.tenant_col IS NOT NULL)
+        UNION ALL
+        -- Policies that trust settings any SQL can SET.
+        SELECT DISTINCT 'critical', pg_catalog.format('policy %I on table %s', s.polname, s.polrelid::pg_catalog.regclass),
+               CASE WHEN s.setting IS NULL
+                    THEN pg_catalog.format('%s %s() of a setting named at run time: settings can be changed by any SQL in the session (SET, set_config)',
+                                           coalesce('calls ' || s.via || ', which calls', 'calls'), pg_catalog.lower(s.fn))
+                    WHEN s.jwt_rls_setting
+                    THEN pg_catalog.format('%s setting %L, but jwt_rls is not preloaded: until a session first calls a jwt_rls function, jwt_rls.* settings are placeholders any role can SET',
+                                           coalesce('calls ' || s.via || ', which reads', 'reads'), s.setting)
+                    ELSE pg_catalog.format('%s setting %L, which any SQL in the session can change (SET, set_config): a tenant can claim to be another',
+                                           coalesce('calls ' || s.via || ', which reads', 'reads'), s.setting) END,
+               CASE WHEN s.jwt_rls_setting AND s.setting IS NOT NULL
+                    THEN pg_catalog.format('ALTER DATABASE %I SET session_preload_libraries = ''jwt_rls''; or read (SELECT jwt_rls.jwt_claim(''...'')) instead.', pg_catalog.current_database())
+                    ELSE pg_catalog.format('Read the verified claims instead: (SELECT jwt_rls.jwt_claim(''...'')); e.g. drop the policy and SELECT jwt_rls.isolate(%L, ''tenant_id'', ''tenant_id'');',
+                                           s.polrelid::pg_catalog.regclass) END
+          FROM (SELECT ps.*, ps.setting IS NOT NULL
+                             AND pg_catalog.lower(ps.fn) = 'current_setting'
+                             AND ((pg_catalog.lower(ps.setting) LIKE 'jwt\_rls.%'
+                                   AND pg_catalog.lower(ps.setting) <> 'jwt_rls.token')
+                                  OR (compat AND pg_catalog.lower(ps.setting) LIKE 'request.%'
+                                      AND pg_catalog.lower(ps.setting) NOT IN
+                                          ('request.method', 'request.path', 'request.headers', 'request.cookies')))
+                             AS jwt_rls_setting
+                  FROM policy_settings ps) s
+         WHERE NOT s.jwt_rls_setting OR NOT preloaded
+        UNION ALL
+        -- A "NULL claim means everything" policy.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               'tests a jwt_rls claim for IS NULL: without a token (or with the claim missing) it lets rows through, failing open',
+               'Compare the column with the claim only: col = (SELECT jwt_rls.jwt_claim(''...'')); a missing claim then matches no row.'
+          FROM policy_exprs pe
+         WHERE pe.expr ~ 'jwt_rls\.(jwt_claims?|tenant_id|user_id)\((''([^'']|'''')*''(::text)?)?\)( AS \w+\))? IS NULL'
+        UNION ALL
+        -- Someone's permissive policy OR'ed with isolate()'s.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               'is a permissive policy on a table isolated by jwt_rls.isolate(): permissive policies are OR''ed, so it widens the tenant isolation',
+               pg_catalog.format('DROP POLICY %I ON %s; or recreate it AS RESTRICTIVE.', pe.polname, pe.polrelid::pg_catalog.regclass)
+          FROM policy_exprs pe
+         WHERE pe.polpermissive AND pe.polname NOT LIKE 'jwt\_rls\_isolate\_%'
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = pe.polrelid AND p.polname LIKE 'jwt\_rls\_isolate\_%')
+        UNION ALL
+        -- Application roles that bypass row level security.
+        SELECT 'critical', pg_catalog.format('role %I', a.rolname),
+               pg_catalog.format('is an application role (it logs in and has privileges on row-level-secured tables) and %s: row level security does not apply to it',
+                                 CASE WHEN a.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END),
+               pg_catalog.format('ALTER ROLE %I %s;', a.rolname, CASE WHEN a.rolsuper THEN 'NOSUPERUSER' ELSE 'NOBYPASSRLS' END)
+          FROM app_roles a WHERE a.rolsuper OR a.rolbypassrls
+        UNION ALL
+        SELECT 'critical', pg_catalog.format('role %I', a.rolname),
+               pg_catalog.format('is an application role and a member of %I, which %s: SET ROLE %I escapes row level security',
+                                 r.rolname, CASE WHEN r.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END, r.rolname),
+               pg_catalog.format('REVOKE %I FROM %I;', r.rolname, a.rolname)
+          FROM app_roles a JOIN membership m ON m.member = a.oid AND m.roleid <> a.oid
+          JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+         WHERE (r.rolsuper OR r.rolbypassrls) AND NOT a.rolsuper
+        UNION ALL
+        -- Application roles that own (or are members of the owner of) protected tables.
+        SELECT CASE WHEN t.forced THEN 'high' ELSE 'critical' END, pg_catalog.format('role %I', a.rolname),
+               pg_catalog.format('is an application role and %s table %s: %s',
+                                 CASE WHEN t.relowner = a.oid THEN 'owns' ELSE pg_catalog.format('is a member of %I, the owner of', pg_catalog.pg_get_userbyid(t.relowner)) END,
+                                 t.oid::pg_catalog.regclass,
+                                 CASE WHEN t.forced THEN 'it can disable row level security or drop the policies (ALTER TABLE, DROP POLICY)'
+                                      ELSE 'owners bypass row level security that is not forced, and can disable it or drop the policies' END),
+               pg_catalog.format('ALTER TABLE %s OWNER TO <a role the application does not log in as>;', t.oid::pg_catalog.regclass)
+          FROM app_roles a JOIN membership m ON m.member = a.oid
+          JOIN user_tables t ON t.relowner = m.roleid
+         WHERE NOT a.rolsuper AND (t.rls OR t.policies > 0 OR t.tenant_col IS NOT NULL)
+        UNION ALL
+        -- Views and materialized views over row-level-secured tables.
+        SELECT DISTINCT
+               CASE WHEN v.relkind = 'm' THEN 'high'
+                    WHEN o.rolsuper OR o.rolbypassrls
+                      OR (NOT t.forced AND EXISTS (SELECT 1 FROM membership m WHERE m.member = v.relowner AND m.roleid = t.relowner))
+                    THEN 'critical' ELSE 'medium' END,
+               CASE WHEN v.relkind = 'm' THEN 'materialized view ' ELSE 'view ' END || v.oid::pg_catalog.regclass,
+               CASE WHEN v.relkind = 'm'
+                    THEN pg_catalog.format('stores rows of %s, which has row level security, and has none itself: whoever may read it reads every tenant''s rows it holds', t.oid::pg_catalog.regclass)
+                    ELSE pg_catalog.format('reads %s, which has row level security, with the rights of its owner %I (no security_invoker)%s',
+                                           t.oid::pg_catalog.regclass, o.rolname,
+                                           CASE WHEN o.rolsuper THEN ': a superuser, so the policies do not apply and every tenant''s rows show'
+                                                WHEN o.rolbypassrls THEN ': it has BYPASSRLS, so the policies do not apply and every tenant''s rows show'
+                                                WHEN NOT t.forced AND EXISTS (SELECT 1 FROM membership m WHERE m.member = v.relowner AND m.roleid = t.relowner)
+                                                     THEN ': the table''s owner, and row level security is not forced, so every tenant''s rows show'
+                                                ELSE ': policies for particular roles are applied for the owner, not the caller' END) END,
+               CASE WHEN v.relkind = 'm'
+                    THEN pg_catalog.format('DROP MATERIALIZED VIEW %s; and use a view WITH (security_invoker = true) over the table instead.', v.oid::pg_catalog.regclass)
+                    ELSE pg_catalog.format('ALTER VIEW %s SET (security_invoker = true);', v.oid::pg_catalog.regclass) END
+          FROM pg_catalog.pg_class v
+          JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+          JOIN pg_catalog.pg_roles o ON o.oid = v.relowner
+          JOIN pg_catalog.pg_rewrite rw ON rw.ev_class = v.oid
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = rw.oid
+                                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> v.oid
+          JOIN user_tables t ON t.oid = d.refobjid AND t.rls
+         WHERE v.relkind IN ('v', 'm')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'jwt_rls')
+           AND NOT (v.relkind = 'v' AND EXISTS (
+                   SELECT 1 FROM pg_catalog.unnest(v.reloptions) opt
+                    WHERE pg_catalog.lower(opt) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1',
+                                                    'security_invoker=yes', 'security_invoker')))
+        UNION ALL
+        -- SECURITY DEFINER functions whose search_path the caller chooses.
+        SELECT CASE WHEN cfg.path IS NULL THEN 'high' ELSE 'medium' END,
+               pg_catalog.format('function %s.%I(%s)', n.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+               CASE WHEN cfg.path IS NULL
+                    THEN 'is SECURITY DEFINER without a pinned search_path: a caller can put objects of its own earlier in search_path (or in pg_temp) and run them with the owner''s rights'
+                    ELSE pg_catalog.format('is SECURITY DEFINER with search_path %s, which does not end with pg_temp: the caller''s temporary schema is searched first for tables and views', cfg.path) END,
+               pg_catalog.format('ALTER FUNCTION %s.%I(%s) SET search_path = pg_catalog, pg_temp;  -- and schema-qualify what it uses',
+                                 n.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid))
+          FROM pg_catalog.pg_proc f
+          JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+          LEFT JOIN LATERAL (SELECT pg_catalog.substr(c, 13) AS path FROM pg_catalog.unnest(f.proconfig) c
+                              WHERE c LIKE 'search\_path=%' LIMIT 1) cfg ON true
+         WHERE f.prosecdef
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'jwt_rls')
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = f.oid
+                              AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e')
+           AND (cfg.path IS NULL OR pg_catalog.btrim(pg_catalog.regexp_replace(cfg.path, '.*,', '')) NOT IN ('pg_temp', '"pg_temp"'))
+        UNION ALL
+        -- jwt_rls's own tables: secrets, refresh tokens, revocations.
+        SELECT CASE WHEN c.relname IN ('key_list') OR (g.privs = 'SELECT' AND c.relname IN ('sessions', 'revoked_tokens', 'revoked_subjects'))
+                    THEN 'high' ELSE 'critical' END,
+               CASE c.relkind WHEN 'v' THEN 'view ' ELSE 'table ' END || c.oid::pg_catalog.regclass,
+               pg_catalog.format('%s %s on it%s', CASE WHEN g.grantee = 0 THEN 'PUBLIC has' ELSE pg_catalog.format('application role %I has', g.rolname) END,
+                                 g.privs,
+                                 CASE c.relname WHEN 'keys' THEN ': it holds HMAC secrets, which mint tokens'
+                                                WHEN 'signing_keys' THEN ': it holds private signing keys, which mint tokens'
+                                                WHEN 'refresh_tokens' THEN ': it holds the refresh tokens'' hashes'
+                                                WHEN 'sessions' THEN ': sessions and their revocation state'
+                                                WHEN 'revoked_tokens' THEN ': writing it can undo a revocation'
+                                                WHEN 'revoked_subjects' THEN ': writing it can undo a revocation'
+                                                ELSE '' END),
+               pg_catalog.format('REVOKE ALL ON %s FROM %s;', c.oid::pg_catalog.regclass,
+                                 CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END)
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'jwt_rls'
+          CROSS JOIN LATERAL (
+                SELECT 0::oid AS grantee, NULL::name AS rolname,
+                       pg_catalog.string_agg(DISTINCT x.privilege_type, ', ') AS privs
+                  FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee = 0
+                UNION ALL
+                SELECT a.oid, a.rolname,
+                       pg_catalog.array_to_string(ARRAY(
+                           SELECT p FROM pg_catalog.unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+                            WHERE pg_catalog.has_table_privilege(a.oid, c.oid, p)
+                               OR (p IN ('SELECT', 'INSERT', 'UPDATE') AND pg_catalog.has_any_column_privilege(a.oid, c.oid, p))), ', ')
+                  FROM app_roles a
+                 WHERE NOT a.rolsuper
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee = 0)
+          ) g
+         WHERE c.relkind IN ('r', 'p', 'v', 'm') AND g.privs IS NOT NULL AND g.privs <> ''
+        UNION ALL
+        -- jwt_rls's admin functions: minting tokens, changing keys, sessions, revocations.
+        SELECT 'critical', pg_catalog.format('function jwt_rls.%I(%s)', f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+               pg_catalog.format('%s EXECUTE on it: %s', CASE WHEN g.grantee = 0 THEN 'PUBLIC has' ELSE pg_catalog.format('application role %I has', g.rolname) END,
+                                 CASE WHEN f.proname IN ('sign', 'start_session', 'rotate_refresh_token', 'refresh') THEN 'it issues tokens with any claims'
+                                      WHEN f.proname LIKE '%key%' OR f.proname = 'import_jwks' THEN 'it changes which keys are trusted'
+                                      WHEN f.proname = 'audit' THEN 'it reveals the weaknesses of the schema'
+                                      ELSE 'it is an administrator''s function' END),
+               pg_catalog.format('REVOKE EXECUTE ON %s jwt_rls.%I(%s) FROM %s;', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                                 f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid),
+                                 CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END)
+          FROM pg_catalog.pg_proc f
+          JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace AND n.nspname = 'jwt_rls'
+          CROSS JOIN LATERAL (
+                SELECT 0::oid AS grantee, NULL::name AS rolname
+                 WHERE f.proacl IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(f.proacl) x WHERE x.grantee = 0)
+                UNION ALL
+                SELECT a.oid, a.rolname FROM app_roles a
+                 WHERE NOT a.rolsuper AND pg_catalog.has_function_privilege(a.oid, f.oid, 'EXECUTE')
+                   AND NOT (f.proacl IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(f.proacl) x WHERE x.grantee = 0))
+          ) g
+         WHERE f.proname IN ('keys_changed', 'table_changed', 'add_hmac_key', 'add_pem_key', 'import_jwks', 'disable_key',
+                             'enable_key', 'remove_key', 'revoke_jti', 'revoke_subject', 'revoke_token',
+                             'generate_signing_key', 'import_signing_key', 'import_signing_secret', 'sign', 'random_token',
+                             'start_session', 'rotate_refresh_token', 'refresh', 'end_session', 'end_sessions', 'audit')
+        UNION ALL
+        -- Validation policy: tokens minted for anyone else.
+        SELECT 'medium', pg_catalog.format('database %I', pg_catalog.current_database()),
+               pg_catalog.format('jwt_rls.%s is not set: %s', s.name,
+                                 CASE s.name WHEN 'issuer' THEN 'tokens of any issuer whose key is in jwt_rls.keys are accepted'
+                                             ELSE 'tokens your issuer mints for other services (other audiences) are accepted here too' END),
+               pg_catalog.format('ALTER DATABASE %I SET jwt_rls.%s = ''...'';', pg_catalog.current_database(), s.name)
+          FROM pg_catalog.unnest(ARRAY['issuer', 'audience']) s(name)
+         WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'jwt_rls')
+           AND coalesce(pg_catalog.current_setting('jwt_rls.' || s.name, true), '') = ''
+    )
+    SELECT f.severity, f.object, f.finding, f.fix
+      FROM findings f
+     ORDER BY pg_catalog.array_position(ARRAY['critical', 'high', 'medium', 'low'], f.severity), f.object, f.finding;
+END
+$audit$;
+
+-- audit() lists the weaknesses of the schema: an administrator's tool.
+REVOKE EXECUTE ON FUNCTION jwt_rls.audit() FROM PUBLIC;
+
+COMMENT ON FUNCTION jwt_rls.audit() IS
+    'Read-only check of row level security and of jwt_rls''s own privileges: (severity, object, finding, fix), most severe first';

@@ -7,6 +7,7 @@
 //!   (`request.jwt.claims`, `auth.uid()`), opt-in;
 //! - `claims`: the SQL surface for applications (bind, read claims);
 //! - `diagnostics`: build and cache information;
+//! - `isolation`: `isolate()` and `audit()`, row level security helpers in SQL;
 //! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
 //! - `state`: the bound token setting and what it verifies to;
 //! - `keystore`: the key table, its DDL, loading and admin functions;
@@ -31,6 +32,7 @@ mod compat;
 mod diagnostics;
 mod errors;
 mod fmgr;
+mod isolation;
 mod keystore;
 mod revocation;
 mod roles;

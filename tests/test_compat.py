@@ -312,3 +312,14 @@ def test_compat_without_preloading_warns(tmp_path):
             assert conn.execute("SELECT current_setting('request.jwt.claims')").fetchone()[0] == "{}"
     finally:
         c.remove()
+
+
+def test_audit_trusts_request_jwt_settings_only_under_compat(supa):
+    """With compat on and jwt_rls preloaded, a policy reading
+    request.jwt.claims reads verified claims: audit() raises no alarm about
+    it (it does on a cluster without compat, tests/test_audit.py)."""
+    c, _ = supa
+    with psycopg.connect(c.dsn(), autocommit=True) as admin:
+        findings = admin.execute("SELECT severity, object, finding FROM jwt_rls.audit()").fetchall()
+    about_notes = [f for f in findings if "notes" in f[1] and "setting" in f[2]]
+    assert about_notes == [], about_notes

@@ -306,6 +306,9 @@ DECLARE
     -- settings (jwt_rls.claims, ...) are placeholders any role can SET.
     preloaded    boolean;
     sees_conf    boolean := pg_catalog.pg_has_role(current_user, 'pg_read_all_settings', 'USAGE');
+    -- Under jwt_rls.postgrest_compat, request.jwt.claims and the other
+    -- request.* names (but the four PostgREST writes) are jwt_rls's too.
+    compat       boolean := pg_catalog.current_setting('jwt_rls.postgrest_compat', true) = 'on';
 BEGIN
     preloaded := EXISTS (
         SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
@@ -429,9 +432,13 @@ BEGIN
                     ELSE pg_catalog.format('Read the verified claims instead: (SELECT jwt_rls.jwt_claim(''...'')); e.g. drop the policy and SELECT jwt_rls.isolate(%L, ''tenant_id'', ''tenant_id'');',
                                            s.polrelid::pg_catalog.regclass) END
           FROM (SELECT ps.*, ps.setting IS NOT NULL
-                             AND pg_catalog.lower(ps.setting) LIKE 'jwt\_rls.%'
-                             AND pg_catalog.lower(ps.setting) <> 'jwt_rls.token'
-                             AND pg_catalog.lower(ps.fn) = 'current_setting' AS jwt_rls_setting
+                             AND pg_catalog.lower(ps.fn) = 'current_setting'
+                             AND ((pg_catalog.lower(ps.setting) LIKE 'jwt\_rls.%'
+                                   AND pg_catalog.lower(ps.setting) <> 'jwt_rls.token')
+                                  OR (compat AND pg_catalog.lower(ps.setting) LIKE 'request.%'
+                                      AND pg_catalog.lower(ps.setting) NOT IN
+                                          ('request.method', 'request.path', 'request.headers', 'request.cookies')))
+                             AS jwt_rls_setting
                   FROM policy_settings ps) s
          WHERE NOT s.jwt_rls_setting OR NOT preloaded
         UNION ALL
