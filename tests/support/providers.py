@@ -279,12 +279,13 @@ class Cognito(Provider):
 
     name = "cognito"
 
-    def __init__(self, region="eu-west-1", pool="eu-west-1_Xk3pQ9aZb", client_id=None):
+    def __init__(self, region="eu-west-1", pool="eu-west-1_Xk3pQ9aZb",
+                 client_id="4vd1ex4mpl3jt6gq7cbnd2v9ld"):
         self.region, self.pool = region, pool
         self.issuer = f"https://cognito-idp.{region}.amazonaws.com/{pool}"
         self.audience = ""          # access tokens carry no aud
         self.jwks_uri = f"{self.issuer}/.well-known/jwks.json"
-        self.client_id = client_id or _alnum(26)
+        self.client_id = client_id
         self.id_key, self.access_key = rsa_key(), rsa_key()
         self.id_kid = base64.b64encode(secrets.token_bytes(32)).decode()
         self.access_kid = base64.b64encode(secrets.token_bytes(32)).decode()
