@@ -435,6 +435,7 @@ class Supabase(Provider):
     """
 
     name = "supabase"
+    alg = "ES256"
 
     def __init__(self, ref="abcdefghijklmnopqrst"):
         self.ref = ref
