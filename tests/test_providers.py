@@ -31,6 +31,7 @@ import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from support import b64url, b64url_decode, sqlstate
 from support.pgcluster import Cluster
@@ -348,7 +349,8 @@ def test_entra_id_guide(cluster, db):
             refused(app, {
                 "a token for Microsoft Graph": en.token(TENANT_A, aud="00000003-0000-0000-c000-000000000000"),
                 "a tenant that was never onboarded": en.token(TENANT_C),
-                "a v1.0 token of an onboarded tenant": en.token(TENANT_A, version=1),
+                "a v1.0 token of an onboarded tenant (sts.windows.net issuer)":
+                    en.token(TENANT_A, version=1, aud=en.api_client_id),
                 "RS256 key, token claiming PS256": en.token(TENANT_A, header={"alg": "PS256"}),
             }, failures)
     assert not failures, failures
@@ -383,7 +385,6 @@ def test_lenient_import_warns_about_an_unusable_key_and_a_missing_issuer(cluster
 
 
 def rsa_key_1024():
-    from cryptography.hazmat.primitives.asymmetric import rsa
     return rsa.generate_private_key(public_exponent=65537, key_size=1024)
 
 
