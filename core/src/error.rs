@@ -357,12 +357,12 @@ impl fmt::Display for KeyError {
                 "only a dir key is bound to a content encryption; give none for this algorithm",
             ),
             SecretLength { alg, len } => {
-                write!(f, "an {alg} key must be 32 bytes, this one has {len}")
+                write!(f, "{alg} keys must be 32 bytes, this one has {len}")
             }
             SecretNotSymmetric(alg) => {
                 write!(f, "a secret can only be an A256KW or dir key, not {alg}")
             }
-            SecretNotPem(alg) => write!(f, "an {alg} key is a secret, not a PEM"),
+            SecretNotPem(alg) => write!(f, "{alg} keys are secrets, not PEMs"),
             DecryptionNotPrivate => f.write_str(
                 "a decryption key must be a private key (PKCS#8 PEM or private JWK)",
             ),
@@ -835,6 +835,93 @@ mod tests {
             ),
             (NoJti, Malformed, "token has no jti claim to revoke it by", None),
             (
+                EncryptedNotAccepted,
+                Malformed,
+                "encrypted tokens (JWE) are not accepted",
+                Some("No decryption key is configured and active."),
+            ),
+            (
+                JweLength {
+                    part: Part::Iv,
+                    len: 16,
+                    expected: 12,
+                },
+                Malformed,
+                "token iv has the wrong length",
+                Some("The iv is 16 bytes; its algorithm needs 12."),
+            ),
+            (
+                BadEpk("not on the curve"),
+                Malformed,
+                "token ephemeral public key (epk) is invalid",
+                Some("The epk is not on the curve."),
+            ),
+            (
+                UnsupportedKeyAlg(s("RSA1_5")),
+                Rejected,
+                "token key management algorithm is not supported",
+                Some("Header alg is \"RSA1_5\"; accepted are RSA-OAEP-256, ECDH-ES, ECDH-ES+A256KW, A256KW and dir."),
+            ),
+            (
+                UnsupportedEnc(s("A128GCM")),
+                Rejected,
+                "token content encryption is not supported",
+                Some("Header enc is \"A128GCM\"; accepted are A256GCM and A128CBC-HS256."),
+            ),
+            (
+                NotNested(None),
+                Rejected,
+                "encrypted token does not contain a signed JWT",
+                Some("The header has no cty; only a signed JWT inside a JWE (cty \"JWT\") is accepted."),
+            ),
+            (
+                NotNested(Some(s("json"))),
+                Rejected,
+                "encrypted token does not contain a signed JWT",
+                Some("Header cty is \"json\"; only a signed JWT inside a JWE (cty \"JWT\") is accepted."),
+            ),
+            (
+                NestedJwe,
+                Rejected,
+                "encrypted token contains another encrypted token",
+                None,
+            ),
+            (
+                UnknownDecryptionKid(s("e1")),
+                Rejected,
+                "token kid names no known decryption key",
+                Some("No decryption key has kid \"e1\"."),
+            ),
+            (
+                DecryptionKeyDisabled(s("e1")),
+                Rejected,
+                "token was encrypted to a disabled key",
+                Some("Decryption key kid is \"e1\"."),
+            ),
+            (
+                DecryptionKeyNotInWindow(s("e1")),
+                Rejected,
+                "token was encrypted to a key outside its validity window",
+                Some("Decryption key kid is \"e1\"."),
+            ),
+            (
+                AmbiguousDecryptionKey(2),
+                Rejected,
+                "encrypted token has no kid and more than one decryption key is active",
+                Some("2 decryption keys are active; the token must name one with kid."),
+            ),
+            (
+                EncMismatch {
+                    kid: s("e1"),
+                    key_enc: "A256GCM",
+                    token_enc: "A128CBC-HS256",
+                },
+                Rejected,
+                "token content encryption does not match its key",
+                Some("Key \"e1\" is bound to A256GCM; the token says A128CBC-HS256."),
+            ),
+            (DecryptionFailed, Rejected, "token could not be decrypted", None),
+            (
                 Key(KeyError::BadKid),
                 BadKey,
                 "invalid key: kid must be 1 to 256 bytes without control characters",
@@ -922,6 +1009,54 @@ mod tests {
                 KidTaken("x".into()),
                 "kid \"x\" already holds a different key; remove it first",
             ),
+            (
+                UnknownKeyAlg("RSA1_5".into()),
+                "key management algorithm \"RSA1_5\" is not one of RSA-OAEP-256 ECDH-ES ECDH-ES+A256KW A256KW dir",
+            ),
+            (
+                UnknownEnc("A128GCM".into()),
+                "content encryption \"A128GCM\" is not one of A256GCM A128CBC-HS256",
+            ),
+            (
+                DirNeedsEnc,
+                "a dir key must name its content encryption (A256GCM or A128CBC-HS256)",
+            ),
+            (
+                EncOnlyForDir,
+                "only a dir key is bound to a content encryption; give none for this algorithm",
+            ),
+            (
+                SecretLength { alg: "A256KW", len: 16 },
+                "A256KW keys must be 32 bytes, this one has 16",
+            ),
+            (
+                SecretNotSymmetric("ECDH-ES"),
+                "a secret can only be an A256KW or dir key, not ECDH-ES",
+            ),
+            (SecretNotPem("dir"), "dir keys are secrets, not PEMs"),
+            (
+                DecryptionNotPrivate,
+                "a decryption key must be a private key (PKCS#8 PEM or private JWK)",
+            ),
+            (
+                BadDecryptionKey("InconsistentComponents".into()),
+                "this private key cannot decrypt: InconsistentComponents",
+            ),
+            (
+                UnsupportedCurve("secp256k1".into()),
+                "curve \"secp256k1\" is not one of P-256 P-384 P-521",
+            ),
+            (EcPublicMismatch, "the JWK's x and y are not the public key of its d"),
+            (
+                JwkNotForEncryption,
+                "the JWK is not an encryption key (use is not \"enc\")",
+            ),
+            (JwkKeyAlgMismatch("A256KW"), "the JWK's alg is not A256KW"),
+            (
+                JwkKeyTypeFor("RSA-OAEP-256"),
+                "the JWK's key type cannot be used for RSA-OAEP-256",
+            ),
+            (EncryptFailed, "the crypto library could not encrypt the token"),
             (
                 KidTaken("<script>".into()),
                 "kid (not shown) already holds a different key; remove it first",
