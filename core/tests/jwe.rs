@@ -333,6 +333,9 @@ fn segment_lengths_are_checked_before_decrypting() {
     ));
 }
 
+/// A change made to a token's header.
+type HeaderEdit = Box<dyn Fn(&mut Map<String, Value>)>;
+
 fn epk_token() -> String {
     vector("ecdh-p256/A256GCM/joserfc")
 }
@@ -341,7 +344,7 @@ fn epk_token() -> String {
 fn ephemeral_keys_off_the_curve_or_on_another_are_refused() {
     let t = epk_token();
     let other_curve = entry("ecdh-p384")["public_jwk"].clone();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>, &str)> = vec![
+    let cases: Vec<(&str, HeaderEdit, &str)> = vec![
         (
             "point not on the curve",
             Box::new(|h| {
@@ -673,4 +676,34 @@ fn encrypt_round_trips_for_every_key_and_enc() {
         encrypt(inner, &private, "RSA-OAEP-256", "A256GCM"),
         Err(Error::Key(_))
     ));
+}
+
+/// Writes a token from `encrypt` for every key and enc to
+/// `target/jwe-encrypted-by-core.json`, for `generate.py --check` to
+/// decrypt with jwcrypto and joserfc (run by hand: the other way round of
+/// the vectors, so that what the core encrypts is what the libraries read).
+#[test]
+#[ignore]
+fn write_tokens_for_the_libraries() {
+    let inner = read("vectors/tokens.json")[0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut out = vec![];
+    for k in key_entries() {
+        let alg = k["alg"].as_str().unwrap();
+        let encs = match k["enc"].as_str() {
+            Some(e) => vec![e],
+            None => vec!["A256GCM", "A128CBC-HS256"],
+        };
+        for enc in encs {
+            let token = encrypt(&inner, &k["public_jwk"].to_string(), alg, enc).unwrap();
+            out.push(json!({"kid": k["kid"], "enc": enc, "token": token, "inner": inner}));
+        }
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/jwe-encrypted-by-core.json"
+    );
+    std::fs::write(path, Value::Array(out).to_string()).unwrap();
 }

@@ -10,6 +10,11 @@ then kept: rerunning this script reuses keys.json and rewrites vectors.json
     /work/main/.venv/bin/pip install jwcrypto joserfc
     /work/main/.venv/bin/python core/tests/jwe/generate.py
 
+and the other way round (tokens made by the core, decrypted here):
+
+    cargo test -p jwt_rls_core --test jwe -- --ignored write_tokens_for_the_libraries
+    /work/main/.venv/bin/python core/tests/jwe/generate.py --check target/jwe-encrypted-by-core.json
+
 Files:
   keys.json     decryption keys: kid, alg, enc (dir only), private JWK,
                 public JWK (what a sender encrypts to), PKCS#8 PEM for RSA/EC
@@ -204,7 +209,28 @@ def hostile_vectors(keys: list) -> list:
     return out
 
 
+def check(path: str) -> int:
+    """Decrypts tokens made by the core's `encrypt` with both libraries."""
+    keys = {k["kid"]: k for k in load_keys()}
+    with open(path) as f:
+        cases = json.load(f)
+    for case in cases:
+        key = keys[case["kid"]]
+        t = jc_jwe.JWE()
+        t.deserialize(case["token"], key=jc_jwk.JWK(**key["private_jwk"]))
+        assert t.payload.decode() == case["inner"], case["kid"]
+        priv = key["private_jwk"]
+        jkey = {"RSA": RSAKey, "EC": ECKey, "oct": OctKey}[priv["kty"]].import_key(priv)
+        hdr = json.loads(base64.urlsafe_b64decode(case["token"].split(".")[0] + "=="))
+        obj = jf_jwe.decrypt_compact(case["token"], jkey, algorithms=[hdr["alg"], hdr["enc"]])
+        assert obj.plaintext.decode() == case["inner"], case["kid"]
+        print("ok", case["kid"], case["enc"], hdr)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--check"]:
+        return check(sys.argv[2])
     keys = load_keys()
     with open(os.path.join(HERE, "vectors.json"), "w") as f:
         json.dump(valid_vectors(keys), f, indent=1)
