@@ -20,6 +20,7 @@ use aws_lc_rs::rsa::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, KeyError, Part, Result};
 use crate::json::parse_object;
@@ -162,8 +163,9 @@ enum Secret {
         curve: Curve,
         key: agreement::PrivateKey,
     },
-    /// A256KW key-encryption key or dir CEK: always 32 bytes.
-    Oct([u8; 32]),
+    /// A256KW key-encryption key or dir CEK: always 32 bytes, wiped on drop
+    /// (aws-lc wipes its own keys when it frees them).
+    Oct(Zeroizing<[u8; 32]>),
 }
 
 /// A private key that decrypts nested tokens.
@@ -199,11 +201,12 @@ fn b64(value: Option<&Value>) -> KeyResult<Vec<u8>> {
     }
 }
 
-fn secret32(bytes: &[u8], alg: KeyAlg) -> KeyResult<[u8; 32]> {
-    bytes.try_into().map_err(|_| KeyError::SecretLength {
+fn secret32(bytes: &[u8], alg: KeyAlg) -> KeyResult<Zeroizing<[u8; 32]>> {
+    let key: [u8; 32] = bytes.try_into().map_err(|_| KeyError::SecretLength {
         alg: alg.name(),
         len: bytes.len(),
-    })
+    })?;
+    Ok(Zeroizing::new(key))
 }
 
 fn rsa_secret(der_pkcs8: &[u8]) -> KeyResult<Secret> {
@@ -318,9 +321,10 @@ fn from_jwk(alg: KeyAlg, text: &str) -> KeyResult<Secret> {
     match (kty(&map), alg) {
         (Some("RSA"), KeyAlg::RsaOaep256) => rsa_from_jwk(&map),
         (Some("EC"), KeyAlg::EcdhEs | KeyAlg::EcdhEsA256Kw) => ec_from_jwk(&map),
-        (Some("oct"), KeyAlg::A256Kw | KeyAlg::Dir) => {
-            Ok(Secret::Oct(secret32(&b64(map.get("k"))?, alg)?))
-        }
+        (Some("oct"), KeyAlg::A256Kw | KeyAlg::Dir) => Ok(Secret::Oct(secret32(
+            &Zeroizing::new(b64(map.get("k"))?),
+            alg,
+        )?)),
         _ => Err(KeyError::JwkKeyTypeFor(alg.name())),
     }
 }
@@ -399,9 +403,11 @@ impl DecryptionKey {
             Format::Pem => from_pem(alg, material)?,
             Format::Secret => match alg {
                 KeyAlg::A256Kw | KeyAlg::Dir => {
-                    let bytes = URL_SAFE_NO_PAD
-                        .decode(material)
-                        .map_err(|_| KeyError::SecretBase64)?;
+                    let bytes = Zeroizing::new(
+                        URL_SAFE_NO_PAD
+                            .decode(material)
+                            .map_err(|_| KeyError::SecretBase64)?,
+                    );
                     Secret::Oct(secret32(&bytes, alg)?)
                 }
                 _ => return Err(KeyError::SecretNotSymmetric(alg.name()).into()),
@@ -446,15 +452,15 @@ impl DecryptionKey {
         enc: Enc,
         encrypted_key: &[u8],
         ecdh: Option<&Ecdh>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let cek = match (&self.secret, ecdh) {
-            (Secret::Oct(k), _) if self.alg == KeyAlg::Dir => Some(k.to_vec()),
+            (Secret::Oct(k), _) if self.alg == KeyAlg::Dir => Some(Zeroizing::new(k.to_vec())),
             (Secret::Oct(kek), _) => unwrap_cek(kek, encrypted_key),
             (Secret::Rsa(key), _) => {
-                let mut out = vec![0; key.min_output_size()];
+                let mut out = Zeroizing::new(vec![0; key.min_output_size()]);
                 key.decrypt(&OAEP_SHA256_MGF1SHA256, encrypted_key, &mut out, None)
                     .ok()
-                    .map(|cek| cek.to_vec())
+                    .map(|cek| Zeroizing::new(cek.to_vec()))
             }
             (Secret::Ec { curve, key }, Some(ecdh)) => {
                 let peer = ecdh.public_key(*curve)?;
@@ -463,7 +469,9 @@ impl DecryptionKey {
                     _ => (self.alg.name(), 32),
                 };
                 let derived = agreement::agree(key, peer, (), |z| {
-                    Ok(concat_kdf(z, alg_id, &ecdh.apu, &ecdh.apv, len))
+                    Ok(Zeroizing::new(concat_kdf(
+                        z, alg_id, &ecdh.apu, &ecdh.apv, len,
+                    )))
                 })
                 .ok();
                 match (self.alg, derived) {
@@ -478,7 +486,7 @@ impl DecryptionKey {
         };
         match cek {
             Some(cek) if cek.len() == enc.cek_len() => Ok(cek),
-            _ => random(enc.cek_len()),
+            _ => Ok(Zeroizing::new(random(enc.cek_len())?)),
         }
     }
 }
@@ -492,10 +500,12 @@ pub(crate) fn random(len: usize) -> Result<Vec<u8>> {
 }
 
 /// AES-256 key unwrap (RFC 3394) of a 32-byte CEK.
-fn unwrap_cek(kek: &[u8; 32], wrapped: &[u8]) -> Option<Vec<u8>> {
+fn unwrap_cek(kek: &[u8; 32], wrapped: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let kek = KeyEncryptionKey::new(&key_wrap::AES_256, kek).ok()?;
-    let mut out = [0u8; 40];
-    kek.unwrap(wrapped, &mut out).ok().map(|cek| cek.to_vec())
+    let mut out = Zeroizing::new([0u8; 40]);
+    kek.unwrap(wrapped, out.as_mut_slice())
+        .ok()
+        .map(|cek| Zeroizing::new(cek.to_vec()))
 }
 
 fn wrap_cek(kek: &[u8], cek: &[u8]) -> Result<Vec<u8>> {
@@ -616,7 +626,7 @@ pub struct EncryptionKey {
 enum Public {
     Rsa(OaepPublicEncryptingKey),
     Ec { curve: Curve, point: Vec<u8> },
-    Oct([u8; 32]),
+    Oct(Zeroizing<[u8; 32]>),
 }
 
 impl std::fmt::Debug for EncryptionKey {
@@ -631,7 +641,7 @@ impl std::fmt::Debug for EncryptionKey {
 /// What `EncryptionKey::cek` gives: the CEK, the encrypted key segment, and
 /// the ephemeral public key and curve for ECDH-ES.
 pub(crate) struct Wrapped {
-    pub cek: Vec<u8>,
+    pub cek: Zeroizing<Vec<u8>>,
     pub encrypted_key: Vec<u8>,
     pub epk: Option<(Curve, Vec<u8>)>,
 }
@@ -701,7 +711,7 @@ impl EncryptionKey {
                 }
             }
             (Some("oct"), KeyAlg::A256Kw | KeyAlg::Dir) => {
-                Public::Oct(secret32(&b64(map.get("k"))?, alg)?)
+                Public::Oct(secret32(&Zeroizing::new(b64(map.get("k"))?), alg)?)
             }
             _ => return Err(KeyError::JwkKeyTypeFor(alg.name()).into()),
         };
@@ -712,13 +722,13 @@ impl EncryptionKey {
     pub(crate) fn cek(&self, enc: Enc) -> Result<Wrapped> {
         let fail = || Error::from(KeyError::EncryptFailed);
         let mut out = Wrapped {
-            cek: random(enc.cek_len())?,
+            cek: Zeroizing::new(random(enc.cek_len())?),
             encrypted_key: vec![],
             epk: None,
         };
         match &self.public {
-            Public::Oct(k) if self.alg == KeyAlg::Dir => out.cek = k.to_vec(),
-            Public::Oct(kek) => out.encrypted_key = wrap_cek(kek, &out.cek)?,
+            Public::Oct(k) if self.alg == KeyAlg::Dir => out.cek = Zeroizing::new(k.to_vec()),
+            Public::Oct(kek) => out.encrypted_key = wrap_cek(kek.as_slice(), &out.cek)?,
             Public::Rsa(key) => {
                 let mut buf = vec![0; key.ciphertext_size()];
                 out.encrypted_key = key
@@ -735,7 +745,7 @@ impl EncryptionKey {
                 };
                 let peer = UnparsedPublicKey::new(curve.agreement(), point);
                 let derived = agreement::agree(&eph, peer, fail(), |z| {
-                    Ok(concat_kdf(z, alg_id, &[], &[], len))
+                    Ok(Zeroizing::new(concat_kdf(z, alg_id, &[], &[], len)))
                 })?;
                 if self.alg == KeyAlg::EcdhEs {
                     out.cek = derived;
