@@ -707,3 +707,110 @@ fn write_tokens_for_the_libraries() {
     );
     std::fs::write(path, Value::Array(out).to_string()).unwrap();
 }
+
+#[test]
+fn decryption_keys_are_checked_when_stored() {
+    use jwt_rls_core::KeyError as K;
+    let new = |alg: &str, enc: Option<&str>, format: Format, m: &str| match DecryptionKey::new(
+        "k", alg, enc, format, m,
+    ) {
+        Err(Error::Key(k)) => k,
+        other => panic!("{alg}: {other:?}"),
+    };
+    let rsa = entry("rsa-oaep-1");
+    let ec = entry("ecdh-p256");
+    assert_eq!(
+        new(
+            "RSA-OAEP-256",
+            None,
+            Format::Jwk,
+            &rsa["public_jwk"].to_string()
+        ),
+        K::DecryptionNotPrivate
+    );
+    assert_eq!(
+        new("ECDH-ES", None, Format::Jwk, &ec["public_jwk"].to_string()),
+        K::DecryptionNotPrivate
+    );
+    let mut bad_d = ec["private_jwk"].clone();
+    bad_d["d"] = entry("ecdh-other-p256")["private_jwk"]["d"].clone();
+    assert_eq!(
+        new("ECDH-ES", None, Format::Jwk, &bad_d.to_string()),
+        K::EcPublicMismatch
+    );
+    let mut k1 = ec["private_jwk"].clone();
+    k1["crv"] = json!("secp256k1");
+    assert_eq!(
+        new("ECDH-ES", None, Format::Jwk, &k1.to_string()),
+        K::UnsupportedCurve("secp256k1".into())
+    );
+    let mut inconsistent = rsa["private_jwk"].clone();
+    inconsistent["dp"] = rsa["private_jwk"]["dq"].clone();
+    assert!(matches!(
+        new("RSA-OAEP-256", None, Format::Jwk, &inconsistent.to_string()),
+        K::BadDecryptionKey(_)
+    ));
+    let mut sig = rsa["private_jwk"].clone();
+    sig["use"] = json!("sig");
+    assert_eq!(
+        new("RSA-OAEP-256", None, Format::Jwk, &sig.to_string()),
+        K::JwkNotForEncryption
+    );
+    let mut other_alg = rsa["private_jwk"].clone();
+    other_alg["alg"] = json!("RSA-OAEP");
+    assert_eq!(
+        new("RSA-OAEP-256", None, Format::Jwk, &other_alg.to_string()),
+        K::JwkKeyAlgMismatch("RSA-OAEP-256")
+    );
+    assert_eq!(
+        new("A256KW", None, Format::Jwk, &rsa["private_jwk"].to_string()),
+        K::JwkKeyTypeFor("A256KW")
+    );
+    assert_eq!(
+        new("RSA-OAEP-256", None, Format::Jwk, "[1]"),
+        K::JwkNotObject
+    );
+    assert_eq!(
+        new(
+            "RSA-OAEP-256",
+            None,
+            Format::Jwk,
+            r#"{"kty":"RSA","n":"AQAB","n":"AQAB"}"#
+        ),
+        K::JwkNotObject
+    );
+    let public_pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+    assert_eq!(
+        new("RSA-OAEP-256", None, Format::Pem, public_pem),
+        K::DecryptionNotPrivate
+    );
+    assert_eq!(
+        new("A256KW", None, Format::Pem, rsa["pem"].as_str().unwrap()),
+        K::SecretNotPem("A256KW")
+    );
+    assert!(matches!(
+        new("ECDH-ES", None, Format::Pem, rsa["pem"].as_str().unwrap()),
+        K::BadDecryptionKey(_)
+    ));
+    assert_eq!(
+        new("ECDH-ES", None, Format::Secret, "AAAA"),
+        K::SecretNotSymmetric("ECDH-ES")
+    );
+    assert_eq!(
+        new("dir", Some("A256GCM"), Format::Secret, "not base64!"),
+        K::SecretBase64
+    );
+    // No message of a refused key carries its material.
+    for k in [
+        new("ECDH-ES", None, Format::Jwk, &bad_d.to_string()),
+        new("RSA-OAEP-256", None, Format::Jwk, &inconsistent.to_string()),
+    ] {
+        let text = Error::Key(k).to_string();
+        for secret in ["d", "p", "q", "dp", "dq", "qi"] {
+            if let Some(v) = rsa["private_jwk"][secret].as_str() {
+                assert!(!text.contains(&v[..12]), "{text}");
+            }
+        }
+        assert!(!text.contains(&ec["private_jwk"]["d"].as_str().unwrap()[..12]));
+    }
+}
