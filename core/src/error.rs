@@ -26,6 +26,11 @@ pub enum Part {
     Header,
     Payload,
     Signature,
+    /// The JWE segments (RFC 7516 section 7.1) after the header.
+    EncryptedKey,
+    Iv,
+    Ciphertext,
+    Tag,
 }
 
 impl fmt::Display for Part {
@@ -34,6 +39,10 @@ impl fmt::Display for Part {
             Part::Header => "header",
             Part::Payload => "payload",
             Part::Signature => "signature",
+            Part::EncryptedKey => "encrypted key",
+            Part::Iv => "iv",
+            Part::Ciphertext => "ciphertext",
+            Part::Tag => "tag",
         })
     }
 }
@@ -55,6 +64,16 @@ pub enum Error {
     NulCharacter(Part),
     TooDeep(Part),
     HeaderType(&'static str),
+    /// A JWE was given and no decryption key is configured and active.
+    EncryptedNotAccepted,
+    /// A JWE segment has a length its algorithm does not allow.
+    JweLength {
+        part: Part,
+        len: usize,
+        expected: usize,
+    },
+    /// The ECDH-ES ephemeral public key is missing or unusable (the reason).
+    BadEpk(&'static str),
     // --- well formed, not acceptable ------------------------------------
     UnsecuredToken,
     UnsupportedAlg(String),
@@ -105,6 +124,29 @@ pub enum Error {
     RevokedSubjectNoIat,
     /// A token without jti was presented for revocation by jti.
     NoJti,
+    // --- encrypted tokens (JWE) ----------------------------------------
+    /// The JWE key-management algorithm is not one that is accepted.
+    UnsupportedKeyAlg(String),
+    /// The JWE content encryption is not one that is accepted.
+    UnsupportedEnc(String),
+    /// The JWE does not say it holds a JWT (`cty`), so it is not a nested
+    /// (signed, then encrypted) token; the cty as given, if a string.
+    NotNested(Option<String>),
+    /// The decrypted content is itself a JWE.
+    NestedJwe,
+    UnknownDecryptionKid(String),
+    DecryptionKeyDisabled(String),
+    DecryptionKeyNotInWindow(String),
+    AmbiguousDecryptionKey(usize),
+    /// A dir key is bound to another content encryption than the token's.
+    EncMismatch {
+        kid: String,
+        key_enc: &'static str,
+        token_enc: &'static str,
+    },
+    /// Any failure to decrypt: tag, key unwrap, OAEP, padding. One variant
+    /// on purpose, so that no caller can tell them apart (no oracle).
+    DecryptionFailed,
     // --- key store -------------------------------------------------------
     Key(KeyError),
 }
@@ -197,6 +239,37 @@ pub enum KeyError {
     Generate,
     /// No enabled signing key (or none with the kid asked for).
     NoSigningKey,
+    // --- JWE keys ----------------------------------------------------------
+    /// The key-management algorithm name is not accepted (as given).
+    UnknownKeyAlg(String),
+    /// The content encryption name is not accepted (as given).
+    UnknownEnc(String),
+    /// A dir key was given without its content encryption.
+    DirNeedsEnc,
+    /// A content encryption was given for a key that is not dir.
+    EncOnlyForDir,
+    /// A symmetric JWE key (A256KW, dir) that is not 32 bytes.
+    SecretLength { alg: &'static str, len: usize },
+    /// A secret was given for an asymmetric JWE algorithm.
+    SecretNotSymmetric(&'static str),
+    /// A PEM was given for a symmetric JWE algorithm.
+    SecretNotPem(&'static str),
+    /// A decryption key given as a public key.
+    DecryptionNotPrivate,
+    /// The crypto library refuses the private key (its text, never the key).
+    BadDecryptionKey(String),
+    /// The EC key's curve is not P-256, P-384 or P-521 (as given).
+    UnsupportedCurve(String),
+    /// The EC private JWK's d does not belong to its x and y.
+    EcPublicMismatch,
+    /// The JWK's `use` is not `enc`.
+    JwkNotForEncryption,
+    /// The JWK's `alg` is not the key-management algorithm it is for.
+    JwkKeyAlgMismatch(&'static str),
+    /// The JWK's key type cannot be used for the key-management algorithm.
+    JwkKeyTypeFor(&'static str),
+    /// The crypto library could not encrypt a token.
+    EncryptFailed,
 }
 
 impl fmt::Display for KeyError {
@@ -269,6 +342,43 @@ impl fmt::Display for KeyError {
             NotPrivate => f.write_str("a signing key must be a private key (PKCS#8 or PKCS#1 PEM)"),
             Generate => f.write_str("the crypto library could not generate a key"),
             NoSigningKey => f.write_str("no enabled signing key"),
+            UnknownKeyAlg(name) => write!(
+                f,
+                "key management algorithm {} is not one of RSA-OAEP-256 ECDH-ES ECDH-ES+A256KW A256KW dir",
+                shown(name)
+            ),
+            UnknownEnc(name) => write!(
+                f,
+                "content encryption {} is not one of A256GCM A128CBC-HS256",
+                shown(name)
+            ),
+            DirNeedsEnc => f.write_str(
+                "a dir key must name its content encryption (A256GCM or A128CBC-HS256)",
+            ),
+            EncOnlyForDir => f.write_str(
+                "only a dir key is bound to a content encryption; give none for this algorithm",
+            ),
+            SecretLength { alg, len } => {
+                write!(f, "{alg} keys must be 32 bytes, this one has {len}")
+            }
+            SecretNotSymmetric(alg) => {
+                write!(f, "a secret can only be an A256KW or dir key, not {alg}")
+            }
+            SecretNotPem(alg) => write!(f, "{alg} keys are secrets, not PEMs"),
+            DecryptionNotPrivate => f.write_str(
+                "a decryption key must be a private key (PKCS#8 PEM or private JWK)",
+            ),
+            BadDecryptionKey(why) => write!(f, "this private key cannot decrypt: {why}"),
+            UnsupportedCurve(name) => {
+                write!(f, "curve {} is not one of P-256 P-384 P-521", shown(name))
+            }
+            EcPublicMismatch => f.write_str("the JWK's x and y are not the public key of its d"),
+            JwkNotForEncryption => {
+                f.write_str("the JWK is not an encryption key (use is not \"enc\")")
+            }
+            JwkKeyAlgMismatch(alg) => write!(f, "the JWK's alg is not {alg}"),
+            JwkKeyTypeFor(alg) => write!(f, "the JWK's key type cannot be used for {alg}"),
+            EncryptFailed => f.write_str("the crypto library could not encrypt the token"),
         }
     }
 }
@@ -298,6 +408,9 @@ impl Error {
             | NulCharacter(_)
             | TooDeep(_)
             | HeaderType(_)
+            | EncryptedNotAccepted
+            | JweLength { .. }
+            | BadEpk(_)
             | NoJti => Class::Malformed,
             UnsecuredToken
             | UnsupportedAlg(_)
@@ -321,7 +434,17 @@ impl Error {
             | UnexpectedAudience
             | Revoked
             | RevokedSubject
-            | RevokedSubjectNoIat => Class::Rejected,
+            | RevokedSubjectNoIat
+            | UnsupportedKeyAlg(_)
+            | UnsupportedEnc(_)
+            | NotNested(_)
+            | NestedJwe
+            | UnknownDecryptionKid(_)
+            | DecryptionKeyDisabled(_)
+            | DecryptionKeyNotInWindow(_)
+            | AmbiguousDecryptionKey(_)
+            | EncMismatch { .. }
+            | DecryptionFailed => Class::Rejected,
             Key(_) => Class::BadKey,
         }
     }
@@ -363,6 +486,23 @@ impl Error {
             Audience | UnexpectedAudience => "token audience is not accepted".into(),
             Revoked | RevokedSubject | RevokedSubjectNoIat => "token has been revoked".into(),
             NoJti => "token has no jti claim to revoke it by".into(),
+            EncryptedNotAccepted => "encrypted tokens (JWE) are not accepted".into(),
+            JweLength { part, .. } => format!("token {part} has the wrong length"),
+            BadEpk(_) => "token ephemeral public key (epk) is invalid".into(),
+            UnsupportedKeyAlg(_) => "token key management algorithm is not supported".into(),
+            UnsupportedEnc(_) => "token content encryption is not supported".into(),
+            NotNested(_) => "encrypted token does not contain a signed JWT".into(),
+            NestedJwe => "encrypted token contains another encrypted token".into(),
+            UnknownDecryptionKid(_) => "token kid names no known decryption key".into(),
+            DecryptionKeyDisabled(_) => "token was encrypted to a disabled key".into(),
+            DecryptionKeyNotInWindow(_) => {
+                "token was encrypted to a key outside its validity window".into()
+            }
+            AmbiguousDecryptionKey(_) => {
+                "encrypted token has no kid and more than one decryption key is active".into()
+            }
+            EncMismatch { .. } => "token content encryption does not match its key".into(),
+            DecryptionFailed => "token could not be decrypted".into(),
             Key(k) => format!("invalid key: {k}"),
         }
     }
@@ -411,8 +551,47 @@ impl Error {
                 "Its subject has a revocation cutoff and the token has no iat to show it was issued after it."
                     .into()
             }
+            EncryptedNotAccepted => "No decryption key is configured and active.".into(),
+            JweLength {
+                part,
+                len,
+                expected,
+            } => format!("The {part} is {len} bytes; its algorithm needs {expected}."),
+            BadEpk(why) => format!("The epk is {why}."),
+            UnsupportedKeyAlg(a) => format!(
+                "Header alg is {}; accepted are RSA-OAEP-256, ECDH-ES, ECDH-ES+A256KW, A256KW and dir.",
+                shown(a)
+            ),
+            UnsupportedEnc(e) => format!(
+                "Header enc is {}; accepted are A256GCM and A128CBC-HS256.",
+                shown(e)
+            ),
+            NotNested(None) => {
+                "The header has no cty; only a signed JWT inside a JWE (cty \"JWT\") is accepted."
+                    .into()
+            }
+            NotNested(Some(c)) => format!(
+                "Header cty is {}; only a signed JWT inside a JWE (cty \"JWT\") is accepted.",
+                shown(c)
+            ),
+            UnknownDecryptionKid(k) => format!("No decryption key has kid {}.", shown(k)),
+            DecryptionKeyDisabled(k) | DecryptionKeyNotInWindow(k) => {
+                format!("Decryption key kid is {}.", shown(k))
+            }
+            AmbiguousDecryptionKey(n) => format!(
+                "{n} decryption keys are active; the token must name one with kid."
+            ),
+            EncMismatch {
+                kid,
+                key_enc,
+                token_enc,
+            } => format!(
+                "Key {} is bound to {key_enc}; the token says {token_enc}.",
+                shown(kid)
+            ),
             Empty | BadCharacter | Base64(_) | NotObject(_) | DuplicateKey(_) | NulCharacter(_)
-            | TooDeep(_) | UnsecuredToken | NoKeys | BadSignature | NoJti | Key(_) => return None,
+            | TooDeep(_) | UnsecuredToken | NoKeys | BadSignature | NoJti | NestedJwe
+            | DecryptionFailed | Key(_) => return None,
         })
     }
 }
@@ -666,6 +845,93 @@ mod tests {
             ),
             (NoJti, Malformed, "token has no jti claim to revoke it by", None),
             (
+                EncryptedNotAccepted,
+                Malformed,
+                "encrypted tokens (JWE) are not accepted",
+                Some("No decryption key is configured and active."),
+            ),
+            (
+                JweLength {
+                    part: Part::Iv,
+                    len: 16,
+                    expected: 12,
+                },
+                Malformed,
+                "token iv has the wrong length",
+                Some("The iv is 16 bytes; its algorithm needs 12."),
+            ),
+            (
+                BadEpk("not on the curve"),
+                Malformed,
+                "token ephemeral public key (epk) is invalid",
+                Some("The epk is not on the curve."),
+            ),
+            (
+                UnsupportedKeyAlg(s("RSA1_5")),
+                Rejected,
+                "token key management algorithm is not supported",
+                Some("Header alg is \"RSA1_5\"; accepted are RSA-OAEP-256, ECDH-ES, ECDH-ES+A256KW, A256KW and dir."),
+            ),
+            (
+                UnsupportedEnc(s("A128GCM")),
+                Rejected,
+                "token content encryption is not supported",
+                Some("Header enc is \"A128GCM\"; accepted are A256GCM and A128CBC-HS256."),
+            ),
+            (
+                NotNested(None),
+                Rejected,
+                "encrypted token does not contain a signed JWT",
+                Some("The header has no cty; only a signed JWT inside a JWE (cty \"JWT\") is accepted."),
+            ),
+            (
+                NotNested(Some(s("json"))),
+                Rejected,
+                "encrypted token does not contain a signed JWT",
+                Some("Header cty is \"json\"; only a signed JWT inside a JWE (cty \"JWT\") is accepted."),
+            ),
+            (
+                NestedJwe,
+                Rejected,
+                "encrypted token contains another encrypted token",
+                None,
+            ),
+            (
+                UnknownDecryptionKid(s("e1")),
+                Rejected,
+                "token kid names no known decryption key",
+                Some("No decryption key has kid \"e1\"."),
+            ),
+            (
+                DecryptionKeyDisabled(s("e1")),
+                Rejected,
+                "token was encrypted to a disabled key",
+                Some("Decryption key kid is \"e1\"."),
+            ),
+            (
+                DecryptionKeyNotInWindow(s("e1")),
+                Rejected,
+                "token was encrypted to a key outside its validity window",
+                Some("Decryption key kid is \"e1\"."),
+            ),
+            (
+                AmbiguousDecryptionKey(2),
+                Rejected,
+                "encrypted token has no kid and more than one decryption key is active",
+                Some("2 decryption keys are active; the token must name one with kid."),
+            ),
+            (
+                EncMismatch {
+                    kid: s("e1"),
+                    key_enc: "A256GCM",
+                    token_enc: "A128CBC-HS256",
+                },
+                Rejected,
+                "token content encryption does not match its key",
+                Some("Key \"e1\" is bound to A256GCM; the token says A128CBC-HS256."),
+            ),
+            (DecryptionFailed, Rejected, "token could not be decrypted", None),
+            (
                 Key(KeyError::BadKid),
                 BadKey,
                 "invalid key: kid must be 1 to 256 bytes without control characters",
@@ -753,6 +1019,54 @@ mod tests {
                 KidTaken("x".into()),
                 "kid \"x\" already holds a different key; remove it first",
             ),
+            (
+                UnknownKeyAlg("RSA1_5".into()),
+                "key management algorithm \"RSA1_5\" is not one of RSA-OAEP-256 ECDH-ES ECDH-ES+A256KW A256KW dir",
+            ),
+            (
+                UnknownEnc("A128GCM".into()),
+                "content encryption \"A128GCM\" is not one of A256GCM A128CBC-HS256",
+            ),
+            (
+                DirNeedsEnc,
+                "a dir key must name its content encryption (A256GCM or A128CBC-HS256)",
+            ),
+            (
+                EncOnlyForDir,
+                "only a dir key is bound to a content encryption; give none for this algorithm",
+            ),
+            (
+                SecretLength { alg: "A256KW", len: 16 },
+                "A256KW keys must be 32 bytes, this one has 16",
+            ),
+            (
+                SecretNotSymmetric("ECDH-ES"),
+                "a secret can only be an A256KW or dir key, not ECDH-ES",
+            ),
+            (SecretNotPem("dir"), "dir keys are secrets, not PEMs"),
+            (
+                DecryptionNotPrivate,
+                "a decryption key must be a private key (PKCS#8 PEM or private JWK)",
+            ),
+            (
+                BadDecryptionKey("InconsistentComponents".into()),
+                "this private key cannot decrypt: InconsistentComponents",
+            ),
+            (
+                UnsupportedCurve("secp256k1".into()),
+                "curve \"secp256k1\" is not one of P-256 P-384 P-521",
+            ),
+            (EcPublicMismatch, "the JWK's x and y are not the public key of its d"),
+            (
+                JwkNotForEncryption,
+                "the JWK is not an encryption key (use is not \"enc\")",
+            ),
+            (JwkKeyAlgMismatch("A256KW"), "the JWK's alg is not A256KW"),
+            (
+                JwkKeyTypeFor("RSA-OAEP-256"),
+                "the JWK's key type cannot be used for RSA-OAEP-256",
+            ),
+            (EncryptFailed, "the crypto library could not encrypt the token"),
             (
                 KidTaken("<script>".into()),
                 "kid (not shown) already holds a different key; remove it first",

@@ -74,17 +74,25 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(Error::HeaderType("kid")),
     };
-    match get("typ") {
-        None => {}
+    check_typ(get("typ"))?;
+    Ok(Header { alg, kid })
+}
+
+/// The `typ` member, when present, must name a JWT (RFC 7519 section 5.1,
+/// RFC 9068 for at+jwt), case-insensitively. Shared with the JWE header.
+pub(crate) fn check_typ(typ: Option<&Value>) -> Result<()> {
+    match typ {
+        None => Ok(()),
         Some(Value::String(t)) => {
             let ok = ["JWT", "at+jwt", "application/jwt", "application/at+jwt"];
-            if !ok.iter().any(|o| o.eq_ignore_ascii_case(t)) {
-                return Err(Error::BadTyp(t.clone()));
+            if ok.iter().any(|o| o.eq_ignore_ascii_case(t)) {
+                Ok(())
+            } else {
+                Err(Error::BadTyp(t.clone()))
             }
         }
-        Some(_) => return Err(Error::HeaderType("typ")),
+        Some(_) => Err(Error::HeaderType("typ")),
     }
-    Ok(Header { alg, kid })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! jwt_rls_core: strict JWT (JWS compact) verification with no PostgreSQL
-//! dependency. The extension crate is a thin shell around `verify`,
-//! `Verified::claim` (`claims::claim_text`) and the key store types here.
+//! jwt_rls_core: strict JWT (JWS compact, and JWS nested in a JWE)
+//! verification with no PostgreSQL dependency. The extension crate is a
+//! thin shell around `verify` (or `verify_any`), `Verified::claim` (`claims::claim_text`) and the key store types here.
 //!
 //! Signatures are checked by the `jsonwebtoken` crate's aws-lc-rs backend;
 //! everything it is lenient about (JSON duplicates and types, time claims,
@@ -14,11 +14,15 @@ pub mod compact;
 pub mod error;
 pub mod header;
 pub mod json;
+pub mod jwe;
+pub mod jwe_keys;
 pub mod keys;
 pub mod sign;
 pub mod verify;
 
 pub use claims::{Policy, Times};
 pub use error::{Class, Error, KeyError, Result};
+pub use jwe::{encrypt, verify_any};
+pub use jwe_keys::{DecryptionKey, DecryptionKeySet, EncryptionKey};
 pub use keys::{Format, Key, KeySet};
 pub use verify::{verify, Verified};

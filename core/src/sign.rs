@@ -111,7 +111,7 @@ pub struct SigningKey {
 }
 
 /// The DER inside a PEM's armour.
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_der(pem: &str) -> Option<Vec<u8>> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     STANDARD.decode(body.trim()).ok()
 }
