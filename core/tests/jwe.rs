@@ -26,6 +26,7 @@ fn signing_keys() -> KeySet {
     KeySet::new(
         parse_jwks(&text)
             .unwrap()
+            .keys
             .iter()
             .map(|e| Key::new(&e.kid, &e.alg, Format::Jwk, &e.material).unwrap())
             .collect(),
