@@ -143,6 +143,33 @@ COMMENT ON FUNCTION jwt_rls.postgrest_pre_request() IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+CREATE  FUNCTION "add_decryption_key"(
+	"kid" TEXT, /* & str */
+	"alg" TEXT, /* & str */
+	"private_key" TEXT, /* & str */
+	"not_before" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"not_after" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS jsonb /* Option < JsonB > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_decryption_key_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE  FUNCTION "add_decryption_secret"(
+	"kid" TEXT, /* & str */
+	"alg" TEXT, /* & str */
+	"secret" bytea, /* & [u8] */
+	"enc" TEXT DEFAULT NULL, /* Option < & str > */
+	"not_before" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"not_after" timestamp with time zone DEFAULT NULL /* Option < TimestampWithTimeZone > */
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_decryption_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE  FUNCTION "add_hmac_key"(
 	"kid" TEXT, /* & str */
 	"alg" TEXT, /* & str */
@@ -206,6 +233,18 @@ CREATE  FUNCTION "enable_key"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'enable_key_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+CREATE  FUNCTION "encrypt"(
+	"token" TEXT, /* & str */
+	"recipient_jwk" jsonb, /* JsonB */
+	"alg" TEXT, /* & str */
+	"enc" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'encrypt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -652,6 +691,69 @@ AS $$
          WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING 1)
     SELECT count(*)::integer FROM ended
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   catalog::table_changed
+
+
+CREATE TABLE jwt_rls.decryption_keys (
+    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
+    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
+    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
+    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
+    material   text NOT NULL,
+    enabled    boolean NOT NULL DEFAULT true,
+    not_before timestamptz,
+    not_after  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
+    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
+);
+COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
+REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
+
+CREATE VIEW jwt_rls.decryption_key_list AS
+    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
+COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
+REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
+
+CREATE TRIGGER decryption_keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
+                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
+                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
+                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
+COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
+COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
+REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1206,6 +1308,7 @@ BEGIN
                                  g.privs,
                                  CASE c.relname WHEN 'keys' THEN ': it holds HMAC secrets, which mint tokens'
                                                 WHEN 'signing_keys' THEN ': it holds private signing keys, which mint tokens'
+                                                WHEN 'decryption_keys' THEN ': it holds the private keys that decrypt encrypted tokens'
                                                 WHEN 'refresh_tokens' THEN ': it holds the refresh tokens'' hashes'
                                                 WHEN 'sessions' THEN ': sessions and their revocation state'
                                                 WHEN 'revoked_tokens' THEN ': writing it can undo a revocation'
@@ -1254,17 +1357,23 @@ BEGIN
          WHERE f.proname IN ('keys_changed', 'table_changed', 'add_hmac_key', 'add_pem_key', 'import_jwks', 'disable_key',
                              'enable_key', 'remove_key', 'revoke_jti', 'revoke_subject', 'revoke_token',
                              'generate_signing_key', 'import_signing_key', 'import_signing_secret', 'sign', 'random_token',
-                             'start_session', 'rotate_refresh_token', 'refresh', 'end_session', 'end_sessions', 'audit')
+                             'start_session', 'rotate_refresh_token', 'refresh', 'end_session', 'end_sessions', 'audit',
+                             'add_decryption_key', 'add_decryption_secret', 'disable_decryption_key',
+                             'enable_decryption_key', 'remove_decryption_key', 'create_auth_functions',
+                             'drop_auth_functions')
         UNION ALL
         -- Validation policy: tokens minted for anyone else.
         SELECT 'medium', pg_catalog.format('database %I', pg_catalog.current_database()),
                pg_catalog.format('jwt_rls.%s is not set: %s', s.name,
                                  CASE s.name WHEN 'issuer' THEN 'tokens of any issuer whose key is in jwt_rls.keys are accepted'
-                                             ELSE 'tokens your issuer mints for other services (other audiences) are accepted here too' END),
+                                             ELSE 'with jwt_rls.accept_any_audience on, tokens your issuer mints for other services (other audiences) are accepted here too' END),
                pg_catalog.format('ALTER DATABASE %I SET jwt_rls.%s = ''...'';', pg_catalog.current_database(), s.name)
           FROM pg_catalog.unnest(ARRAY['issuer', 'audience']) s(name)
          WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'jwt_rls')
            AND coalesce(pg_catalog.current_setting('jwt_rls.' || s.name, true), '') = ''
+           -- Since 0.2.0 an empty audience refuses tokens that carry aud,
+           -- unless the administrator opted out.
+           AND (s.name = 'issuer' OR pg_catalog.current_setting('jwt_rls.accept_any_audience', true) = 'on')
     )
     SELECT f.severity, f.object, f.finding, f.fix
       FROM findings f
@@ -1286,6 +1395,8 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.keys_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_hmac_key(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_pem_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_jwks(jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.add_decryption_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.add_decryption_secret(text, text, bytea, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.disable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.enable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.remove_key(text) FROM PUBLIC;

@@ -72,8 +72,10 @@ pub static REVOKED_TOKENS: Watched = Watched::new(c"revoked_tokens");
 pub static REVOKED_SUBJECTS: Watched = Watched::new(c"revoked_subjects");
 pub static SIGNING_KEYS: Watched = Watched::new(c"signing_keys");
 pub static SESSIONS: Watched = Watched::new(c"sessions");
+pub static DECRYPTION_KEYS: Watched = Watched::new(c"decryption_keys");
 
-static WATCHED: [&Watched; 5] = [
+static WATCHED: [&Watched; 6] = [
+    &DECRYPTION_KEYS,
     &KEYS,
     &REVOKED_TOKENS,
     &REVOKED_SUBJECTS,

@@ -48,6 +48,11 @@ fn hint(e: &Error) -> Option<&'static str> {
             "An administrator adds the issuer's keys with jwt_rls.import_jwks() or jwt_rls.add_pem_key()."
         }
         TooLarge { .. } => "An administrator can raise jwt_rls.max_token_bytes.",
+        EncryptedNotAccepted | UnknownDecryptionKid(_) => {
+            "An administrator adds a decryption key with jwt_rls.add_decryption_key() or jwt_rls.add_decryption_secret() to accept encrypted (nested) tokens."
+        }
+        DecryptionKeyDisabled(_) | DecryptionKeyNotInWindow(_) => "Obtain a new token from the issuer.",
+        NotNested(_) => "Encrypt a signed JWT (cty \"JWT\"), not bare claims: jwt_rls accepts claims only from a signed token.",
         Issuer | Audience => "Check jwt_rls.issuer and jwt_rls.audience against the token's issuer.",
         UnexpectedAudience => {
             "An administrator sets jwt_rls.audience to the audience this database serves, or jwt_rls.accept_any_audience = on to accept tokens for any audience."

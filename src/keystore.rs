@@ -26,7 +26,7 @@ struct Row {
     not_after: Option<i64>,
 }
 
-fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
+pub(crate) fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
     ts.filter(|t| t.is_finite())
         .map(|t| unix_seconds(pg_sys::TimestampTz::from(t)))
 }

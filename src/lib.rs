@@ -11,6 +11,7 @@
 //! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
 //! - `state`: the bound token setting and what it verifies to;
 //! - `keystore`: the key table, its DDL, loading and admin functions;
+//! - `decryption`: decryption keys for encrypted tokens (JWE);
 //! - `signing`: signing keys, `sign()` and the JWKS of what jwt_rls issues;
 //! - `sessions`: login sessions with rotated refresh tokens and reuse
 //!   detection;
@@ -29,6 +30,7 @@ mod catalog;
 mod claims;
 mod clock;
 mod compat;
+mod decryption;
 mod diagnostics;
 mod errors;
 mod fmgr;
@@ -62,6 +64,8 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.keys_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_hmac_key(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_pem_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_jwks(jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.add_decryption_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.add_decryption_secret(text, text, bytea, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.disable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.enable_key(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.remove_key(text) FROM PUBLIC;

@@ -34,14 +34,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use jwt_rls_core::cache::Cache;
-use jwt_rls_core::{Error, KeySet, Policy, Verified};
+use jwt_rls_core::{DecryptionKeySet, Error, KeySet, Policy, Verified};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::catalog::KEYS;
+use crate::catalog::{DECRYPTION_KEYS, KEYS};
 use crate::settings::{self, POLICY_GENERATION};
-use crate::{clock, errors, keystore, revocation, roles};
+use crate::{clock, decryption, errors, keystore, revocation, roles};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
@@ -88,7 +88,7 @@ pub fn conditions() -> Conditions {
         token: token_ptr(),
         token_generation: TOKEN_GENERATION.load(Ordering::Relaxed),
         policy_generation: POLICY_GENERATION.load(Ordering::Relaxed),
-        keys_generation: KEYS.generation(),
+        keys_generation: keys_generation(),
         revocations_generation: revocation::generation(),
         // SAFETY: GetCurrentRoleId only returns a backend-global variable.
         role: unsafe { current_role_unguarded() },
@@ -112,8 +112,21 @@ struct Handed {
     verified: Arc<Verified>,
 }
 
+/// The keys a token is checked with: signature keys, and the decryption
+/// keys of encrypted (nested) tokens.
+struct Keys {
+    verify: KeySet,
+    decrypt: DecryptionKeySet,
+}
+
+/// Changes whenever either key table changes: both generations only grow,
+/// so their sum moves whenever one does.
+fn keys_generation() -> u64 {
+    KEYS.generation().wrapping_add(DECRYPTION_KEYS.generation())
+}
+
 struct Backend {
-    keys: Option<(u64, Rc<KeySet>)>,
+    keys: Option<(u64, Rc<Keys>)>,
     policy: Option<(u64, Rc<Policy>)>,
     cache: Cache,
     current: Option<Current>,
@@ -132,9 +145,9 @@ thread_local! {
 
 /// The policy and keys for this moment, reloaded when their generation
 /// moved. Loading runs SPI, so no RefCell borrow is held across it.
-fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
+fn policy_and_keys() -> (Rc<Policy>, Rc<Keys>) {
     let policy_generation = POLICY_GENERATION.load(Ordering::Relaxed);
-    let keys_generation = KEYS.generation();
+    let keys_generation = keys_generation();
     let (policy, keys) = BACKEND.with_borrow(|b| {
         (
             b.policy
@@ -156,7 +169,10 @@ fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
         p
     });
     let keys = keys.unwrap_or_else(|| {
-        let k = Rc::new(keystore::load());
+        let k = Rc::new(Keys {
+            verify: keystore::load(),
+            decrypt: decryption::load(),
+        });
         BACKEND.with_borrow_mut(|b| {
             b.keys = Some((keys_generation, k.clone()));
             b.cache.clear();
@@ -171,11 +187,14 @@ fn policy_and_keys() -> (Rc<Policy>, Rc<KeySet>) {
 fn recheck(
     verified: Arc<Verified>,
     policy: &Policy,
-    keys: &KeySet,
+    keys: &Keys,
     now: i64,
 ) -> Result<Arc<Verified>, Error> {
     verified.times.check(now, policy.leeway)?;
-    keys.select(Some(&verified.kid), now)?;
+    keys.verify.select(Some(&verified.kid), now)?;
+    if let Some(kid) = &verified.decryption_kid {
+        keys.decrypt.select(Some(kid), now)?;
+    }
     Ok(verified)
 }
 
@@ -198,7 +217,13 @@ fn verify_at(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
     if let Some(hit) = BACKEND.with_borrow_mut(|b| b.cache.get(token)) {
         return recheck(hit, &policy, &keys, now);
     }
-    let verified = Arc::new(jwt_rls_core::verify(token, &keys, &policy, now)?);
+    let verified = Arc::new(jwt_rls_core::verify_any(
+        token,
+        &keys.verify,
+        &keys.decrypt,
+        &policy,
+        now,
+    )?);
     BACKEND.with_borrow_mut(|b| b.cache.insert(token, verified.clone()));
     Ok(verified)
 }
@@ -322,7 +347,7 @@ unsafe extern "C-unwind" fn check_token(
         return true;
     }
     let (policy_generation, keys_generation) =
-        (POLICY_GENERATION.load(Ordering::Relaxed), KEYS.generation());
+        (POLICY_GENERATION.load(Ordering::Relaxed), keys_generation());
     // Reading the key store needs a snapshot. A SET statement, and the
     // startup options of a session that preloads jwt_rls, run without one;
     // an error below aborts the transaction, which pops it.

@@ -94,7 +94,8 @@ CREATE FUNCTION f_half_pinned() RETURNS bigint LANGUAGE sql SECURITY DEFINER SET
 GRANT SELECT ON jwt_rls.keys TO PUBLIC;
 GRANT DELETE ON jwt_rls.revoked_tokens TO aud_app;
 GRANT EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) TO PUBLIC;
--- 22-23. No issuer, no audience (this database sets neither).
+-- 22-23. No issuer, and no audience while any audience is accepted
+-- (this database sets neither, and jwt_rls.accept_any_audience = on).
 """
 
 # (severity, object, words of the finding): one row per planted mistake.
@@ -169,7 +170,7 @@ def databases(cluster, db):
         db.execute(f"CREATE ROLE {role} {attributes}")
     conns = {}
     try:
-        for name, schema, settings in [("audit_bad", BAD_SCHEMA, {}),
+        for name, schema, settings in [("audit_bad", BAD_SCHEMA, {"accept_any_audience": "on"}),
                                        ("audit_good", GOOD_SCHEMA, {"issuer": ISSUER, "audience": AUDIENCE})]:
             db.execute(f"CREATE DATABASE {name} TEMPLATE template0")
             for key, value in settings.items():

@@ -59,11 +59,13 @@ pub fn verify_any(
     if token.len() > policy.max_bytes || !is_jwe(token) {
         return verify(token, keys, policy, now);
     }
-    let inner = decrypt(token, dkeys, policy.max_bytes, now)?;
+    let (inner, kid) = decrypt(token, dkeys, policy.max_bytes, now)?;
     if is_jwe(&inner) {
         return Err(Error::NestedJwe);
     }
-    verify(&inner, keys, policy, now)
+    let mut verified = verify(&inner, keys, policy, now)?;
+    verified.decryption_kid = Some(kid);
+    Ok(verified)
 }
 
 /// The parsed, checked JWE protected header.
@@ -166,7 +168,14 @@ fn ecdh_params(map: &Map<String, Value>) -> Result<Ecdh> {
 
 /// Decrypts a JWE compact token and returns its plaintext, the inner
 /// token, NOT verified: only `verify_any` calls this.
-fn decrypt(token: &str, dkeys: &DecryptionKeySet, max_bytes: usize, now: i64) -> Result<String> {
+/// The inner token, and the kid of the key that decrypted it (so that a
+/// cached result can be refused once that key is disabled).
+fn decrypt(
+    token: &str,
+    dkeys: &DecryptionKeySet,
+    max_bytes: usize,
+    now: i64,
+) -> Result<(String, String)> {
     if dkeys.is_empty() {
         return Err(Error::EncryptedNotAccepted);
     }
@@ -244,7 +253,8 @@ fn decrypt(token: &str, dkeys: &DecryptionKeySet, max_bytes: usize, now: i64) ->
         Enc::A128CbcHs256 => open_cbc_hs256(&cek, &iv, aad, &tag, &mut ciphertext),
     }
     .ok_or(Error::DecryptionFailed)?;
-    String::from_utf8(plaintext).map_err(|_| Error::BadCharacter)
+    let inner = String::from_utf8(plaintext).map_err(|_| Error::BadCharacter)?;
+    Ok((inner, key.kid.clone()))
 }
 
 fn open_gcm(cek: &[u8], iv: &[u8], aad: &[u8], tag: &[u8], ct: &mut [u8]) -> Option<Vec<u8>> {

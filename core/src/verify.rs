@@ -23,6 +23,9 @@ pub struct Verified {
     pub times: Times,
     pub kid: String,
     pub alg: Algorithm,
+    /// For a nested JWT (JWE), the kid of the decryption key; None for a
+    /// plain JWS.
+    pub decryption_kid: Option<String>,
     /// A number the holder may keep with this verification; 0 when never
     /// set. (The extension records the generation of the revocation lists
     /// the token was last found absent from.)
@@ -39,6 +42,7 @@ impl Verified {
             times,
             kid,
             alg,
+            decryption_kid: None,
             stamp: AtomicU64::new(0),
             claims: OnceLock::new(),
         }

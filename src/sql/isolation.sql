@@ -545,6 +545,7 @@ BEGIN
                                  g.privs,
                                  CASE c.relname WHEN 'keys' THEN ': it holds HMAC secrets, which mint tokens'
                                                 WHEN 'signing_keys' THEN ': it holds private signing keys, which mint tokens'
+                                                WHEN 'decryption_keys' THEN ': it holds the private keys that decrypt encrypted tokens'
                                                 WHEN 'refresh_tokens' THEN ': it holds the refresh tokens'' hashes'
                                                 WHEN 'sessions' THEN ': sessions and their revocation state'
                                                 WHEN 'revoked_tokens' THEN ': writing it can undo a revocation'
@@ -593,17 +594,23 @@ BEGIN
          WHERE f.proname IN ('keys_changed', 'table_changed', 'add_hmac_key', 'add_pem_key', 'import_jwks', 'disable_key',
                              'enable_key', 'remove_key', 'revoke_jti', 'revoke_subject', 'revoke_token',
                              'generate_signing_key', 'import_signing_key', 'import_signing_secret', 'sign', 'random_token',
-                             'start_session', 'rotate_refresh_token', 'refresh', 'end_session', 'end_sessions', 'audit')
+                             'start_session', 'rotate_refresh_token', 'refresh', 'end_session', 'end_sessions', 'audit',
+                             'add_decryption_key', 'add_decryption_secret', 'disable_decryption_key',
+                             'enable_decryption_key', 'remove_decryption_key', 'create_auth_functions',
+                             'drop_auth_functions')
         UNION ALL
         -- Validation policy: tokens minted for anyone else.
         SELECT 'medium', pg_catalog.format('database %I', pg_catalog.current_database()),
                pg_catalog.format('jwt_rls.%s is not set: %s', s.name,
                                  CASE s.name WHEN 'issuer' THEN 'tokens of any issuer whose key is in jwt_rls.keys are accepted'
-                                             ELSE 'tokens your issuer mints for other services (other audiences) are accepted here too' END),
+                                             ELSE 'with jwt_rls.accept_any_audience on, tokens your issuer mints for other services (other audiences) are accepted here too' END),
                pg_catalog.format('ALTER DATABASE %I SET jwt_rls.%s = ''...'';', pg_catalog.current_database(), s.name)
           FROM pg_catalog.unnest(ARRAY['issuer', 'audience']) s(name)
          WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'jwt_rls')
            AND coalesce(pg_catalog.current_setting('jwt_rls.' || s.name, true), '') = ''
+           -- Since 0.2.0 an empty audience refuses tokens that carry aud,
+           -- unless the administrator opted out.
+           AND (s.name = 'issuer' OR pg_catalog.current_setting('jwt_rls.accept_any_audience', true) = 'on')
     )
     SELECT f.severity, f.object, f.finding, f.fix
       FROM findings f
