@@ -16,11 +16,10 @@
 //! at all, so a policy reading a claim not in the list reads NULL (fails
 //! closed) instead of whatever someone wrote.
 //!
-//! The names belong to other projects, so this is opt-in: a setting read
-//! when the library loads. For the guarantee to hold from a session's first
-//! statement the library must be preloaded (shared_preload_libraries or
-//! session_preload_libraries); loaded later, a value set before it loaded
-//! could have been read by then, and a WARNING says so.
+//! The names belong to other projects, so this is opt-in: a postmaster
+//! setting, honoured only with jwt_rls in shared_preload_libraries, so that
+//! the settings exist before any client statement and no session can turn
+//! them off. Anywhere else a WARNING says it is ignored.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
@@ -128,14 +127,41 @@ static CLAIM_STORAGE: [GucSetting<Option<CString>>; CLAIM_SETTINGS.len()] =
     [const { GucSetting::<Option<CString>>::new(None) }; CLAIM_SETTINGS.len()];
 
 /// Defines `jwt_rls.postgrest_compat` and, when it is on, the
-/// `request.jwt.*` settings. Called from _PG_init.
+/// `request.*` settings. Called from _PG_init.
+///
+/// Only in shared_preload_libraries: there the settings are defined in the
+/// postmaster, before any client can write a placeholder, and the switch
+/// is a postmaster setting nobody can turn off for a session (loaded per
+/// session, a client's `-c jwt_rls.postgrest_compat=off` would have left
+/// the request.* settings ordinary ones).
 pub fn init() {
+    // SAFETY: reads a flag Postgres sets while it loads preloaded libraries.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        // SAFETY: a NUL-terminated name; missing_ok, so no error.
+        let asked = unsafe {
+            let v = pg_sys::GetConfigOption(c"jwt_rls.postgrest_compat".as_ptr(), true, false);
+            !v.is_null()
+                && matches!(
+                    CStr::from_ptr(v).to_bytes(),
+                    b"on" | b"true" | b"1" | b"yes"
+                )
+        };
+        if asked {
+            errors::warning(
+                PgSqlErrorCode::ERRCODE_WARNING,
+                "jwt_rls.postgrest_compat is ignored: jwt_rls is not in shared_preload_libraries",
+                "request.jwt.claims and request.jwt.claim.* are ordinary settings in this session: anyone can write them.",
+                "Add jwt_rls to shared_preload_libraries and restart the server.",
+            );
+        }
+        return;
+    }
     GucRegistry::define_bool_guc(
         c"jwt_rls.postgrest_compat",
-        c"Serve request.jwt.claims and request.jwt.claim.* from the verified token (read when jwt_rls loads).",
-        c"Needs jwt_rls in shared_preload_libraries or session_preload_libraries; takes effect in new sessions.",
+        c"Serve request.jwt.claims and request.jwt.claim.* from the verified token.",
+        c"Needs jwt_rls in shared_preload_libraries; takes effect at server start.",
         &POSTGREST_COMPAT,
-        GucContext::Sighup,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     if !POSTGREST_COMPAT.get() {
@@ -185,22 +211,6 @@ pub fn init() {
     // error to set from now on, instead of a placeholder a policy could be
     // fooled by; placeholders made before this point are removed.
     settings::reserve_prefix(c"request");
-
-    // SAFETY: reads backend-global flags. A preloaded library is loaded
-    // outside any transaction (postmaster start, or session start before
-    // the first statement); a lazy load happens inside the transaction of
-    // the statement that first called jwt_rls.
-    let late = unsafe {
-        !pg_sys::process_shared_preload_libraries_in_progress && pg_sys::IsTransactionState()
-    };
-    if late {
-        errors::warning(
-            PgSqlErrorCode::ERRCODE_WARNING,
-            "jwt_rls.postgrest_compat is on but jwt_rls was loaded after the session started",
-            "Until jwt_rls loaded, request.jwt.* settings in this session were ordinary settings anyone could write.",
-            "Add jwt_rls to shared_preload_libraries or session_preload_libraries.",
-        );
-    }
 }
 
 extension_sql!(

@@ -95,6 +95,22 @@ pub fn warning(code: PgSqlErrorCode, message: &str, detail: &str, hint: &str) {
         .report(PgLogLevel::WARNING);
 }
 
+/// Raises the error of a session whose jwt_rls settings were written by a
+/// role without the right to (settings::refuse_if_tampered).
+pub fn settings_tampered(name: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "jwt_rls settings of this session were set by a role that may not set them",
+        "jwt_rls",
+    )
+    .set_detail(format!(
+        "{name} was given in the connection options, or with SET before jwt_rls was loaded, by a role without the right to set it; the value the administrator configured could not be restored."
+    ))
+    .set_hint("Reconnect without setting jwt_rls.* options, or load jwt_rls with shared_preload_libraries.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
 /// Raises a privilege error (SQLSTATE 42501).
 #[track_caller]
 pub fn forbidden(message: &str) -> ! {

@@ -47,6 +47,9 @@ pgrx::pg_module_magic!(name, version);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Before anything is defined: which jwt_rls settings an unprivileged
+    // role wrote before the library loaded (their configured values are lost).
+    settings::note_untrusted_placeholders();
     // The token setting comes last: defining it checks a value stored
     // before the library loaded, against the policy and keys defined here.
     settings::init();

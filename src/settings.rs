@@ -33,6 +33,74 @@ static ROLE_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::
 static TENANT_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
+thread_local! {
+    /// The first jwt_rls setting found written, before the library loaded,
+    /// by a role without the right to write it (a connection option, or
+    /// SET before the first jwt_rls call). Postgres refuses that value when
+    /// the setting is defined, but the placeholder had already replaced the
+    /// configured value (postgresql.conf, ALTER DATABASE ... SET), so the
+    /// setting falls back to its built-in default: jwt_rls.issuer to
+    /// "any issuer". Such a session verifies nothing (`refuse_if_tampered`).
+    static TAMPERED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The GUC records Postgres holds now (placeholders included).
+fn guc_records() -> &'static [*mut pg_sys::config_generic] {
+    // SAFETY: reads the backend's GUC table, which Postgres only changes
+    // between calls into it; the slice is used before anything else runs.
+    unsafe {
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+        let (vars, n) = (pg_sys::get_guc_variables(), pg_sys::GetNumConfigOptions());
+        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+        let (vars, n) = {
+            let mut n: c_int = 0;
+            (pg_sys::get_guc_variables(&mut n), n)
+        };
+        if vars.is_null() || n <= 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(vars, n as usize)
+    }
+}
+
+/// Notes placeholders of jwt_rls settings that an unprivileged context
+/// wrote (PGC_USERSET: SET or a function's SET clause by a role that is not
+/// superuser; PGC_BACKEND: a connection option of such a role). Called
+/// first in _PG_init, before any setting is defined and replaces them.
+/// `jwt_rls.token` is excluded: anyone may set it, and its value is
+/// verified when it is defined.
+pub fn note_untrusted_placeholders() {
+    for &record in guc_records() {
+        // SAFETY: each pointer of the GUC table is a valid record with a
+        // NUL-terminated name.
+        let (name, flags, scontext) = unsafe {
+            (
+                CStr::from_ptr((*record).name),
+                (*record).flags,
+                (*record).scontext,
+            )
+        };
+        let name = name.to_string_lossy();
+        let placeholder = flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int != 0;
+        let unprivileged = scontext == pg_sys::GucContext::PGC_USERSET
+            || scontext == pg_sys::GucContext::PGC_BACKEND;
+        if placeholder && unprivileged && name.starts_with("jwt_rls.") && name != "jwt_rls.token" {
+            TAMPERED.with_borrow_mut(|t| {
+                t.get_or_insert_with(|| name.into_owned());
+            });
+        }
+    }
+}
+
+/// Refuses to verify anything in a session whose jwt_rls settings were
+/// written by a role without the right to (see `TAMPERED`): its policy is
+/// not the administrator's. Only that session is affected.
+pub fn refuse_if_tampered() {
+    if let Some(name) = TAMPERED.with_borrow(|t| t.clone()) {
+        crate::errors::settings_tampered(&name);
+    }
+}
+
 /// Bumped whenever a validation policy setting changes.
 pub static POLICY_GENERATION: AtomicU64 = AtomicU64::new(0);
 

@@ -146,6 +146,7 @@ thread_local! {
 /// The policy and keys for this moment, reloaded when their generation
 /// moved. Loading runs SPI, so no RefCell borrow is held across it.
 fn policy_and_keys() -> (Rc<Policy>, Rc<Keys>) {
+    settings::refuse_if_tampered();
     let policy_generation = POLICY_GENERATION.load(Ordering::Relaxed);
     let keys_generation = keys_generation();
     let (policy, keys) = BACKEND.with_borrow(|b| {

@@ -294,24 +294,48 @@ def test_compat_is_off_unless_switched_on(cluster, db, app, hs):
         assert app.execute("SELECT current_setting('request.jwt.claim.sub', true)").fetchone()[0] is None
         app.execute("SELECT set_config('request.jwt.claims', 'whatever', true)")
         assert app.execute("SELECT current_setting('request.jwt.claims')").fetchone()[0] == "whatever"
-    assert db.execute("SHOW jwt_rls.postgrest_compat").fetchone()[0] == "off"
+    # Not preloaded there: the switch does not even exist.
+    assert db.execute("SELECT current_setting('jwt_rls.postgrest_compat', true)").fetchone()[0] is None
 
 
-def test_compat_without_preloading_warns(tmp_path):
-    c = Cluster(conf=["jwt_rls.postgrest_compat = on"]).start()
+def test_compat_is_ignored_without_shared_preload(tmp_path):
+    """Loaded per session (lazily, or by session_preload_libraries), a
+    client could have written request.* or jwt_rls.postgrest_compat before
+    the library loaded: compat needs shared_preload_libraries, and says so."""
+    c = Cluster(conf=["jwt_rls.postgrest_compat = on", "session_preload_libraries = 'jwt_rls'"]).start()
     try:
         with psycopg.connect(c.dsn(), autocommit=True) as admin:
             admin.execute("CREATE EXTENSION jwt_rls")
         with psycopg.connect(c.dsn(), autocommit=True) as conn:
             notices = []
             conn.add_notice_handler(lambda d: notices.append(d.message_primary))
-            conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (FORGED,))
             conn.execute("SELECT jwt_rls.jwt_claims()")
-            assert any("loaded after the session started" in n for n in notices), notices
-            # From then on the setting is jwt_rls's.
-            assert conn.execute("SELECT current_setting('request.jwt.claims')").fetchone()[0] == "{}"
+            conn.execute("SELECT set_config('request.jwt.claims', %s, false)", (FORGED,))
+            assert conn.execute("SELECT current_setting('request.jwt.claims')").fetchone()[0] == FORGED
+        log = c.server_log()
+        assert "jwt_rls.postgrest_compat is ignored" in log, log[-2000:]
     finally:
         c.remove()
+
+
+def test_compat_needs_a_restart(supa):
+    """A postmaster setting: a reload does not switch it (security review:
+    it used to show "on" while nothing was served)."""
+    c, _ = supa
+    with psycopg.connect(c.dsn(), autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET jwt_rls.postgrest_compat = off")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            import time
+            time.sleep(0.5)
+            with psycopg.connect(c.dsn(), autocommit=True) as conn:
+                assert conn.execute("SHOW jwt_rls.postgrest_compat").fetchone()[0] == "on"
+                assert conn.execute("SELECT pending_restart FROM pg_settings WHERE name = 'jwt_rls.postgrest_compat'"
+                                    ).fetchone()[0] is True
+                assert conn.execute("SELECT current_setting('request.jwt.claims')").fetchone()[0] == "{}"
+        finally:
+            admin.execute("ALTER SYSTEM RESET jwt_rls.postgrest_compat")
+            admin.execute("SELECT pg_reload_conf()")
 
 
 def test_audit_trusts_request_jwt_settings_only_under_compat(supa):

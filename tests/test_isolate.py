@@ -22,6 +22,11 @@ SCHEMA = f"""
 CREATE EXTENSION jwt_rls;
 CREATE EXTENSION postgres_fdw;
 CREATE EXTENSION citext;
+-- A schema where the application role may create objects, holding the
+-- type of a column (review finding: isolate() used to resolve "=" there).
+CREATE SCHEMA shady;
+GRANT USAGE, CREATE ON SCHEMA shady TO app, {OWNER};
+CREATE DOMAIN shady.tid AS text;
 GRANT USAGE ON SCHEMA jwt_rls TO app, {OWNER};
 GRANT CREATE ON SCHEMA public TO {OWNER};
 CREATE SERVER loopback FOREIGN DATA WRAPPER postgres_fdw;
@@ -31,6 +36,9 @@ CREATE TABLE accounts (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_i
 CREATE INDEX ON accounts (tenant_id);
 CREATE TABLE "Weird Table" ("tenant id" text NOT NULL, note text);
 CREATE TABLE short_codes (code varchar(3) NOT NULL, note text);
+CREATE TABLE char_codes (code char(4) NOT NULL, note text);
+CREATE TABLE name_codes (code name NOT NULL);
+CREATE TABLE shady_codes (code shady.tid NOT NULL);
 CREATE TABLE ci_codes (code public.citext NOT NULL);
 CREATE TABLE parted (tenant_id uuid NOT NULL, n int) PARTITION BY LIST (tenant_id);
 CREATE TABLE parted_a PARTITION OF parted FOR VALUES IN ('{TENANT_A}');
@@ -50,7 +58,7 @@ CREATE TABLE victim (x int);
 RESET ROLE;
 CREATE TABLE others (tenant_id uuid NOT NULL);
 ALTER TABLE others OWNER TO {OTHER};
-GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, "Weird Table", short_codes, ci_codes, parted, parted_a, parted_b, narrowed TO app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, "Weird Table", short_codes, char_codes, shady_codes, ci_codes, parted, parted_a, parted_b, narrowed TO app;
 """
 
 ROWS = {TENANT_A: 3, TENANT_B: 5}
@@ -75,6 +83,8 @@ def iso_db(cluster, db, signers):
                     cur.execute("INSERT INTO parted VALUES (%s, %s)", (tenant, i))
                 cur.execute("""INSERT INTO "Weird Table" VALUES (%s, 'w')""", (str(tenant),))
             cur.execute("INSERT INTO short_codes VALUES ('abc', 'tenant abc')")
+            cur.execute("INSERT INTO char_codes VALUES ('a', 'tenant a'), ('acme', 'tenant acme')")
+            cur.execute("INSERT INTO shady_codes VALUES ('victim'), ('mine')")
             cur.execute("INSERT INTO ci_codes VALUES ('abc')")
             cur.execute("INSERT INTO narrowed VALUES (%s, false), (%s, true), (%s, false)", (TENANT_A, TENANT_A, TENANT_B))
         with psycopg.connect(cluster.dsn(user=OWNER, dbname=DB), autocommit=True) as owner:
@@ -234,6 +244,30 @@ def test_a_varchar_column_is_compared_without_truncating_the_claim(app_conn, hs)
             assert app_conn.execute("SELECT count(*) FROM short_codes").fetchone()[0] == seen, code
 
 
+def test_a_char_column_is_compared_without_truncating_the_claim(owner_conn, app_conn, hs):
+    """format_type() spells bpchar without typmod as "character", which is
+    char(1): tenant "acme" would have read tenant "a"'s rows (review)."""
+    owner_conn.execute("SELECT jwt_rls.isolate('char_codes', 'code', 'code')")
+    for code, notes in [("acme", ["tenant acme"]), ("a", ["tenant a"]), ("ab", [])]:
+        with app_conn.transaction():
+            bind(app_conn, hs.token(TENANT_A, code=code), "authenticate")
+            assert [r[0] for r in app_conn.execute("SELECT note FROM char_codes ORDER BY note")] == notes, code
+    e = error(owner_conn, "SELECT jwt_rls.isolate('name_codes', 'code', 'code')")
+    assert e.sqlstate == "42804" and "truncates" in e.diag.message_detail
+
+
+def test_an_operator_planted_in_the_type_schema_is_not_used(owner_conn, app_conn, hs):
+    """The equality comes from the type's default operator class, never from
+    an "=" someone created in a schema on the path (review)."""
+    app_conn.execute("""CREATE FUNCTION shady.tid_eq(shady.tid, shady.tid) RETURNS boolean
+                        LANGUAGE sql IMMUTABLE AS 'SELECT true'""")
+    app_conn.execute("CREATE OPERATOR shady.= (LEFTARG = shady.tid, RIGHTARG = shady.tid, FUNCTION = shady.tid_eq)")
+    owner_conn.execute("SELECT jwt_rls.isolate('shady_codes', 'code', 'code')")
+    with app_conn.transaction():
+        bind(app_conn, hs.token(TENANT_A, code="mine"), "authenticate")
+        assert [r[0] for r in app_conn.execute("SELECT code FROM shady_codes")] == ["mine"]
+
+
 def test_a_type_from_another_schema_keeps_its_own_equality(owner_conn, app_conn, hs):
     """citext (in public) compares with citext's "=", case-insensitively,
     though isolate() runs with search_path pg_catalog, pg_temp."""
@@ -268,7 +302,7 @@ REFUSALS = [
     ("SELECT jwt_rls.isolate('odd', 'ctid', 'tenant_id')", "42P10", "system column", "ctid"),
     ("SELECT jwt_rls.isolate('odd', 'g', 'tenant_id')", "42P10", "generated column", "generated"),
     ("SELECT jwt_rls.isolate('odd', 'i', 'tenant_id')", "42P10", "generated column", "identity"),
-    ("SELECT jwt_rls.isolate('odd', 'j', 'tenant_id')", "42883", "cannot be compared", "json = json"),
+    ("SELECT jwt_rls.isolate('odd', 'j', 'tenant_id')", "42883", "cannot be compared", "no default btree or hash operator class"),
     ("SELECT jwt_rls.isolate('others', 'tenant_id', 'tenant_id')", "42501", "must be owner", OTHER),
     ("SELECT jwt_rls.isolate('jwt_rls.keys', 'kid', 'tenant_id')", "0A000", "extension tables", "jwt_rls"),
     ("SELECT jwt_rls.isolate('pg_catalog.pg_class', 'relname', 'tenant_id')", "0A000", "system", "pg_catalog"),

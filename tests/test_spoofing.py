@@ -263,3 +263,32 @@ def test_claims_setting_reflects_the_bound_token_and_cannot_be_set(cluster, db, 
     assert app.execute("SELECT current_setting('jwt_rls.claims')").fetchone()[0] == ""
     for attempt in ["ALTER ROLE app SET jwt_rls.claims = '{}'", "ALTER DATABASE postgres SET jwt_rls.claims = '{}'"]:
         assert error(db, attempt) is not None, attempt
+
+
+@pytest.mark.parametrize("how", ["connection option, session_preload_libraries", "connection option, lazy load",
+                                 "SET before the first call"])
+def test_policy_settings_written_before_the_library_loads_stop_the_session(cluster, db, hs, how):
+    """A role that may not set jwt_rls.issuer writes it before jwt_rls
+    loads. Postgres drops that value when the setting is defined, but the
+    administrator's value (here ALTER DATABASE) is gone with it, and the
+    setting would fall back to "any issuer" (security review). Such a
+    session verifies nothing; other sessions are unaffected."""
+    evil = hs.token(TENANT_B, iss="https://evil.example")
+    good = hs.token(TENANT_A)
+    options = "-c jwt_rls.issuer=https://evil.example" if how.startswith("connection") else None
+    if how.endswith("session_preload_libraries"):
+        db.execute("ALTER ROLE app SET session_preload_libraries = 'jwt_rls'")
+    try:
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True,
+                             **({"options": options} if options else {})) as app:
+            if how.startswith("SET"):
+                app.execute("SET jwt_rls.issuer = 'https://evil.example'")
+            for token in (evil, good):
+                e = error(app, "SELECT jwt_rls.authenticate(%s)", (token,))
+                assert e is not None and e.sqlstate == "42501", (how, e)
+                assert "jwt_rls.issuer" in e.diag.message_detail
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as clean:
+            assert error(clean, "SELECT jwt_rls.authenticate(%s)", (good,)) is None
+            assert error(clean, "SELECT jwt_rls.authenticate(%s)", (evil,)).sqlstate == "28000"
+    finally:
+        db.execute("ALTER ROLE app RESET session_preload_libraries")

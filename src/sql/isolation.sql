@@ -42,7 +42,8 @@ DECLARE
     tables     oid[];
     names      text[] := '{}';
     typ        text;          -- the column's type, without typmod, schema-qualified as needed
-    typ_schema text;          -- schema searched for the type's = operator
+    base       oid;           -- the column's type below any domains
+    eqop       text;          -- OPERATOR(schema.=) of the type's default btree (or hash) opclass
     expr       text;
     ok         boolean;
     before     text;
@@ -200,18 +201,51 @@ BEGIN
 
     -- The type, without typmod (a cast to varchar(3) or numeric(5,2) would
     -- truncate or round the claim into a match). format_type() qualifies it
-    -- whenever it is not in pg_catalog (this function's search_path).
-    typ := pg_catalog.format_type(att.atttypid, NULL);
-    typ_schema := (SELECT nspname FROM pg_catalog.pg_namespace WHERE oid = att.typnamespace);
-    -- The comparison is resolved (and its operator stored in the policy by
-    -- OID) with the type's own schema after pg_catalog on the path, so a
-    -- type such as citext keeps its own "=". The function's SET clause
-    -- restores the path on exit.
-    PERFORM pg_catalog.set_config('search_path',
-        CASE WHEN typ_schema IN ('pg_catalog', 'pg_toast') OR typ_schema LIKE 'pg\_temp%' THEN 'pg_catalog, pg_temp'
-             ELSE pg_catalog.format('pg_catalog, %I, pg_temp', typ_schema) END, true);
+    -- whenever it is not in pg_catalog (this function's search_path);
+    -- without a typmod it spells bpchar as "character", which is char(1),
+    -- so bpchar is named as itself. "char" and name truncate at 1 and 63
+    -- bytes whatever the cast: refused.
+    IF att.atttypid IN ('pg_catalog."char"'::pg_catalog.regtype, 'pg_catalog.name'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col),
+                        pg_catalog.format_type(att.atttypid, NULL)
+            USING ERRCODE = '42804',
+                  DETAIL = 'Casting a claim to this type truncates it, so a longer tenant id could match a shorter one.',
+                  HINT = 'Isolate on a column of type text, uuid or a number.';
+    END IF;
+    typ := CASE WHEN att.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype THEN 'pg_catalog.bpchar'
+                ELSE pg_catalog.format_type(att.atttypid, NULL) END;
+    -- The comparison uses the equality operator of the type's default btree
+    -- (else hash) operator class, named with its schema: operator classes
+    -- are made by superusers, so nobody who can merely create an operator
+    -- "=" in some schema on the path can put theirs into the policy.
+    base := att.atttypid;
+    WHILE (SELECT t.typtype FROM pg_catalog.pg_type t WHERE t.oid = base) = 'd' LOOP
+        base := (SELECT t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = base);
+    END LOOP;
+    -- (varchar has no class of its own: it is binary-coercible to text
+    -- and uses text's, as Postgres itself does.)
+    SELECT pg_catalog.format('OPERATOR(%I.=)', n.nspname) INTO eqop
+      FROM (SELECT base AS typ, 0 AS rank
+            UNION ALL
+            SELECT c.casttarget, 1 FROM pg_catalog.pg_cast c
+             WHERE c.castsource = base AND c.castmethod = 'b') t
+      JOIN pg_catalog.pg_opclass oc ON oc.opcintype = t.typ AND oc.opcdefault
+      JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod AND am.amname IN ('btree', 'hash')
+      JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = t.typ
+                                AND ao.amoprighttype = t.typ AND ao.amopmethod = am.oid
+                                AND ao.amopstrategy = CASE am.amname WHEN 'btree' THEN 3 ELSE 1 END
+      JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+      JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+     ORDER BY t.rank, am.amname = 'btree' DESC
+     LIMIT 1;
+    IF eqop IS NULL THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = '42883',
+                  DETAIL = pg_catalog.format('Type %s has no default btree or hash operator class, so no equality jwt_rls.isolate() can rely on.', typ),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END IF;
     BEGIN
-        EXECUTE pg_catalog.format('SELECT pg_catalog.pg_typeof(NULL::%1$s = (SELECT NULL::pg_catalog.text::%1$s)) = ''pg_catalog.bool''::pg_catalog.regtype', typ)
+        EXECUTE pg_catalog.format('SELECT pg_catalog.pg_typeof(NULL::%1$s %2$s (SELECT NULL::pg_catalog.text::%1$s)) = ''pg_catalog.bool''::pg_catalog.regtype', typ, eqop)
            INTO ok;
     EXCEPTION WHEN undefined_function OR cannot_coerce OR datatype_mismatch OR wrong_object_type THEN
         RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
@@ -225,7 +259,7 @@ BEGIN
                   DETAIL = pg_catalog.format('%I = ... does not yield a boolean for type %s.', col, typ),
                   HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
     END IF;
-    expr := pg_catalog.format('%I = (SELECT jwt_rls.jwt_claim(%L)::%s)', col, claim, typ);
+    expr := pg_catalog.format('%I %s (SELECT jwt_rls.jwt_claim(%L)::%s)', col, eqop, claim, typ);
 
     EXECUTE state_sql INTO before USING tables;
     BEGIN
