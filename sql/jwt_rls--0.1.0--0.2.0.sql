@@ -997,7 +997,10 @@ BEGIN
           JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
           JOIN pg_catalog.pg_namespace fn_ns ON fn_ns.oid = f.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = f.prolang
-          , LATERAL pg_catalog.regexp_matches(f.prosrc, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'gi') m
+          -- A SQL-standard body (BEGIN ATOMIC / RETURN) has no prosrc: its
+          -- text comes from pg_get_functiondef().
+          , LATERAL pg_catalog.regexp_matches(CASE WHEN f.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_functiondef(f.oid)
+                                                   ELSE f.prosrc END, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'gi') m
          WHERE fn_ns.nspname NOT IN ('pg_catalog', 'jwt_rls') AND l.lanname IN ('sql', 'plpgsql')
     ),
     findings(severity, object, finding, fix) AS (

@@ -8,15 +8,6 @@ The ordering of items is not stable, it is driven by a dependency graph.
 
 /* <begin connected objects> */
 
-CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
-    STABLE PARALLEL SAFE STRICT
-    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
-COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
-    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-
 CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
     VOLATILE PARALLEL UNSAFE STRICT
     LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
@@ -26,6 +17,15 @@ CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
     STABLE PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';
 COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL when none is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+
+CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
+    STABLE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
+    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1180,7 +1180,10 @@ BEGIN
           JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
           JOIN pg_catalog.pg_namespace fn_ns ON fn_ns.oid = f.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = f.prolang
-          , LATERAL pg_catalog.regexp_matches(f.prosrc, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'gi') m
+          -- A SQL-standard body (BEGIN ATOMIC / RETURN) has no prosrc: its
+          -- text comes from pg_get_functiondef().
+          , LATERAL pg_catalog.regexp_matches(CASE WHEN f.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_functiondef(f.oid)
+                                                   ELSE f.prosrc END, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'gi') m
          WHERE fn_ns.nspname NOT IN ('pg_catalog', 'jwt_rls') AND l.lanname IN ('sql', 'plpgsql')
     ),
     findings(severity, object, finding, fix) AS (

@@ -57,6 +57,12 @@ CREATE FUNCTION current_tenant() RETURNS uuid LANGUAGE sql STABLE
 CREATE TABLE t_app_setting (tenant_id uuid NOT NULL);
 ALTER TABLE t_app_setting ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON t_app_setting USING (tenant_id = current_tenant());
+-- 5b. The same through a SQL-standard body (no prosrc; security review).
+CREATE FUNCTION current_tenant_atomic() RETURNS uuid LANGUAGE sql STABLE
+    BEGIN ATOMIC SELECT nullif(current_setting('app.tenant_id', true), '')::uuid; END;
+CREATE TABLE t_app_setting_atomic (tenant_id uuid NOT NULL);
+ALTER TABLE t_app_setting_atomic ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON t_app_setting_atomic USING (tenant_id = current_tenant_atomic());
 -- 6. jwt_rls's read-only setting, without jwt_rls preloaded.
 CREATE TABLE t_claims_setting (tenant_id uuid NOT NULL);
 ALTER TABLE t_claims_setting ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -105,6 +111,8 @@ EXPECTED = [
     ("medium", "table public.t_not_forced", "not forced"),
     ("critical", "policy tenant on table public.t_postgrest", "setting 'request.jwt.claims'"),
     ("critical", "policy tenant on table public.t_app_setting", "calls public.current_tenant(), which reads setting 'app.tenant_id'"),
+    ("critical", "policy tenant on table public.t_app_setting_atomic",
+     "calls public.current_tenant_atomic(), which reads setting 'app.tenant_id'"),
     ("critical", "policy tenant on table public.t_claims_setting", "jwt_rls is not preloaded"),
     ("high", "policy tenant on table public.t_fail_open", "failing open"),
     ("high", "policy everyone on table public.t_widened", "widens the tenant isolation"),
