@@ -577,6 +577,24 @@ STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'encrypt_wrapper';
 
+-- Counters (server-wide with shared_preload_libraries).
+CREATE FUNCTION jwt_rls."reset_stats"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'reset_stats_wrapper';
+
+CREATE FUNCTION jwt_rls."stats"() RETURNS TABLE (
+	"name" TEXT,
+	"value" bigint,
+	"scope" TEXT
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'stats_wrapper';
+
+REVOKE EXECUTE ON FUNCTION jwt_rls.stats() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.reset_stats() FROM PUBLIC;
+
 -- Row level security helpers: isolate() and audit().
 -- jwt_rls.isolate() and jwt_rls.audit(): tenant isolation in one call, and
 -- a read-only check of a database's row-level-security setup.

@@ -7,6 +7,9 @@
 //!   (`request.jwt.claims`, `auth.uid()`), opt-in;
 //! - `claims`: the SQL surface for applications (bind, read claims);
 //! - `diagnostics`: build and cache information;
+//! - `counters`: binds, verifications, hits and refusals (`jwt_rls.stats()`);
+//! - `shared_cache`: verifications shared by every backend;
+//! - `shmem`: the shared memory both live in (with shared_preload_libraries);
 //! - `isolation`: `isolate()` and `audit()`, row level security helpers in SQL;
 //! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
 //! - `state`: the bound token setting and what it verifies to;
@@ -30,6 +33,7 @@ mod catalog;
 mod claims;
 mod clock;
 mod compat;
+mod counters;
 mod decryption;
 mod diagnostics;
 mod errors;
@@ -40,6 +44,8 @@ mod revocation;
 mod roles;
 mod sessions;
 mod settings;
+mod shared_cache;
+mod shmem;
 mod signing;
 mod state;
 
@@ -50,6 +56,10 @@ pub extern "C-unwind" fn _PG_init() {
     // Before anything is defined: which jwt_rls settings an unprivileged
     // role wrote before the library loaded (their configured values are lost).
     settings::note_untrusted_placeholders();
+    // SAFETY: reads a flag Postgres sets while loading preloaded libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        shmem::init();
+    }
     // The token setting comes last: defining it checks a value stored
     // before the library loaded, against the policy and keys defined here.
     settings::init();
@@ -67,6 +77,8 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.keys_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_hmac_key(text, text, bytea, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_pem_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.import_jwks(jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.stats() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.reset_stats() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_decryption_key(text, text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.add_decryption_secret(text, text, bytea, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.disable_key(text) FROM PUBLIC;

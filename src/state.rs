@@ -34,14 +34,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use jwt_rls_core::cache::Cache;
+use jwt_rls_core::cache::{token_digest, Fingerprint};
+use jwt_rls_core::header::{algorithm, algorithm_name};
 use jwt_rls_core::{DecryptionKeySet, Error, KeySet, Policy, Verified};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::catalog::{DECRYPTION_KEYS, KEYS};
+use crate::counters::{self, Counter};
 use crate::settings::{self, POLICY_GENERATION};
-use crate::{clock, decryption, errors, keystore, revocation, roles};
+use crate::{clock, decryption, errors, keystore, revocation, roles, shared_cache};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
@@ -127,7 +130,8 @@ fn keys_generation() -> u64 {
 
 struct Backend {
     keys: Option<(u64, Rc<Keys>)>,
-    policy: Option<(u64, Rc<Policy>)>,
+    /// The policy with its fingerprint (for the shared cache).
+    policy: Option<(u64, Rc<(Policy, Fingerprint)>)>,
     cache: Cache,
     current: Option<Current>,
     handed: Option<Handed>,
@@ -145,7 +149,7 @@ thread_local! {
 
 /// The policy and keys for this moment, reloaded when their generation
 /// moved. Loading runs SPI, so no RefCell borrow is held across it.
-fn policy_and_keys() -> (Rc<Policy>, Rc<Keys>) {
+fn policy_and_keys() -> (Rc<(Policy, Fingerprint)>, Rc<Keys>) {
     settings::refuse_if_tampered();
     let policy_generation = POLICY_GENERATION.load(Ordering::Relaxed);
     let keys_generation = keys_generation();
@@ -162,7 +166,9 @@ fn policy_and_keys() -> (Rc<Policy>, Rc<Keys>) {
         )
     });
     let policy = policy.unwrap_or_else(|| {
-        let p = Rc::new(settings::policy());
+        let policy = settings::policy();
+        let fingerprint = policy.fingerprint();
+        let p = Rc::new((policy, fingerprint));
         BACKEND.with_borrow_mut(|b| {
             b.policy = Some((policy_generation, p.clone()));
             b.cache = Cache::new(settings::cache_entries(), CACHE_BYTES);
@@ -207,26 +213,102 @@ pub fn verify_ignoring_revocation(token: &str) -> Result<Arc<Verified>, Error> {
 
 /// A verified token, refused when a committed revocation names it.
 fn admit(verified: Arc<Verified>) -> Result<Arc<Verified>, Error> {
-    revocation::check(&verified)?;
+    if let Err(e) = revocation::check(&verified) {
+        counters::refused(&e);
+        return Err(e);
+    }
     Ok(verified)
 }
 
-/// Verifies `token` at `now`, from the cache when it was verified before
-/// under the same keys and policy.
+/// Verifies `token` at `now`, from a cache when it was verified before
+/// under the same keys and policy; counts what happened.
 fn verify_at(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
-    let (policy, keys) = policy_and_keys();
-    if let Some(hit) = BACKEND.with_borrow_mut(|b| b.cache.get(token)) {
-        return recheck(hit, &policy, &keys, now);
+    let result = verify_or_find(token, now);
+    if let Err(e) = &result {
+        counters::refused(e);
     }
+    result
+}
+
+fn verify_or_find(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
+    let (policy, keys) = policy_and_keys();
+    let (policy, policy_fp) = (&policy.0, policy.1);
+    if let Some(hit) = BACKEND.with_borrow_mut(|b| b.cache.get(token)) {
+        counters::add(Counter::CacheHitsLocal);
+        return recheck(hit, policy, &keys, now);
+    }
+    let digest = shared_cache::enabled().then(|| token_digest(token));
+    if let Some(hit) = digest.and_then(|d| from_shared(&d, &keys, policy_fp, now)) {
+        counters::add(Counter::CacheHitsShared);
+        let hit = Arc::new(hit);
+        BACKEND.with_borrow_mut(|b| b.cache.insert(token, hit.clone()));
+        return recheck(hit, policy, &keys, now);
+    }
+    counters::add(Counter::Verifications);
     let verified = Arc::new(jwt_rls_core::verify_any(
         token,
         &keys.verify,
         &keys.decrypt,
-        &policy,
+        policy,
         now,
     )?);
+    if let Some(d) = digest {
+        to_shared(&d, &verified, &keys, policy_fp, now);
+    }
     BACKEND.with_borrow_mut(|b| b.cache.insert(token, verified.clone()));
     Ok(verified)
+}
+
+/// A verification another backend shared, if it was made with the very
+/// keys this backend holds under those kids and under the same policy
+/// (see `shared_cache.rs` for why that is enough).
+fn from_shared(
+    digest: &[u8; 32],
+    keys: &Keys,
+    policy_fp: Fingerprint,
+    now: i64,
+) -> Option<Verified> {
+    let e = shared_cache::get(digest)?;
+    let key = keys.verify.select(Some(&e.kid), now).ok()?;
+    if key.fingerprint != e.key_fp || policy_fp != e.policy_fp {
+        return None;
+    }
+    if let Some(dkid) = &e.decryption_kid {
+        let dkey = keys.decrypt.select(Some(dkid), now).ok()?;
+        if dkey.fingerprint != e.decryption_key_fp {
+            return None;
+        }
+    }
+    let alg = algorithm(&e.alg)?;
+    let mut verified = Verified::new(e.payload, e.times, e.kid, alg);
+    verified.decryption_kid = e.decryption_kid;
+    Some(verified)
+}
+
+fn to_shared(digest: &[u8; 32], v: &Verified, keys: &Keys, policy_fp: Fingerprint, now: i64) {
+    let Ok(key) = keys.verify.select(Some(&v.kid), now) else {
+        return;
+    };
+    let decryption_key_fp = match &v.decryption_kid {
+        Some(dkid) => match keys.decrypt.select(Some(dkid), now) {
+            Ok(k) => k.fingerprint,
+            Err(_) => return,
+        },
+        None => Fingerprint::default(),
+    };
+    shared_cache::put(
+        digest,
+        &shared_cache::Entry {
+            payload: v.payload.clone(),
+            kid: v.kid.clone(),
+            alg: algorithm_name(v.alg).to_string(),
+            decryption_kid: v.decryption_kid.clone(),
+            times: v.times,
+            key_fp: key.fingerprint,
+            decryption_key_fp,
+            policy_fp,
+        },
+    );
 }
 
 /// The check hook's verification of the value bound now, if it still
@@ -268,7 +350,7 @@ pub fn current() -> Result<Option<Arc<Verified>>, Error> {
             let verified = match handed(&now) {
                 Some(h) => {
                     let (policy, keys) = policy_and_keys();
-                    recheck(h, &policy, &keys, at)?
+                    recheck(h, &policy.0, &keys, at)?
                 }
                 None => verify_at(text.to_str().map_err(|_| Error::BadCharacter)?, at)?,
             };
@@ -347,6 +429,7 @@ unsafe extern "C-unwind" fn check_token(
     if deferred {
         return true;
     }
+    counters::add(Counter::Binds);
     let (policy_generation, keys_generation) =
         (POLICY_GENERATION.load(Ordering::Relaxed), keys_generation());
     // Reading the key store needs a snapshot. A SET statement, and the

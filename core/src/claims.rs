@@ -41,6 +41,15 @@ pub struct Policy {
     pub max_bytes: usize,
 }
 
+impl Policy {
+    /// Identifies the policy exactly: a verification shared by another
+    /// backend is used only under the same policy (settings can differ per
+    /// database and role).
+    pub fn fingerprint(&self) -> crate::cache::Fingerprint {
+        crate::cache::fingerprint(&[format!("{self:?}").as_bytes()])
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {

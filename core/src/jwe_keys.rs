@@ -179,6 +179,9 @@ pub struct DecryptionKey {
     /// Unix seconds; tokens are refused outside [not_before, not_after).
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
+    /// Identifies the key exactly (kid, algorithm, enc, format, material):
+    /// see `Key::fingerprint`.
+    pub fingerprint: crate::cache::Fingerprint,
     secret: Secret,
 }
 
@@ -420,6 +423,13 @@ impl DecryptionKey {
             enabled: true,
             not_before: None,
             not_after: None,
+            fingerprint: crate::cache::fingerprint(&[
+                kid.as_bytes(),
+                alg.name().as_bytes(),
+                enc.map(Enc::name).unwrap_or("").as_bytes(),
+                format.name().as_bytes(),
+                material.as_bytes(),
+            ]),
             secret,
         })
     }

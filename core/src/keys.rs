@@ -59,6 +59,10 @@ pub struct Key {
     /// Unix seconds; tokens are refused outside [not_before, not_after).
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
+    /// Identifies the key material exactly (kid, algorithm, format and
+    /// material), so that a verification shared by another backend is used
+    /// only while this backend holds the very key it was made with.
+    pub fingerprint: crate::cache::Fingerprint,
     verifier: Box<dyn JwtVerifier>,
 }
 
@@ -303,6 +307,12 @@ impl Key {
             enabled: true,
             not_before: None,
             not_after: None,
+            fingerprint: crate::cache::fingerprint(&[
+                kid.as_bytes(),
+                algorithm_name(alg).as_bytes(),
+                format.name().as_bytes(),
+                material.as_bytes(),
+            ]),
             verifier,
         })
     }

@@ -1,0 +1,321 @@
+//! The verification cache shared by every backend (jwt_rls in
+//! shared_preload_libraries, `jwt_rls.shared_cache_entries` slots).
+//!
+//! Behind a pooler a user's requests land on any server connection, so a
+//! per-backend cache verifies each token once per connection. Here a
+//! verification made by one backend is found by all.
+//!
+//! What an entry may answer, and why it is safe:
+//! - It is found by the SHA-256 of the token, so it answers for exactly the
+//!   token that was verified.
+//! - It says "this payload was signed (and decrypted) by the key with this
+//!   fingerprint, and passed the policy with this fingerprint". A backend
+//!   uses it only when the key it holds now under that kid has the same
+//!   fingerprint (so a changed, removed, disabled or expired key refuses it:
+//!   `state.rs` checks the key as it does for its own cache), and under the
+//!   same policy. Time claims and revocations are re-checked at every use,
+//!   as for the per-backend cache. Nothing in it is trusted beyond that.
+//!
+//! Concurrency, without a lock on the hit path: each slot is a seqlock. A
+//! writer claims a slot by moving its sequence number from even to odd
+//! (compare-and-swap), writes, and makes it even again; a reader copies the
+//! slot and keeps the copy only if the sequence number was even and
+//! unchanged around the copy. A writer killed midway leaves its slot odd:
+//! readers and writers skip it, and nothing waits (the postmaster also
+//! reinitialises shared memory after such a crash). All fields are atomics,
+//! so concurrent access is defined behaviour.
+//!
+//! Slots are grouped in sets of WAYS; a token can only live in its set, and
+//! the set's least recently used slot is replaced.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use jwt_rls_core::cache::Fingerprint;
+use jwt_rls_core::Times;
+
+use crate::{counters, shmem};
+
+const WAYS: usize = 4;
+/// Bytes of an entry's texts: algorithm, kid, decryption kid and payload.
+/// Tokens with more are verified per backend only.
+const DATA_WORDS: usize = 256;
+
+#[repr(C)]
+struct Slot {
+    /// 0: never used; odd: being written; even: stable.
+    seq: AtomicU64,
+    digest: [AtomicU64; 4],
+    key_fp: [AtomicU64; 2],
+    dkey_fp: [AtomicU64; 2],
+    policy_fp: [AtomicU64; 2],
+    exp: AtomicU64,
+    nbf: AtomicU64,
+    iat: AtomicU64,
+    /// Lengths and flags, see `pack`.
+    meta: AtomicU64,
+    /// Microseconds since the epoch of the last use, for replacement.
+    used: AtomicU64,
+    data: [AtomicU64; DATA_WORDS],
+}
+
+/// A verification as it is shared.
+pub struct Entry {
+    pub payload: String,
+    pub kid: String,
+    pub alg: String,
+    pub decryption_kid: Option<String>,
+    pub times: Times,
+    pub key_fp: Fingerprint,
+    pub decryption_key_fp: Fingerprint,
+    pub policy_fp: Fingerprint,
+}
+
+pub fn slots_for(entries: usize) -> usize {
+    if entries == 0 {
+        0
+    } else {
+        entries.max(WAYS) / WAYS * WAYS
+    }
+}
+
+pub fn bytes_for(slots: usize) -> usize {
+    slots * std::mem::size_of::<Slot>()
+}
+
+fn slots() -> &'static [Slot] {
+    match shmem::base() {
+        // SAFETY: after the counters, the segment holds `cache_slots()`
+        // zeroed Slots (all-zero is a valid, empty Slot of atomics), aligned
+        // to 64 bytes, for as long as the server runs.
+        Some(base) => unsafe {
+            std::slice::from_raw_parts(
+                base.add(counters::SHARED_BYTES) as *const Slot,
+                shmem::cache_slots(),
+            )
+        },
+        None => &[],
+    }
+}
+
+pub fn enabled() -> bool {
+    !slots().is_empty()
+}
+
+/// (slots, slots in use, bytes) of the shared cache; zeros without one.
+pub fn usage() -> (usize, usize, usize) {
+    let all = slots();
+    let used = all
+        .iter()
+        .filter(|s| s.seq.load(Ordering::Relaxed) != 0)
+        .count();
+    (all.len(), used, bytes_for(all.len()))
+}
+
+fn set_of(digest: &[u8; 32]) -> &'static [Slot] {
+    let all = slots();
+    let sets = all.len() / WAYS;
+    let h = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
+    let i = (h % sets as u64) as usize * WAYS;
+    &all[i..i + WAYS]
+}
+
+fn words<const N: usize>(bytes: &[u8]) -> [u64; N] {
+    let mut out = [0u64; N];
+    for (w, chunk) in out.iter_mut().zip(bytes.chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+    out
+}
+
+fn bytes_of<const N: usize, const M: usize>(w: &[u64; N]) -> [u8; M] {
+    let mut out = [0u8; M];
+    for (chunk, word) in out.chunks_mut(8).zip(w) {
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+fn load<const N: usize>(a: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| a[i].load(Ordering::Relaxed))
+}
+
+fn store<const N: usize>(a: &[AtomicU64; N], v: [u64; N]) {
+    for (slot, value) in a.iter().zip(v) {
+        slot.store(value, Ordering::Relaxed);
+    }
+}
+
+/// Lengths and flags: alg (8 bits), kid (16), decryption kid (16), payload
+/// (16), then has-nbf, has-iat, has-decryption-kid.
+fn pack(
+    alg: usize,
+    kid: usize,
+    dkid: usize,
+    payload: usize,
+    nbf: bool,
+    iat: bool,
+    dk: bool,
+) -> u64 {
+    alg as u64
+        | (kid as u64) << 8
+        | (dkid as u64) << 24
+        | (payload as u64) << 40
+        | u64::from(nbf) << 56
+        | u64::from(iat) << 57
+        | u64::from(dk) << 58
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The entry for a token digest, if a stable slot holds it.
+pub fn get(digest: &[u8; 32]) -> Option<Entry> {
+    if !enabled() {
+        return None;
+    }
+    let want = words::<4>(digest);
+    for slot in set_of(digest) {
+        let before = slot.seq.load(Ordering::Acquire);
+        if before == 0 || before & 1 == 1 || load(&slot.digest) != want {
+            continue;
+        }
+        let key_fp = load(&slot.key_fp);
+        let dkey_fp = load(&slot.dkey_fp);
+        let policy_fp = load(&slot.policy_fp);
+        let (exp, nbf, iat) = (
+            slot.exp.load(Ordering::Relaxed),
+            slot.nbf.load(Ordering::Relaxed),
+            slot.iat.load(Ordering::Relaxed),
+        );
+        let meta = slot.meta.load(Ordering::Relaxed);
+        let data: Vec<u64> = slot
+            .data
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        fence(Ordering::Acquire);
+        if slot.seq.load(Ordering::Relaxed) != before {
+            continue;
+        }
+        // A consistent copy; now decode it (lengths were written by a
+        // writer of this code, but are checked anyway).
+        let lens = [
+            (meta & 0xff) as usize,
+            (meta >> 8 & 0xffff) as usize,
+            (meta >> 24 & 0xffff) as usize,
+            (meta >> 40 & 0xffff) as usize,
+        ];
+        if lens.iter().sum::<usize>() > DATA_WORDS * 8 {
+            continue;
+        }
+        let bytes: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut at = 0;
+        let mut next = |n: usize| {
+            let s = String::from_utf8(bytes[at..at + n].to_vec()).ok();
+            at += n;
+            s
+        };
+        let (Some(alg), Some(kid), Some(dkid), Some(payload)) =
+            (next(lens[0]), next(lens[1]), next(lens[2]), next(lens[3]))
+        else {
+            continue;
+        };
+        slot.used.store(now_micros(), Ordering::Relaxed);
+        return Some(Entry {
+            payload,
+            kid,
+            alg,
+            decryption_kid: (meta >> 58 & 1 == 1).then_some(dkid),
+            times: Times {
+                exp: exp as i64,
+                nbf: (meta >> 56 & 1 == 1).then_some(nbf as i64),
+                iat: (meta >> 57 & 1 == 1).then_some(iat as i64),
+            },
+            key_fp: bytes_of::<2, 16>(&key_fp),
+            decryption_key_fp: bytes_of::<2, 16>(&dkey_fp),
+            policy_fp: bytes_of::<2, 16>(&policy_fp),
+        });
+    }
+    None
+}
+
+/// Stores an entry for a token digest, replacing the set's least recently
+/// used stable slot (or this token's own). Gives up rather than wait when
+/// every candidate is being written.
+pub fn put(digest: &[u8; 32], e: &Entry) {
+    if !enabled() {
+        return;
+    }
+    let dkid = e.decryption_kid.as_deref().unwrap_or("");
+    let parts = [
+        e.alg.as_bytes(),
+        e.kid.as_bytes(),
+        dkid.as_bytes(),
+        e.payload.as_bytes(),
+    ];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > DATA_WORDS * 8 || e.alg.len() > 0xff || e.kid.len() > 0xffff || dkid.len() > 0xffff {
+        return;
+    }
+    let want = words::<4>(digest);
+    let set = set_of(digest);
+    let victim = set
+        .iter()
+        .filter(|s| s.seq.load(Ordering::Relaxed) & 1 == 0)
+        .min_by_key(|s| {
+            let seq = s.seq.load(Ordering::Relaxed);
+            let mine = seq != 0 && load(&s.digest) == want;
+            // This token's own slot first, then empty ones, then the oldest.
+            (!mine, seq != 0, s.used.load(Ordering::Relaxed))
+        });
+    let Some(slot) = victim else { return };
+    let seq = slot.seq.load(Ordering::Relaxed);
+    if seq & 1 == 1
+        || slot
+            .seq
+            .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    store(&slot.digest, want);
+    store(&slot.key_fp, words::<2>(&e.key_fp));
+    store(&slot.dkey_fp, words::<2>(&e.decryption_key_fp));
+    store(&slot.policy_fp, words::<2>(&e.policy_fp));
+    slot.exp.store(e.times.exp as u64, Ordering::Relaxed);
+    slot.nbf
+        .store(e.times.nbf.unwrap_or(0) as u64, Ordering::Relaxed);
+    slot.iat
+        .store(e.times.iat.unwrap_or(0) as u64, Ordering::Relaxed);
+    slot.meta.store(
+        pack(
+            e.alg.len(),
+            e.kid.len(),
+            dkid.len(),
+            e.payload.len(),
+            e.times.nbf.is_some(),
+            e.times.iat.is_some(),
+            e.decryption_kid.is_some(),
+        ),
+        Ordering::Relaxed,
+    );
+    let mut bytes = Vec::with_capacity(total);
+    for p in parts {
+        bytes.extend_from_slice(p);
+    }
+    for (word, chunk) in slot.data.iter().zip(bytes.chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+    slot.used.store(now_micros(), Ordering::Relaxed);
+    // Publish: every write above happens before the even sequence number.
+    slot.seq.store(seq + 2, Ordering::Release);
+    counters::add(counters::Counter::SharedInserts);
+}
