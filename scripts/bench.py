@@ -513,7 +513,7 @@ def bench_pooled(smoke, preloaded):
             admin.execute("GRANT SELECT ON pooled_users TO app")
             entries = admin.execute("SELECT setting FROM pg_settings WHERE name = 'jwt_rls.shared_cache_entries'"
                                     ).fetchone()
-            switch = admin.execute("SELECT 1 FROM pg_settings WHERE name = %s", (COUNTERS_SWITCH,)).fetchone()
+            switch = admin.execute("SELECT context FROM pg_settings WHERE name = %s", (COUNTERS_SWITCH,)).fetchone()
         counted = counters_available(cluster)
         with open(os.path.join(bouncer.dir, "pgbouncer.pid")) as f:
             pooler = int(f.read())
@@ -523,6 +523,8 @@ def bench_pooled(smoke, preloaded):
             log("  counters unavailable (no jwt_rls.stats() in this build): no hit rate or verifications")
         if not switch:
             log(f"  counters' cost: not measured (no {COUNTERS_SWITCH} setting to turn them off)")
+        elif switch[0] == "postmaster":
+            log(f"  counters' cost: not measured ({COUNTERS_SWITCH} needs a restart, which empties the shared cache)")
         counters = (lambda: read_counters(cluster, bouncer, preloaded)) if counted else (lambda: None)
         for alg in ["RS256", "ES256"]:
             signer = Signer(f"pooled-{alg.lower()}", alg)
@@ -541,7 +543,8 @@ def bench_pooled(smoke, preloaded):
             pgbench(cluster, EACH_USER.format(users=users, half=users // 2) + POOLED["jwt"], None, "simple",
                     {"n": 0}, port=bouncer.port, transactions=users // 2)
             ours, theirs = RANDOM_USER.format(users=users) + POOLED["jwt"], RANDOM_USER.format(users=users) + POOLED["pgrst"]
-            pgbench(cluster, ours, seconds, "simple", {}, clients=max(POOL_CLIENTS), port=bouncer.port)  # warm
+            if not smoke:  # and into the steady state of random order, at the most clients
+                pgbench(cluster, ours, seconds, "simple", {}, clients=max(POOL_CLIENTS), port=bouncer.port)
             for clients in POOL_CLIENTS:
                 a = b = cpu_a = cpu_b = 0.0
                 measured = {}
@@ -581,9 +584,37 @@ def bench_pooled(smoke, preloaded):
                 for row in results["pooled"]:
                     if row["alg"] == alg and row["preloaded"] == preloaded:
                         row["verifications_per_token"] = per_token
+            if preloaded and alg == "RS256" and switch and switch[0] != "postmaster":
+                counters_cost(cluster, bouncer, pooler, ours, seconds, rounds)
             results.setdefault("pooled_setup", {})[preloaded] = {
                 "users": users, "counters": counted, "shared_cache_entries": entries[0] if entries else None,
                 "counters_switch": bool(switch)}
+
+
+def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
+    """The pooled transaction (2 clients) with the counters off and on, in
+    turns: what counting costs. Through ALTER SYSTEM and a reload, which the
+    pooler's server connections see at their next statement."""
+    def counting(on):
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute(f"ALTER SYSTEM SET {COUNTERS_SWITCH} = {'on' if on else 'off'}")
+            admin.execute("SELECT pg_reload_conf()")
+        time.sleep(0.2)
+
+    tps = {False: 0.0, True: 0.0}
+    cpu = {False: 0.0, True: 0.0}
+    for _ in range(rounds):
+        for on in (False, True):
+            counting(on)
+            t, c = pgbench_cpu(cluster, script, seconds, "simple", {}, pooler_pid=pooler, port=bouncer.port)
+            tps[on] += t / rounds
+            cpu[on] += (c["server"] + c["client"]) / rounds
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute(f"ALTER SYSTEM RESET {COUNTERS_SWITCH}")
+        admin.execute("SELECT pg_reload_conf()")
+    log(f"  counters' cost (RS256 pooled, 2 clients): on {tps[True]:7.0f} tps, off {tps[False]:7.0f} tps, "
+        f"ratio {tps[True] / tps[False]:5.2f}; CPU/transaction {cpu[True]:6.1f} vs {cpu[False]:6.1f} µs")
+    results["counters_cost"] = (tps[True], tps[False], cpu[True], cpu[False])
 
 
 # --- the README table ---------------------------------------------------------
@@ -663,6 +694,16 @@ def fresh_verdicts():
     return [(alg, added, prim[alg], 1.25 * prim[alg] + 10) for alg, added in results["fresh_added_us"].items()]
 
 
+def counters_cost_text(switch):
+    if "counters_cost" in results:
+        on, off, cpu_on, cpu_off = results["counters_cost"]
+        return (f"Counters' cost (RS256 pooled, 2 clients, `{COUNTERS_SWITCH}` on vs off): {on / off:.2f}x TPS, "
+                f"{cpu_on - cpu_off:+.1f} µs CPU per transaction.")
+    if switch:
+        return f"Counters' cost: not measured (`{COUNTERS_SWITCH}` takes effect only at a restart)."
+    return "Counters' cost: not measured; the build has no setting that turns them off."
+
+
 def pooled_table():
     setup = results["pooled_setup"]
     users = next(iter(setup.values()))["users"]
@@ -693,7 +734,7 @@ def pooled_table():
                    "Counters unavailable: this build has no `jwt_rls.stats()`. ")
               + "CPU per transaction: the cluster's, PgBouncer's and pgbench's, over transactions. "
               + (f"Shared cache: `jwt_rls.shared_cache_entries = {entries}`. " if entries else "")
-              + ("" if switch else "Counters' cost: not measured; the build has no setting that turns them off.")]
+              + counters_cost_text(switch)]
     return lines
 
 
