@@ -3,6 +3,7 @@ run on this machine, since absolute times on a shared 2-core machine drift.
 
   python3 scripts/bench.py            # full run, rewrites the README table
   python3 scripts/bench.py --smoke    # seconds; checks the benchmarks run
+  python3 scripts/bench.py --only pooled sql   # some workloads; prints, README untouched
 
 Expects the extension installed (scripts/bench.sh builds it in release mode).
 """
