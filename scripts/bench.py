@@ -522,6 +522,12 @@ def bench_pooled(smoke, preloaded):
             log(f"  shared cache: {'jwt_rls.shared_cache_entries = ' + entries[0] if entries else 'not in this build'}")
         if not counted:
             log("  counters unavailable (no jwt_rls.stats() in this build): no hit rate or verifications")
+        else:
+            try:
+                read_counters(cluster, bouncer, preloaded)
+            except psycopg.Error as e:  # say, a build that counts only when preloaded
+                counted = False
+                log(f"  counters unavailable (jwt_rls.stats() failed: {str(e).strip()}): no hit rate or verifications")
         if not switch:
             log(f"  counters' cost: not measured (no {COUNTERS_SWITCH} setting to turn them off)")
         elif switch[0] == "postmaster":
@@ -732,7 +738,7 @@ def pooled_table():
     entries = setup.get(True, {}).get("shared_cache_entries")
     lines += ["", ("Hit rate: cache hits (local and shared) over binds, from `jwt_rls.stats()` over the measured "
                    "phase; signature checks per token: over warm-up and measurement. " if counters else
-                   "Counters unavailable: this build has no `jwt_rls.stats()`. ")
+                   "Counters unavailable: `jwt_rls.stats()` is missing from this build (or failed). ")
               + "CPU per transaction: the cluster's, PgBouncer's and pgbench's, over transactions. "
               + (f"Shared cache: `jwt_rls.shared_cache_entries = {entries}`. " if entries else "")
               + counters_cost_text(switch)]
