@@ -27,6 +27,7 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from support.pgbouncer import PgBouncer  # noqa: E402
 from support.pgcluster import PG_BIN, Cluster  # noqa: E402
 from support.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
 
@@ -489,6 +490,40 @@ def delta(after, before):
     return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
+def fill_pooled_users(cluster, alg, users):
+    """A new key of `alg`, and a token of it for each user in pooled_users."""
+    signer = Signer(f"pooled-{alg.lower()}", alg)
+    rows = []
+    for i in range(1, users + 1):
+        t = f"t{i % TENANTS}"
+        rows.append((i, signer.token(t, sub=f"user-{i}", ttl=7200), json.dumps({"sub": f"user-{i}", "tenant_id": t})))
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        with admin.cursor() as cur:
+            signer.install(cur)
+            cur.execute("TRUNCATE pooled_users")
+            cur.executemany("INSERT INTO pooled_users VALUES (%s, %s, %s)", rows)
+        admin.execute("ANALYZE pooled_users")
+
+
+def pooled_pair(cluster, bouncer, pooler, counters, ours, theirs, clients, seconds, rounds):
+    """Ours and the PostgREST-style transaction in turns through the pooler:
+    mean TPS and CPU µs per transaction of each, and the counters' deltas
+    summed over our runs (None without counters)."""
+    a = b = cpu_a = cpu_b = 0.0
+    measured = None
+    for _ in range(rounds):
+        before = counters()
+        tps, cpu = pgbench_cpu(cluster, ours, seconds, "simple", {}, pooler_pid=pooler, clients=clients,
+                               port=bouncer.port)
+        a, cpu_a = a + tps / rounds, cpu_a + (cpu["server"] + cpu["client"]) / rounds
+        if before is not None:
+            measured = {k: (measured or {}).get(k, 0) + v for k, v in delta(counters(), before).items()}
+        tps, cpu = pgbench_cpu(cluster, theirs, seconds, "simple", {}, pooler_pid=pooler, clients=clients,
+                               port=bouncer.port)
+        b, cpu_b = b + tps / rounds, cpu_b + (cpu["server"] + cpu["client"]) / rounds
+    return a, b, cpu_a, cpu_b, measured
+
+
 def bench_pooled(smoke, preloaded):
     """pgbench through PgBouncer (transaction pooling, 4 server connections):
     each transaction binds the token of a random one of 2,000 users, each
@@ -498,7 +533,6 @@ def bench_pooled(smoke, preloaded):
     every token once, then ours and the PostgREST-style transaction in
     turns at 2 and 8 clients; hit rate and verifications from the
     jwt_rls.stats() deltas."""
-    from support.pgbouncer import PgBouncer
     users = 200 if smoke else 2000
     seconds, rounds = (1, 1) if smoke else (5, 3)
     cache = "shared cache" if preloaded else "per-backend caches only"
@@ -515,11 +549,11 @@ def bench_pooled(smoke, preloaded):
             entries = admin.execute("SELECT setting FROM pg_settings WHERE name = 'jwt_rls.shared_cache_entries'"
                                     ).fetchone()
             switch = admin.execute("SELECT context FROM pg_settings WHERE name = %s", (COUNTERS_SWITCH,)).fetchone()
-        counted = counters_available(cluster)
         with open(os.path.join(bouncer.dir, "pgbouncer.pid")) as f:
             pooler = int(f.read())
         if preloaded:
             log(f"  shared cache: {'jwt_rls.shared_cache_entries = ' + entries[0] if entries else 'not in this build'}")
+        counted = counters_available(cluster)
         if not counted:
             log("  counters unavailable (no jwt_rls.stats() in this build): no hit rate or verifications")
         else:
@@ -533,69 +567,42 @@ def bench_pooled(smoke, preloaded):
         elif switch[0] == "postmaster":
             log(f"  counters' cost: not measured ({COUNTERS_SWITCH} needs a restart, which empties the shared cache)")
         counters = (lambda: read_counters(cluster, bouncer, preloaded)) if counted else (lambda: None)
+        results.setdefault("pooled_setup", {})[preloaded] = {
+            "users": users, "counters": counted, "shared_cache_entries": entries[0] if entries else None,
+            "counters_switch": bool(switch)}
+        ours, theirs = (RANDOM_USER.format(users=users) + POOLED[k] for k in ("jwt", "pgrst"))
         for alg in ["RS256", "ES256"]:
-            signer = Signer(f"pooled-{alg.lower()}", alg)
-            rows = []
-            for i in range(1, users + 1):
-                t = f"t{i % TENANTS}"
-                rows.append((i, signer.token(t, sub=f"user-{i}", ttl=7200),
-                             json.dumps({"sub": f"user-{i}", "tenant_id": t})))
-            with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-                with admin.cursor() as cur:
-                    signer.install(cur)
-                    admin.execute("TRUNCATE pooled_users")
-                    cur.executemany("INSERT INTO pooled_users VALUES (%s, %s, %s)", rows)
-                admin.execute("ANALYZE pooled_users")
+            fill_pooled_users(cluster, alg, users)
             start = counters()
             pgbench(cluster, EACH_USER.format(users=users, half=users // 2) + POOLED["jwt"], None, "simple",
                     {"n": 0}, port=bouncer.port, transactions=users // 2)
-            ours, theirs = RANDOM_USER.format(users=users) + POOLED["jwt"], RANDOM_USER.format(users=users) + POOLED["pgrst"]
             if not smoke:  # and into the steady state of random order, at the most clients
                 pgbench(cluster, ours, seconds, "simple", {}, clients=max(POOL_CLIENTS), port=bouncer.port)
+            rows = []
             for clients in POOL_CLIENTS:
-                a = b = cpu_a = cpu_b = 0.0
-                measured = {}
-                for _ in range(rounds):
-                    before = counters()
-                    tps, cpu = pgbench_cpu(cluster, ours, seconds, "simple", {}, pooler_pid=pooler,
-                                           clients=clients, port=bouncer.port)
-                    a, cpu_a = a + tps, cpu_a + cpu["server"] + cpu["client"]
-                    if counted:
-                        for k, v in delta(counters(), before).items():
-                            measured[k] = measured.get(k, 0) + v
-                    tps, cpu = pgbench_cpu(cluster, theirs, seconds, "simple", {}, pooler_pid=pooler,
-                                           clients=clients, port=bouncer.port)
-                    b, cpu_b = b + tps, cpu_b + cpu["server"] + cpu["client"]
-                a, b, cpu_a, cpu_b = a / rounds, b / rounds, cpu_a / rounds, cpu_b / rounds
-                cpu_text = f"CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs"
-                hit = verifications = None
-                if counted and measured.get("binds"):
-                    hits = measured.get("cache_hits_local", 0) + measured.get("cache_hits_shared", 0)
-                    hit = hits / measured["binds"]
-                    verifications = measured.get("verifications", 0)
-                    log(f"  {alg} {cache}, {clients} clients: jwt_rls {a:7.0f} tps   PostgREST-style {b:7.0f} tps   "
-                        f"ratio {a / b:5.2f}   hit rate {hit:7.2%} (local {measured.get('cache_hits_local', 0)}, "
-                        f"shared {measured.get('cache_hits_shared', 0)} of {measured['binds']} binds), "
-                        f"{verifications} verifications   {cpu_text}")
-                else:
-                    log(f"  {alg} {cache}, {clients} clients: jwt_rls {a:7.0f} tps   PostgREST-style {b:7.0f} tps   "
-                        f"ratio {a / b:5.2f}   {cpu_text}")
-                results.setdefault("pooled", []).append(
-                    {"alg": alg, "preloaded": preloaded, "clients": clients, "ours": a, "theirs": b,
-                     "ratio": a / b, "cpu_ours": cpu_a, "cpu_theirs": cpu_b, "hit": hit, "measured_verifications": verifications})
+                a, b, cpu_a, cpu_b, measured = pooled_pair(cluster, bouncer, pooler, counters, ours, theirs,
+                                                           clients, seconds, rounds)
+                line = (f"  {alg} {cache}, {clients} clients: jwt_rls {a:7.0f} tps   PostgREST-style {b:7.0f} tps   "
+                        f"ratio {a / b:5.2f}   CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs")
+                hit = None
+                if measured and measured.get("binds"):
+                    local, shared = measured.get("cache_hits_local", 0), measured.get("cache_hits_shared", 0)
+                    hit = (local + shared) / measured["binds"]
+                    line += (f"   hit rate {hit:7.2%} (local {local}, shared {shared} of {measured['binds']} binds), "
+                             f"{measured.get('verifications', 0)} verifications")
+                log(line)
+                rows.append({"alg": alg, "preloaded": preloaded, "clients": clients, "ours": a, "theirs": b,
+                             "ratio": a / b, "cpu_ours": cpu_a, "cpu_theirs": cpu_b, "hit": hit})
             if counted:
-                # Over the whole run from the first bind of each token:
-                # with a shared cache that holds them all, one each.
+                # Over the whole run from each token's first bind: with a
+                # shared cache that holds them all, one each.
                 per_token = delta(counters(), start).get("verifications", 0) / users
                 log(f"  {alg} {cache}: {per_token:.2f} signature checks per token over warm-up and measurement")
-                for row in results["pooled"]:
-                    if row["alg"] == alg and row["preloaded"] == preloaded:
-                        row["verifications_per_token"] = per_token
+                for row in rows:
+                    row["verifications_per_token"] = per_token
+            results.setdefault("pooled", []).extend(rows)
             if preloaded and alg == "RS256" and switch and switch[0] != "postmaster":
                 counters_cost(cluster, bouncer, pooler, ours, seconds, rounds)
-            results.setdefault("pooled_setup", {})[preloaded] = {
-                "users": users, "counters": counted, "shared_cache_entries": entries[0] if entries else None,
-                "counters_switch": bool(switch)}
 
 
 def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
