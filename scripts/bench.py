@@ -3,6 +3,7 @@ run on this machine, since absolute times on a shared 2-core machine drift.
 
   python3 scripts/bench.py            # full run, rewrites the README table
   python3 scripts/bench.py --smoke    # seconds; checks the benchmarks run
+  python3 scripts/bench.py --only pooled sql   # some workloads; prints, README untouched
 
 Expects the extension installed (scripts/bench.sh builds it in release mode).
 """
@@ -15,6 +16,7 @@ import os
 import platform
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,7 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from support.pgbouncer import PgBouncer  # noqa: E402
 from support.pgcluster import PG_BIN, Cluster  # noqa: E402
 from support.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
 
@@ -159,11 +162,14 @@ FRESH = ("\\set id 1 + (:client_id * {half} + :n) % {n}\n\\set n :n + 1\n"
          "SELECT token, claims FROM bench_tokens WHERE id = :id \\gset\n")
 
 
-def pgbench(cluster, script, seconds, mode, defines):
+def pgbench(cluster, script, seconds, mode, defines, clients=2, port=None, transactions=None):
+    """TPS of `script` over `seconds` (or, given `transactions` per client,
+    the number processed). `port`: a pooler's in front of the cluster."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
-    args = [f"{PG_BIN}/pgbench", "-n", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "app",
-            "-c", "2", "-j", "2", "-T", str(seconds), "-M", mode, "-f", f.name, "postgres"]
+    length = ["-t", str(transactions)] if transactions else ["-T", str(seconds)]
+    args = [f"{PG_BIN}/pgbench", "-n", "-h", "127.0.0.1", "-p", str(port or cluster.port), "-U", "app",
+            "-c", str(clients), "-j", str(min(clients, 2)), *length, "-M", mode, "-f", f.name, "postgres"]
     for k, v in defines.items():
         args += ["-D", f"{k}={v}"]
     out = subprocess.run(args, capture_output=True, text=True)
@@ -172,19 +178,64 @@ def pgbench(cluster, script, seconds, mode, defines):
     failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
     if not m or (failed and int(failed.group(1))) or out.returncode:
         raise RuntimeError(f"pgbench failed: {out.stdout[-800:]} {out.stderr[-800:]}")
-    return int(m.group(1)) / seconds
+    return int(m.group(1)) if transactions else int(m.group(1)) / seconds
+
+
+def process_cpu_s(pid, children_too=False):
+    """CPU seconds a process has used (user + system), from /proc; with
+    children_too, also what its exited children used (once reaped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # fields[0] is field 3 of proc(5), the state
+    ticks = sum(int(x) for x in fields[11:15 if children_too else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu_s(cluster):
+    """CPU seconds used by every process of the cluster so far: the
+    postmaster, its live children (backends, PgBouncer's server connections)
+    and, through the postmaster's reaped-children times, those that exited
+    (pgbench's backends). A zombie still shows its own times until reaped."""
+    with open(os.path.join(cluster.data, "postmaster.pid")) as f:
+        pid = int(f.readline())
+    total = process_cpu_s(pid, children_too=True)
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        for child in f.read().split():
+            try:
+                total += process_cpu_s(int(child))
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # exited and reaped since the list: counted above or lost, a tick at most
+    return total
+
+
+def pgbench_cpu(cluster, script, seconds, mode, defines, pooler_pid=None, **kw):
+    """pgbench() and the CPU time it cost per transaction, in µs: the
+    server's, pgbench's own and the pooler's, if any. CPU time, unlike
+    2 / TPS, does not count time the developer's compiler took from us."""
+    def cpu():
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)  # pgbench, once waited for
+        server = cluster_cpu_s(cluster) + (process_cpu_s(pooler_pid) if pooler_pid else 0)
+        return server, own.ru_utime + own.ru_stime
+    server0, client0 = cpu()
+    tps = pgbench(cluster, script, seconds, mode, defines, **kw)
+    server1, client1 = cpu()
+    n = tps * seconds
+    return tps, {"server": (server1 - server0) / n * 1e6, "client": (client1 - client0) / n * 1e6}
 
 
 def pair(cluster, name, ours, theirs, seconds, rounds, mode, defines):
-    """Runs the two scripts alternately, `rounds` times each; TPS ratio."""
-    a = b = 0.0
+    """Runs the two scripts alternately, `rounds` times each; TPS ratio, and
+    the CPU µs per transaction of each (server + pgbench)."""
+    a = b = cpu_a = cpu_b = 0.0
     for _ in range(rounds):
-        a += pgbench(cluster, ours, seconds, mode, defines)
-        b += pgbench(cluster, theirs, seconds, mode, defines)
-    a, b = a / rounds, b / rounds
-    log(f"  {name:34} jwt_rls {a:8.0f} tps   PostgREST-style {b:8.0f} tps   ratio {a / b:5.2f}")
+        tps, cpu = pgbench_cpu(cluster, ours, seconds, mode, defines)
+        a, cpu_a = a + tps, cpu_a + cpu["server"] + cpu["client"]
+        tps, cpu = pgbench_cpu(cluster, theirs, seconds, mode, defines)
+        b, cpu_b = b + tps, cpu_b + cpu["server"] + cpu["client"]
+    a, b, cpu_a, cpu_b = a / rounds, b / rounds, cpu_a / rounds, cpu_b / rounds
+    log(f"  {name:34} jwt_rls {a:8.0f} tps   PostgREST-style {b:8.0f} tps   ratio {a / b:5.2f}   "
+        f"CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs")
     results.setdefault("tps", []).append((name, a, b, a / b))
-    return a, b
+    return a, b, cpu_a, cpu_b
 
 
 def bench_sql(cluster, smoke):
@@ -192,7 +243,6 @@ def bench_sql(cluster, smoke):
     seconds, rounds = (1, 1) if smoke else (4, 3)
     signers = {alg: Signer(f"bench-{alg.lower()}", alg) for alg in ["HS256", "RS256", "ES256"]}
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        admin.execute(SCHEMA)
         with admin.cursor() as cur:
             for s in signers.values():
                 s.install(cur)
@@ -217,11 +267,12 @@ def bench_sql(cluster, smoke):
             # A never-seen token in every transaction, default settings (the
             # cache on, as users run it).
             fresh = FRESH.format(n=n_fresh, half=n_fresh // 2)
-            a, b = pair(cluster, f"{alg} authenticate, fresh token", fresh + SCRIPTS["jwt"],
-                        fresh + SCRIPTS["pgrst"], seconds, rounds, "prepared", {"n": 0})
-            # Two clients on two cores: each transaction's wall time is
-            # 2 / TPS; what binding a new token adds is the difference.
-            results.setdefault("fresh_added_us", {})[alg] = 2e6 / a - 2e6 / b
+            _, _, cpu_a, cpu_b = pair(cluster, f"{alg} authenticate, fresh token", fresh + SCRIPTS["jwt"],
+                                      fresh + SCRIPTS["pgrst"], seconds, rounds, "prepared", {"n": 0})
+            # What binding a never-seen token adds: the difference in CPU
+            # time per transaction (server and pgbench), which the other
+            # work on a shared machine does not inflate as it does 2 / TPS.
+            results.setdefault("fresh_added_us", {})[alg] = cpu_a - cpu_b
             pair(cluster, f"{alg} SET LOCAL, fresh token", fresh + SCRIPTS["jwt_set"], fresh + SCRIPTS["pgrst_set"],
                  seconds, rounds, "simple", {"n": 0})
 
@@ -383,6 +434,203 @@ def bench_memory(cluster, smoke):
     results["memory"] = (n, entries, int(limit), est, after - before, len(tokens[0]))
 
 
+# --- pooled: pgbench through PgBouncer, many users, the shared cache ---------
+
+POOL_SIZE = 4  # PgBouncer's server connections (transaction pooling)
+POOL_CLIENTS = [2, 8]
+COUNTERS_SWITCH = "jwt_rls.stats"  # a boolean setting, if the counters get one; its cost is measured then
+# Each transaction binds one user's token, looked up by the user's id in the
+# statement that binds it; the PostgREST-style transaction looks up that
+# user's claims the same way. pgbench can only get a per-transaction string
+# from a query (no variable files, no arrays; -D is one fixed value), and
+# doing the look-up inside the bind statement costs no extra round trip
+# through the pooler. Both sides pay the same primary-key look-up, which
+# pulls the ratio slightly towards 1; the alternative, a look-up on our side
+# only, would charge it to jwt_rls.
+POOLED = {
+    "jwt": "BEGIN;\nSELECT jwt_rls.authenticate(token) FROM pooled_users WHERE id = :u;\n"
+           "SELECT id, amount FROM accounts_jwt;\nCOMMIT;\n",
+    "pgrst": "BEGIN;\nSELECT set_config('request.jwt.claims', claims, true) FROM pooled_users WHERE id = :u;\n"
+             "SELECT id, amount FROM accounts_pgrst;\nCOMMIT;\n",
+}
+RANDOM_USER = "\\set u random(1, {users})\n"
+# Warm-up: the two clients walk their halves of the users, so that with
+# `-t users/2` every user's token is bound exactly once.
+EACH_USER = "\\set u 1 + (:client_id * {half} + :n) % {users}\n\\set n :n + 1\n"
+
+
+def counters_available(cluster):
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        return conn.execute("SELECT to_regprocedure('jwt_rls.stats()') IS NOT NULL").fetchone()[0]
+
+
+def read_counters(cluster, bouncer, preloaded):
+    """jwt_rls.stats() as {name: value}. Preloaded, the counters are
+    cluster-wide and one connection reads them all; otherwise each backend
+    counts its own, so sum over the pool's server connections, each pinned
+    by an open transaction of its own."""
+    if preloaded:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            return dict(conn.execute("SELECT name, value FROM jwt_rls.stats()").fetchall())
+    conns = [psycopg.connect(bouncer.dsn(), prepare_threshold=None) for _ in range(POOL_SIZE)]
+    try:
+        pids, total = set(), {}
+        for conn in conns:  # each BEGINs implicitly and holds its server connection
+            pids.add(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+            for name, value in conn.execute("SELECT name, value FROM jwt_rls.stats()"):
+                total[name] = total.get(name, 0) + value
+        assert len(pids) == POOL_SIZE, pids
+        return total
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def delta(after, before):
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def fill_pooled_users(cluster, alg, users):
+    """A new key of `alg`, and a token of it for each user in pooled_users."""
+    signer = Signer(f"pooled-{alg.lower()}", alg)
+    rows = []
+    for i in range(1, users + 1):
+        t = f"t{i % TENANTS}"
+        rows.append((i, signer.token(t, sub=f"user-{i}", ttl=7200), json.dumps({"sub": f"user-{i}", "tenant_id": t})))
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        with admin.cursor() as cur:
+            signer.install(cur)
+            cur.execute("TRUNCATE pooled_users")
+            cur.executemany("INSERT INTO pooled_users VALUES (%s, %s, %s)", rows)
+        admin.execute("ANALYZE pooled_users")
+
+
+def pooled_pair(cluster, bouncer, pooler, counters, ours, theirs, clients, seconds, rounds):
+    """Ours and the PostgREST-style transaction in turns through the pooler:
+    mean TPS and CPU µs per transaction of each, and the counters' deltas
+    summed over our runs (None without counters)."""
+    a = b = cpu_a = cpu_b = 0.0
+    measured = None
+    for _ in range(rounds):
+        before = counters()
+        tps, cpu = pgbench_cpu(cluster, ours, seconds, "simple", {}, pooler_pid=pooler, clients=clients,
+                               port=bouncer.port)
+        a, cpu_a = a + tps / rounds, cpu_a + (cpu["server"] + cpu["client"]) / rounds
+        if before is not None:
+            measured = {k: (measured or {}).get(k, 0) + v for k, v in delta(counters(), before).items()}
+        tps, cpu = pgbench_cpu(cluster, theirs, seconds, "simple", {}, pooler_pid=pooler, clients=clients,
+                               port=bouncer.port)
+        b, cpu_b = b + tps / rounds, cpu_b + (cpu["server"] + cpu["client"]) / rounds
+    return a, b, cpu_a, cpu_b, measured
+
+
+def bench_pooled(smoke, preloaded):
+    """pgbench through PgBouncer (transaction pooling, 4 server connections):
+    each transaction binds the token of a random one of 2,000 users, each
+    user with a token of their own used over and over. With jwt_rls in
+    shared_preload_libraries the backends share one cache; without it each
+    backend has its own, for comparison. Per algorithm: a warm-up that binds
+    every token once, then ours and the PostgREST-style transaction in
+    turns at 2 and 8 clients; hit rate and verifications from the
+    jwt_rls.stats() deltas."""
+    users = 200 if smoke else 2000
+    seconds, rounds = (1, 1) if smoke else (5, 3)
+    cache = "shared cache" if preloaded else "per-backend caches only"
+    log(f"== pooled: pgbench via PgBouncer (transaction pooling, {POOL_SIZE} server connections), "
+        f"{users:,} users with a token each, random order; jwt_rls {'' if preloaded else 'not '}preloaded")
+    conf = ["shared_buffers = 256MB", "synchronous_commit = off", "max_connections = 50"]
+    if preloaded:
+        conf.append("shared_preload_libraries = 'jwt_rls'")
+    with Cluster(conf=conf) as cluster, PgBouncer(cluster, "transaction", pool_size=POOL_SIZE) as bouncer:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute(SCHEMA)
+            admin.execute("CREATE TABLE pooled_users (id int PRIMARY KEY, token text NOT NULL, claims text NOT NULL)")
+            admin.execute("GRANT SELECT ON pooled_users TO app")
+            entries = admin.execute("SELECT setting FROM pg_settings WHERE name = 'jwt_rls.shared_cache_entries'"
+                                    ).fetchone()
+            switch = admin.execute("SELECT context FROM pg_settings WHERE name = %s", (COUNTERS_SWITCH,)).fetchone()
+        with open(os.path.join(bouncer.dir, "pgbouncer.pid")) as f:
+            pooler = int(f.read())
+        if preloaded:
+            log(f"  shared cache: {'jwt_rls.shared_cache_entries = ' + entries[0] if entries else 'not in this build'}")
+        counted = counters_available(cluster)
+        if not counted:
+            log("  counters unavailable (no jwt_rls.stats() in this build): no hit rate or verifications")
+        else:
+            try:
+                read_counters(cluster, bouncer, preloaded)
+            except psycopg.Error as e:  # say, a build that counts only when preloaded
+                counted = False
+                log(f"  counters unavailable (jwt_rls.stats() failed: {str(e).strip()}): no hit rate or verifications")
+        if not switch:
+            log(f"  counters' cost: not measured (no {COUNTERS_SWITCH} setting to turn them off)")
+        elif switch[0] == "postmaster":
+            log(f"  counters' cost: not measured ({COUNTERS_SWITCH} needs a restart, which empties the shared cache)")
+        counters = (lambda: read_counters(cluster, bouncer, preloaded)) if counted else (lambda: None)
+        results.setdefault("pooled_setup", {})[preloaded] = {
+            "users": users, "counters": counted, "shared_cache_entries": entries[0] if entries else None,
+            "counters_switch": bool(switch)}
+        ours, theirs = (RANDOM_USER.format(users=users) + POOLED[k] for k in ("jwt", "pgrst"))
+        for alg in ["RS256", "ES256"]:
+            fill_pooled_users(cluster, alg, users)
+            start = counters()
+            pgbench(cluster, EACH_USER.format(users=users, half=users // 2) + POOLED["jwt"], None, "simple",
+                    {"n": 0}, port=bouncer.port, transactions=users // 2)
+            if not smoke:  # and into the steady state of random order, at the most clients
+                pgbench(cluster, ours, seconds, "simple", {}, clients=max(POOL_CLIENTS), port=bouncer.port)
+            rows = []
+            for clients in POOL_CLIENTS:
+                a, b, cpu_a, cpu_b, measured = pooled_pair(cluster, bouncer, pooler, counters, ours, theirs,
+                                                           clients, seconds, rounds)
+                line = (f"  {alg} {cache}, {clients} clients: jwt_rls {a:7.0f} tps   PostgREST-style {b:7.0f} tps   "
+                        f"ratio {a / b:5.2f}   CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs")
+                hit = None
+                if measured and measured.get("binds"):
+                    local, shared = measured.get("cache_hits_local", 0), measured.get("cache_hits_shared", 0)
+                    hit = (local + shared) / measured["binds"]
+                    line += (f"   hit rate {hit:7.2%} (local {local}, shared {shared} of {measured['binds']} binds), "
+                             f"{measured.get('verifications', 0)} verifications")
+                log(line)
+                rows.append({"alg": alg, "preloaded": preloaded, "clients": clients, "ours": a, "theirs": b,
+                             "ratio": a / b, "cpu_ours": cpu_a, "cpu_theirs": cpu_b, "hit": hit})
+            if counted:
+                # Over the whole run from each token's first bind: with a
+                # shared cache that holds them all, one each.
+                per_token = delta(counters(), start).get("verifications", 0) / users
+                log(f"  {alg} {cache}: {per_token:.2f} signature checks per token over warm-up and measurement")
+                for row in rows:
+                    row["verifications_per_token"] = per_token
+            results.setdefault("pooled", []).extend(rows)
+            if preloaded and alg == "RS256" and switch and switch[0] != "postmaster":
+                counters_cost(cluster, bouncer, pooler, ours, seconds, rounds)
+
+
+def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
+    """The pooled transaction (2 clients) with the counters off and on, in
+    turns: what counting costs. Through ALTER SYSTEM and a reload, which the
+    pooler's server connections see at their next statement."""
+    def counting(on):
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute(f"ALTER SYSTEM SET {COUNTERS_SWITCH} = {'on' if on else 'off'}")
+            admin.execute("SELECT pg_reload_conf()")
+        time.sleep(0.2)
+
+    tps = {False: 0.0, True: 0.0}
+    cpu = {False: 0.0, True: 0.0}
+    for _ in range(rounds):
+        for on in (False, True):
+            counting(on)
+            t, c = pgbench_cpu(cluster, script, seconds, "simple", {}, pooler_pid=pooler, port=bouncer.port)
+            tps[on] += t / rounds
+            cpu[on] += (c["server"] + c["client"]) / rounds
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute(f"ALTER SYSTEM RESET {COUNTERS_SWITCH}")
+        admin.execute("SELECT pg_reload_conf()")
+    log(f"  counters' cost (RS256 pooled, 2 clients): on {tps[True]:7.0f} tps, off {tps[False]:7.0f} tps, "
+        f"ratio {tps[True] / tps[False]:5.2f}; CPU/transaction {cpu[True]:6.1f} vs {cpu[False]:6.1f} µs")
+    results["counters_cost"] = (tps[True], tps[False], cpu[True], cpu[False])
+
+
 # --- the README table ---------------------------------------------------------
 
 def verdict(ok):
@@ -395,6 +643,8 @@ def pg_version():
 
 
 def readme_table():
+    """The README's table from `results`; a section whose workload did not
+    run (bench.py --only) is left out."""
     now = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
     try:
@@ -404,40 +654,102 @@ def readme_table():
         pass
     lines = [f"Measured {now} on {os.cpu_count()} cores ({cpu}), PostgreSQL "
              f"{pg_version()}"
-             ", by `make bench`. Ratios compare two things measured side by side in the same run.", "",
-             "| core verification | jwt_rls µs | signature alone µs | reference (same run) | ratio | target |",
-             "|---|---|---|---|---|---|"]
-    for alg, v, sig, ref, ratio, ok in results["core"]:
-        target = "≤ 2 µs" if alg == "HS256" else ("≤ 1.25x" if alg in OPENSSL else "")
-        lines.append(f"| {alg} | {v:.2f} | {sig:.2f} | {ref} | {ratio:.2f} | {target} {verdict(ok) if target else ''} |")
-    lines += ["", "| signing (jwt_rls.sign's core) | jwt_rls µs | reference (same run) | ratio |", "|---|---|---|---|"]
-    for alg, v, label, ratio in results["sign"]:
-        lines.append(f"| {alg} | {v:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
-    lines += ["", f"Sessions: {results['sessions']:.0f} logins and as many refreshes per second "
-              "(`start_session` + `CALL refresh`, ES256 access tokens, 2 pgbench clients)."]
-    hit = results["cache_hit_us"]
-    lines += ["", f"Cache hit (same token again): {hit:.3f} µs in the core, target < 2 µs: {verdict(hit < 2)}.", "",
-              "| pgbench, 2 clients, TPS | jwt_rls | PostgREST-style | ratio | target ≥ 0.9x |", "|---|---|---|---|---|"]
-    for name, a, b, r in results["tps"]:
-        lines.append(f"| {name} | {a:.0f} | {b:.0f} | {r:.2f} | {verdict(r >= 0.9)} |")
-    prim = {row[0]: float(re.search(r"([0-9.]+) µs", row[3]).group(1)) for row in results["core"]}
-    lines += ["", "| never-seen token, default settings | added per transaction µs | primitive µs (openssl, same run) "
-              "| target ≤ 1.25 × primitive + 10 µs |", "|---|---|---|---|"]
-    for alg, added in results.get("fresh_added_us", {}).items():
-        bound = 1.25 * prim[alg] + 10
-        lines.append(f"| {alg} | {added:.1f} | {prim[alg]:.1f} | {bound:.1f}: {verdict(added <= bound)} |")
-    lines += ["", "| sequential scan, 1M rows / 100 tenants (fastest of 21; revocation rows: with 100k revoked jtis "
-              "and 1k revoked subjects) | ms | ratio to literal | target |",
-              "|---|---|---|---|"]
-    for label, ms, ratio, target in results["scan"]:
-        lines.append(f"| {label} | {ms:.1f} | {ratio:.2f} | "
-                     f"{'≤ %.1fx %s' % (target, verdict(ratio <= target)) if target else ''} |")
-    n, entries, limit, est, rss, size = results["memory"]
-    lines += ["", "Index use: " + "; ".join(f"`{t}`: Index Cond `{c}`" for t, c in results["explain"].items()) + ".",
-              "", f"Memory: after {n:,} distinct {size}-byte tokens one backend's cache holds {entries} entries "
-              f"(limit {limit}), {est / 1024:.0f} KiB estimated (bound 512 KiB); the backend's RSS grew "
-              f"{rss} KiB over the run (target < 1 MiB: {verdict(rss < 1024)})."]
+             ", by `make bench`. Ratios compare two things measured side by side in the same run."]
+    if "core" in results:
+        lines += ["", "| core verification | jwt_rls µs | signature alone µs | reference (same run) | ratio | target |",
+                  "|---|---|---|---|---|---|"]
+        for alg, v, sig, ref, ratio, ok in results["core"]:
+            target = "≤ 2 µs" if alg == "HS256" else ("≤ 1.25x" if alg in OPENSSL else "")
+            lines.append(f"| {alg} | {v:.2f} | {sig:.2f} | {ref} | {ratio:.2f} | "
+                         f"{target} {verdict(ok) if target else ''} |")
+        lines += ["", "| signing (jwt_rls.sign's core) | jwt_rls µs | reference (same run) | ratio |", "|---|---|---|---|"]
+        for alg, v, label, ratio in results["sign"]:
+            lines.append(f"| {alg} | {v:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
+    if "sessions" in results:
+        lines += ["", f"Sessions: {results['sessions']:.0f} logins and as many refreshes per second "
+                  "(`start_session` + `CALL refresh`, ES256 access tokens, 2 pgbench clients)."]
+    if "cache_hit_us" in results:
+        hit = results["cache_hit_us"]
+        lines += ["", f"Cache hit (same token again): {hit:.3f} µs in the core, target < 2 µs: {verdict(hit < 2)}."]
+    if "tps" in results:
+        lines += ["", "| pgbench, 2 clients, TPS | jwt_rls | PostgREST-style | ratio | target ≥ 0.9x |",
+                  "|---|---|---|---|---|"]
+        for name, a, b, r in results["tps"]:
+            lines.append(f"| {name} | {a:.0f} | {b:.0f} | {r:.2f} | {verdict(r >= 0.9)} |")
+    if "fresh_added_us" in results and "core" in results:
+        lines += ["", "| never-seen token, default settings | CPU added per transaction µs (server + pgbench) "
+                  "| primitive µs (openssl, same run) "
+                  "| target ≤ 1.25 × primitive + 10 µs |", "|---|---|---|---|"]
+        for alg, added, prim, bound in fresh_verdicts():
+            lines.append(f"| {alg} | {added:.1f} | {prim:.1f} | {bound:.1f}: {verdict(added <= bound)} |")
+    if "pooled" in results:
+        lines += [""] + pooled_table()
+    if "scan" in results:
+        lines += ["", "| sequential scan, 1M rows / 100 tenants (fastest of 21; revocation rows: with 100k revoked jtis "
+                  "and 1k revoked subjects) | ms | ratio to literal | target |",
+                  "|---|---|---|---|"]
+        for label, ms, ratio, target in results["scan"]:
+            lines.append(f"| {label} | {ms:.1f} | {ratio:.2f} | "
+                         f"{'≤ %.1fx %s' % (target, verdict(ratio <= target)) if target else ''} |")
+    if "explain" in results:
+        lines += ["", "Index use: " + "; ".join(f"`{t}`: Index Cond `{c}`" for t, c in results["explain"].items()) + "."]
+    if "memory" in results:
+        n, entries, limit, est, rss, size = results["memory"]
+        lines += ["", f"Memory: after {n:,} distinct {size}-byte tokens one backend's cache holds {entries} entries "
+                  f"(limit {limit}), {est / 1024:.0f} KiB estimated (bound 512 KiB); the backend's RSS grew "
+                  f"{rss} KiB over the run (target < 1 MiB: {verdict(rss < 1024)})."]
     return "\n".join(lines)
+
+
+def fresh_verdicts():
+    """(alg, µs a never-seen token adds, the primitive's µs, the bound
+    1.25 × primitive + 10 µs) for each algorithm of the fresh-token runs."""
+    prim = {row[0]: float(re.search(r"([0-9.]+) µs", row[3]).group(1)) for row in results["core"]}
+    return [(alg, added, prim[alg], 1.25 * prim[alg] + 10) for alg, added in results["fresh_added_us"].items()]
+
+
+def counters_cost_text(switch):
+    if "counters_cost" in results:
+        on, off, cpu_on, cpu_off = results["counters_cost"]
+        return (f"Counters' cost (RS256 pooled, 2 clients, `{COUNTERS_SWITCH}` on vs off): {on / off:.2f}x TPS, "
+                f"{cpu_on - cpu_off:+.1f} µs CPU per transaction.")
+    if switch:
+        return f"Counters' cost: not measured (`{COUNTERS_SWITCH}` takes effect only at a restart)."
+    return "Counters' cost: not measured; the build has no setting that turns them off."
+
+
+def pooled_table():
+    setup = results["pooled_setup"]
+    users = next(iter(setup.values()))["users"]
+    lines = [f"| pooled: pgbench via PgBouncer (transaction pooling, {POOL_SIZE} server connections), {users:,} users "
+             "each with their own token, random order | clients | jwt_rls TPS | PostgREST-style TPS "
+             "| ratio, target ≥ 0.95x | CPU µs per transaction, jwt_rls / PostgREST-style "
+             "| hit rate, target ≥ 99% | signature checks per token, target ≤ 1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in results["pooled"]:
+        shared = row["preloaded"] and setup[True]["shared_cache_entries"] is not None
+        if row["preloaded"]:
+            label = f"{row['alg']}, shared cache" if shared else f"{row['alg']}, preloaded (no shared cache in this build)"
+        else:
+            label = f"{row['alg']}, per-backend caches only (comparison)"
+        hit, per_token = row["hit"], row.get("verifications_per_token")
+        # Targets are for the shared cache; the comparison rows have none.
+        mark = (lambda ok: " " + verdict(ok)) if row["preloaded"] else (lambda ok: "")
+        hit_cell = "counters unavailable" if hit is None else f"{hit:.2%}{mark(hit >= 0.99)}"
+        vpt_cell = "counters unavailable" if per_token is None else f"{per_token:.2f}{mark(per_token <= 1.0)}"
+        lines.append(f"| {label} | {row['clients']} | {row['ours']:.0f} | {row['theirs']:.0f} "
+                     f"| {row['ratio']:.2f}{mark(row['ratio'] >= 0.95)} | {row['cpu_ours']:.0f} / {row['cpu_theirs']:.0f} "
+                     f"| {hit_cell} | {vpt_cell} |")
+    counters = any(s["counters"] for s in setup.values())
+    switch = any(s["counters_switch"] for s in setup.values())
+    entries = setup.get(True, {}).get("shared_cache_entries")
+    lines += ["", ("Hit rate: cache hits (local and shared) over binds, from `jwt_rls.stats()` over the measured "
+                   "phase; signature checks per token: over warm-up and measurement. " if counters else
+                   "Counters unavailable: `jwt_rls.stats()` is missing from this build (or failed). ")
+              + "CPU per transaction: the cluster's, PgBouncer's and pgbench's, over transactions. "
+              + (f"Shared cache: `jwt_rls.shared_cache_entries = {entries}`. " if entries else "")
+              + counters_cost_text(switch)]
+    return lines
 
 
 def update_readme(table):
@@ -453,26 +765,50 @@ def update_readme(table):
         f.write(before + start + "\n" + table + "\n" + end + after)
 
 
+WORKLOADS = ["core", "sql", "scan", "revocation", "sessions", "explain", "memory", "pooled"]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="a few seconds; do not touch the README")
+    parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=WORKLOADS, metavar="WORKLOAD",
+                        help=f"run only these ({', '.join(WORKLOADS)}); prints the table, leaves the README alone")
     args = parser.parse_args()
-    bench_core(args.smoke)
+    run = set(args.only)
+    if "core" in run:
+        bench_core(args.smoke)
     with Cluster(conf=["shared_buffers = 256MB", "synchronous_commit = off", "max_connections = 50"]) as c:
         with psycopg.connect(c.dsn(), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS jwt_rls")
             version, commit, debug, _ = conn.execute("SELECT * FROM jwt_rls.build_info()").fetchone()
+            conn.execute(SCHEMA)
         log(f"== jwt_rls {version} ({commit}), {'DEBUG' if debug else 'release'} build")
         if debug and not args.smoke:
             sys.exit("bench: the installed jwt_rls is a debug build; run cargo pgrx install --release first")
-        bench_sql(c, args.smoke)
-        bench_scan(c, args.smoke)
-        bench_revocation(c, args.smoke)
-        bench_sessions(c, args.smoke)
-        bench_explain(c)
-        bench_memory(c, args.smoke)
+        if "sql" in run:
+            bench_sql(c, args.smoke)
+        if "scan" in run:
+            bench_scan(c, args.smoke)
+        if "revocation" in run:
+            bench_revocation(c, args.smoke)
+        if "sessions" in run:
+            bench_sessions(c, args.smoke)
+        if "explain" in run:
+            bench_explain(c)
+        if "memory" in run:
+            bench_memory(c, args.smoke)
+    if "pooled" in run:
+        # Clusters of their own: one with jwt_rls preloaded (the shared
+        # cache), one without (each backend's own cache), for comparison.
+        bench_pooled(args.smoke, preloaded=True)
+        bench_pooled(args.smoke, preloaded=False)
+    if "fresh_added_us" in results and "core" in results:
+        log("== never-seen token, default settings: CPU time added per transaction, target ≤ 1.25 × primitive + 10 µs")
+        for alg, added, prim, bound in fresh_verdicts():
+            log(f"  {alg}: adds {added:6.1f} µs; primitive {prim:6.1f} µs; bound {bound:6.1f} µs: "
+                f"{'met' if added <= bound else 'NOT MET'}")
     table = readme_table()
-    if args.smoke:
+    if args.smoke or run != set(WORKLOADS):
         log("\n" + table)
     else:
         update_readme(table)

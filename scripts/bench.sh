@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: builds and installs jwt_rls in release mode, then runs
 # scripts/bench.py (core beside openssl speed, pgbench pairs, scans, EXPLAIN,
-# memory) and rewrites the table in README.md. `--smoke` runs in seconds
+# memory, the pooled workload through PgBouncer) and rewrites the table in
+# README.md. `--smoke` runs in seconds
 # and leaves the README alone (the test command uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
