@@ -438,7 +438,7 @@ def bench_memory(cluster, smoke):
 
 POOL_SIZE = 4  # PgBouncer's server connections (transaction pooling)
 POOL_CLIENTS = [2, 8]
-COUNTERS_SWITCH = "jwt_rls.stats"  # a boolean setting, if the counters get one; its cost is measured then
+COUNTERS_SWITCH = "jwt_rls.counters"  # the boolean setting that turns the counters off, to measure their cost
 # Each transaction binds one user's token, looked up by the user's id in the
 # statement that binds it; the PostgREST-style transaction looks up that
 # user's claims the same way. pgbench can only get a per-transaction string
@@ -546,6 +546,9 @@ def bench_pooled(smoke, preloaded):
             admin.execute(SCHEMA)
             admin.execute("CREATE TABLE pooled_users (id int PRIMARY KEY, token text NOT NULL, claims text NOT NULL)")
             admin.execute("GRANT SELECT ON pooled_users TO app")
+            if admin.execute("SELECT to_regprocedure('jwt_rls.stats()') IS NOT NULL").fetchone()[0]:
+                # Per-backend counters are read through the pool, as app.
+                admin.execute("GRANT EXECUTE ON FUNCTION jwt_rls.stats() TO app")
             entries = admin.execute("SELECT setting FROM pg_settings WHERE name = 'jwt_rls.shared_cache_entries'"
                                     ).fetchone()
             switch = admin.execute("SELECT context FROM pg_settings WHERE name = %s", (COUNTERS_SWITCH,)).fetchone()

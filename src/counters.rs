@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jwt_rls_core::Error;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::{shared_cache, shmem};
@@ -102,8 +103,26 @@ fn counters() -> &'static [AtomicU64] {
     }
 }
 
+/// `jwt_rls.counters`: on by default; off only to measure what counting
+/// costs (README benchmarks).
+static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Defines `jwt_rls.counters`. Called from _PG_init.
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"jwt_rls.counters",
+        c"Count binds, verifications, cache hits and refusals (jwt_rls.stats()).",
+        c"",
+        &ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
 pub fn add(counter: Counter) {
-    counters()[counter as usize].fetch_add(1, Ordering::Relaxed);
+    if ENABLED.get() {
+        counters()[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts a refusal under `Refused` and its reason.

@@ -67,6 +67,7 @@ pub extern "C-unwind" fn _PG_init() {
     state::init();
     claims::init();
     compat::init();
+    counters::init();
     settings::reserve_prefix(c"jwt_rls");
 }
 
