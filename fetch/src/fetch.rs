@@ -391,7 +391,9 @@ fn get(
         .call()
         .map_err(|e| classify(e, policy))?;
     let status = response.status();
-    if status.is_redirection() {
+    let redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+        && response.headers().contains_key(header::LOCATION);
+    if redirect {
         // Only reached with max_redirects = 0: ureq hands the redirect back
         // instead of failing, and it is still a redirect not followed.
         return Err(ErrorKind::Redirects {
