@@ -189,10 +189,16 @@ pub fn fetch_jwks(source: &Source, policy: &FetchPolicy) -> Result<FetchedJwks, 
         Source::Issuer(_) => Document::Discovery,
         Source::JwksUri(_) => Document::Jwks,
     };
-    let agent = agent(policy).map_err(|kind| FetchError {
+    let first_url = match source {
+        Source::Issuer(url) | Source::JwksUri(url) => url,
+    };
+    // Refuse a bad URL before reading the trust store (some milliseconds).
+    let early = |kind| FetchError {
         document: first,
         kind,
-    })?;
+    };
+    check_url(first_url).map_err(early)?;
+    let agent = agent(policy).map_err(early)?;
     let jwks_uri = match source {
         Source::JwksUri(url) => url.clone(),
         Source::Issuer(issuer) => {
@@ -479,6 +485,10 @@ fn io_kind(io: &std::io::Error, policy: &FetchPolicy) -> ErrorKind {
         K::TimedOut | K::WouldBlock => ErrorKind::Timeout {
             limit: policy.timeout,
         },
+        // The system resolver's failure arrives as a plain io::Error.
+        _ if io.to_string().contains("failed to lookup address") => {
+            ErrorKind::Connect("host not found".into())
+        }
         K::UnexpectedEof => ErrorKind::Network("the server closed the connection early".into()),
         _ => ErrorKind::Network(sanitized(&io.to_string())),
     }
