@@ -463,7 +463,13 @@ fn classify(e: ureq::Error, policy: &FetchPolicy) -> ErrorKind {
             limit: policy.max_body_bytes,
         },
         U::LargeResponseHeader(..) => ErrorKind::Http("the headers are too large".into()),
-        U::Protocol(p) => ErrorKind::Http(sanitized(&p.to_string())),
+        // Only the variant's name: some carry the peer's bytes (a bad
+        // Location header, as sent).
+        U::Protocol(p) => {
+            let debug = format!("{p:?}");
+            let name = debug.split(['(', ' ', '{']).next().unwrap_or("");
+            ErrorKind::Http(sanitized(&format!("protocol error {name}")))
+        }
         U::Rustls(r) => ErrorKind::Tls(tls_reason(&r)),
         U::Tls(why) => ErrorKind::Tls(why.into()),
         U::Io(io) => io_kind(&io, policy),

@@ -296,7 +296,7 @@ fn silent_server_times_out() {
     let took = start.elapsed();
     assert_eq!(got, ErrorKind::Timeout { limit });
     assert!(took >= limit - Duration::from_millis(100), "{took:?}");
-    assert!(took < limit + Duration::from_millis(750), "{took:?}");
+    assert!(took < limit + Duration::from_millis(1000), "{took:?}");
 }
 
 /// A byte every 100 ms never lets a read wait long, so only a deadline
@@ -317,7 +317,7 @@ fn dripping_body_times_out() {
     let got = kind(fetch_jwks(&Source::JwksUri(s.url("/jwks")), &pol));
     let took = start.elapsed();
     assert_eq!(got, ErrorKind::Timeout { limit });
-    assert!(took < limit + Duration::from_millis(750), "{took:?}");
+    assert!(took < limit + Duration::from_millis(1000), "{took:?}");
 }
 
 /// A TCP listener that never speaks TLS: the handshake waits, the
@@ -335,7 +335,7 @@ fn silent_tls_handshake_times_out() {
     let start = Instant::now();
     let got = kind(fetch_jwks(&Source::JwksUri(url), &pol));
     assert_eq!(got, ErrorKind::Timeout { limit });
-    assert!(start.elapsed() < limit + Duration::from_millis(750));
+    assert!(start.elapsed() < limit + Duration::from_millis(1000));
 }
 
 /// An endless body: the reader stops just past the cap, so the server
@@ -425,6 +425,16 @@ fn redirect_loop() {
     };
     let got = kind(fetch_jwks(&Source::JwksUri(s.url("/jwks")), &pol));
     assert_eq!(got, ErrorKind::Redirects { limit: 0 });
+}
+
+/// A Location that cannot be followed: an error in our words, without
+/// the header's text.
+#[test]
+fn unusable_location() {
+    let ca = Ca::new("a");
+    let s = serving(&ca, |_| Reply::Redirect("../../GARBAGE-location".into()));
+    let got = kind(fetch_jwks(&Source::JwksUri(s.url("/jwks")), &policy(&ca)));
+    assert!(matches!(got, ErrorKind::Http(_)), "{got:?}");
 }
 
 #[test]
