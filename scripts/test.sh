@@ -18,10 +18,14 @@ bash scripts/setup.sh
 echo "== lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy -p jwt_rls_core --all-targets -- -D warnings
+cargo clippy -p jwt_rls_fetch --all-targets -- -D warnings
 cargo clippy -p jwt_rls --all-targets --features pg_test -- -D warnings
 
 echo "== core: cargo test -p jwt_rls_core"
 cargo test -p jwt_rls_core
+
+echo "== fetch: cargo test -p jwt_rls_fetch (real HTTPS servers on 127.0.0.1)"
+cargo test -p jwt_rls_fetch
 
 echo "== core: fuzz smoke, scripts/fuzz.sh ${FUZZ_SECONDS:-30} (a crash fails the run)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}" > target/fuzz-smoke.log 2>&1 || { tail -50 target/fuzz-smoke.log; exit 1; }
