@@ -118,6 +118,53 @@ def bench_core(smoke):
         label = f"openssl {OPENSSL[alg][0]} sign {ref:.1f} µs" if ref else "(HMAC: no sign reference)"
         log(f"  {alg:6} sign   {v:8.2f} µs  {label:40} ratio {v / ref if ref else float('nan'):5.2f}")
         results["sign"].append((alg, v, label, v / ref if ref else None))
+    bench_jwe(ours, smoke)
+
+
+def openssl_ecdh_us(seconds):
+    """Microseconds per ECDH key agreement on P-256 and P-384."""
+    out = subprocess.run(["openssl", "speed", "-seconds", str(seconds), "-mr", "ecdhp256", "ecdhp384"],
+                         capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        f = line.split(":")
+        if f[0] == "+F5":  # index, bits, ops/s, s/op
+            found[f"ecdhp{f[2]}"] = 1e6 / float(f[3])
+    return found
+
+
+# Each JWE case of the core bench: (kid, alg, enc, the primitive it rests on).
+JWE = [("rsa-oaep-1", "RSA-OAEP-256", "A256GCM", "rsa2048"),
+       ("ecdh-p256", "ECDH-ES", "A256GCM", "ecdhp256"),
+       ("ecdh-p384", "ECDH-ES", "A256GCM", "ecdhp384"),
+       ("ecdhkw-p256", "ECDH-ES+A256KW", "A256GCM", "ecdhp256"),
+       ("a256kw-1", "A256KW", "A256GCM", None),
+       ("dir-gcm", "dir", "A256GCM", None),
+       ("dir-cbc", "dir", "A128CBC-HS256", None)]
+
+
+def bench_jwe(ours, smoke):
+    """Decrypt + verify of a nested token (inner HS256) per key management
+    algorithm, beside the primitive's own time from openssl speed in the
+    same run (RSA: the private-key operation, which OAEP decryption is) plus
+    the inner token's own verification."""
+    log("== JWE: decrypt + verify (inner HS256), criterion beside openssl speed")
+    seconds = 1 if smoke else 3
+    prim = {**openssl_ecdh_us(seconds), "rsa2048": openssl_public_key_us(seconds)[0]["rsa2048"]}
+    inner = ours["verify_HS256"]
+    rows = []
+    for kid, alg, enc, primitive in JWE:
+        name = next((k for k in ours if k.startswith("jwe_") and k.endswith(f"{kid}_{alg}_{enc}")), None)
+        if name is None:
+            continue
+        us = ours[name]
+        ref = prim[primitive] + inner if primitive else None
+        label = f"openssl {primitive} {prim[primitive]:.1f} µs + inner verify {inner:.2f} µs" if primitive \
+            else f"symmetric only (inner verify {inner:.2f} µs)"
+        log(f"  {alg:15} {enc:14} {us:8.2f} µs  {label:50} ratio {us / ref if ref else float('nan'):5.2f}")
+        shown = f"{alg} ({primitive[4:].upper()})" if primitive and primitive.startswith("ecdh") else alg
+        rows.append((shown, enc, us, label, us / ref if ref else None))
+    results["jwe"] = rows
 
 
 # --- SQL: pgbench pairs on a scratch cluster ----------------------------------
@@ -668,6 +715,11 @@ def readme_table():
         lines += ["", "| signing (jwt_rls.sign's core) | jwt_rls µs | reference (same run) | ratio |", "|---|---|---|---|"]
         for alg, v, label, ratio in results["sign"]:
             lines.append(f"| {alg} | {v:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
+    if results.get("jwe"):
+        lines += ["", "| encrypted token (JWE), decrypt + verify | µs | beside, in the same run | ratio |",
+                  "|---|---|---|---|"]
+        for alg, enc, us, label, ratio in results["jwe"]:
+            lines.append(f"| {alg} + {enc} | {us:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
     if "sessions" in results:
         lines += ["", f"Sessions: {results['sessions']:.0f} logins and as many refreshes per second "
                   "(`start_session` + `CALL refresh`, ES256 access tokens, 2 pgbench clients)."]
