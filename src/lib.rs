@@ -9,7 +9,8 @@
 //! - `diagnostics`: build and cache information;
 //! - `counters`: binds, verifications, hits and refusals (`jwt_rls.stats()`);
 //! - `shared_cache`: verifications shared by every backend;
-//! - `shmem`: the shared memory both live in (with shared_preload_libraries);
+//! - `jwks_worker`: keys that follow the provider (a background worker);
+//! - `shmem`: the shared memory these live in (with shared_preload_libraries);
 //! - `isolation`: `isolate()` and `audit()`, row level security helpers in SQL;
 //! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
 //! - `state`: the bound token setting and what it verifies to;
@@ -39,6 +40,7 @@ mod diagnostics;
 mod errors;
 mod fmgr;
 mod isolation;
+mod jwks_worker;
 mod keystore;
 mod revocation;
 mod roles;
@@ -59,6 +61,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: reads a flag Postgres sets while loading preloaded libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         shmem::init();
+        jwks_worker::init();
     }
     // The token setting comes last: defining it checks a value stored
     // before the library loaded, against the policy and keys defined here.

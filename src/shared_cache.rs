@@ -33,7 +33,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use jwt_rls_core::cache::Fingerprint;
 use jwt_rls_core::Times;
 
-use crate::{counters, shmem};
+use crate::{counters, jwks_worker, shmem};
 
 const WAYS: usize = 4;
 /// Bytes of an entry's texts: algorithm, kid, decryption kid and payload.
@@ -84,12 +84,12 @@ pub fn bytes_for(slots: usize) -> usize {
 
 fn slots() -> &'static [Slot] {
     match shmem::base() {
-        // SAFETY: after the counters, the segment holds `cache_slots()`
+        // SAFETY: after the counters and the worker's state, the segment holds `cache_slots()`
         // zeroed Slots (all-zero is a valid, empty Slot of atomics), aligned
         // to 64 bytes, for as long as the server runs.
         Some(base) => unsafe {
             std::slice::from_raw_parts(
-                base.add(counters::SHARED_BYTES) as *const Slot,
+                base.add(counters::SHARED_BYTES + jwks_worker::SHARED_BYTES) as *const Slot,
                 shmem::cache_slots(),
             )
         },

@@ -1,6 +1,7 @@
 //! The shared memory jwt_rls reserves when it is in
 //! shared_preload_libraries: one segment holding the server-wide counters
-//! (`counters.rs`) and the shared verification cache (`shared_cache.rs`).
+//! (`counters.rs`), the JWKS worker's wake-up state (`jwks_worker.rs`) and
+//! the shared verification cache (`shared_cache.rs`), in that order.
 //! Without preloading there is none, and both fall back to per-backend
 //! behaviour.
 
@@ -10,7 +11,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::{counters, shared_cache};
+use crate::{counters, jwks_worker, shared_cache};
 
 /// Slots of the shared verification cache (0 turns it off).
 static SHARED_CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(4096);
@@ -28,7 +29,7 @@ pub fn cache_slots() -> usize {
 }
 
 fn size() -> usize {
-    counters::SHARED_BYTES + shared_cache::bytes_for(cache_slots())
+    counters::SHARED_BYTES + jwks_worker::SHARED_BYTES + shared_cache::bytes_for(cache_slots())
 }
 
 /// The segment: counters first, then the cache; None without preloading.

@@ -44,7 +44,7 @@ use pgrx::prelude::*;
 use crate::catalog::{DECRYPTION_KEYS, KEYS};
 use crate::counters::{self, Counter};
 use crate::settings::{self, POLICY_GENERATION};
-use crate::{clock, decryption, errors, keystore, revocation, roles, shared_cache};
+use crate::{clock, decryption, errors, jwks_worker, keystore, revocation, roles, shared_cache};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
@@ -226,6 +226,11 @@ fn verify_at(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
     let result = verify_or_find(token, now);
     if let Err(e) = &result {
         counters::refused(e);
+        if matches!(e, Error::UnknownKid(_)) {
+            // The provider may have rotated its keys: ask the refresh
+            // worker (if there is one) to look now.
+            jwks_worker::unknown_kid();
+        }
     }
     result
 }
