@@ -1021,7 +1021,8 @@ BEGIN
            AND r.oid <> t.relowner
     ),
     policy_exprs AS (
-        SELECT p.oid, p.polname, p.polrelid, p.polpermissive,
+        SELECT p.oid, p.polname, p.polrelid, p.polpermissive, t.tenant_col,
+               pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual,
                pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
                                          pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) AS expr
           FROM pg_catalog.pg_policy p JOIN user_tables t ON t.oid = p.polrelid
@@ -1108,6 +1109,23 @@ BEGIN
                'Compare the column with the claim only: col = (SELECT jwt_rls.jwt_claim(''...'')); a missing claim then matches no row.'
           FROM policy_exprs pe
          WHERE pe.expr ~ 'jwt_rls\.(jwt_claims?|tenant_id|user_id)\((''([^'']|'''')*''(::text)?)?\)( AS \w+\))? IS NULL'
+        UNION ALL
+        -- A claim with a fallback: coalesce(claim, column) is the column
+        -- itself when there is no token, so every row matches.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               'falls back to another value when the jwt_rls claim is missing (COALESCE): without a token it can let every row through, failing open',
+               'Compare the column with the claim only: col = (SELECT jwt_rls.jwt_claim(''...'')); a missing claim then matches no row.'
+          FROM policy_exprs pe
+         WHERE pe.expr ~* 'COALESCE\([( ]*(SELECT )?\(*jwt_rls\.(jwt_claims?|tenant_id|user_id)\('
+        UNION ALL
+        -- A permissive policy that lets every row through on a tenant table.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               pg_catalog.format('is permissive with USING (true) on a table with a tenant column (%I): every role it applies to reads every tenant''s rows', pe.tenant_col),
+               pg_catalog.format('DROP POLICY %I ON %s; then SELECT jwt_rls.isolate(%L, %L, %L);', pe.polname, pe.polrelid::pg_catalog.regclass,
+                                 pe.polrelid::pg_catalog.regclass, pe.tenant_col, tenant_claim)
+          FROM policy_exprs pe
+         WHERE pe.polpermissive AND pe.tenant_col IS NOT NULL AND pe.qual = 'true'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = pe.polrelid AND p.polname LIKE 'jwt\_rls\_isolate\_%')
         UNION ALL
         -- Someone's permissive policy OR'ed with isolate()'s.
         SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),

@@ -72,6 +72,14 @@ CREATE POLICY tenant ON t_claims_setting
 CREATE TABLE t_fail_open (tenant_id uuid NOT NULL);
 ALTER TABLE t_fail_open ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant ON t_fail_open USING (jwt_rls.jwt_claim('tenant_id') IS NULL OR {GOOD_POLICY});
+-- 8b. A claim with a fallback, and a policy that lets everything through
+-- (security review: both were reported clean).
+CREATE TABLE t_coalesce (tenant_id uuid NOT NULL);
+ALTER TABLE t_coalesce ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON t_coalesce USING (tenant_id = coalesce(jwt_rls.jwt_claim('tenant_id')::uuid, tenant_id));
+CREATE TABLE t_open (tenant_id uuid NOT NULL);
+ALTER TABLE t_open ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY everyone ON t_open USING (true);
 -- 8. A permissive policy OR'ed with isolate()'s.
 CREATE TABLE t_widened (tenant_id uuid NOT NULL);
 {ISOLATE.format('t_widened')};
@@ -115,6 +123,8 @@ EXPECTED = [
      "calls public.current_tenant_atomic(), which reads setting 'app.tenant_id'"),
     ("critical", "policy tenant on table public.t_claims_setting", "jwt_rls is not preloaded"),
     ("high", "policy tenant on table public.t_fail_open", "failing open"),
+    ("high", "policy tenant on table public.t_coalesce", "COALESCE"),
+    ("high", "policy everyone on table public.t_open", "USING (true)"),
     ("high", "policy everyone on table public.t_widened", "widens the tenant isolation"),
     ("low", "table public.parted_1", "partition (or child) of public.parted"),
     ("critical", "role aud_super", "is a superuser"),
