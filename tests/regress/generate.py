@@ -31,6 +31,52 @@ def hs256(header, payload, secret):
     return f"{h}.{p}.{b64(sig)}"
 
 
+# A fixed 32-byte secret for the JWE cases (`openssl rand -hex 32`).
+JWE_SECRET = bytes.fromhex("9d1f0c6a5e2b7c48a1f3e0d9b8c7a6f5e4d3c2b1a09f8e7d6c5b4a3928170615")
+
+
+JWE_FILE = os.path.join(HERE, "jwe_tokens.json")
+
+
+def jwe_cases(inner):
+    """Encrypted tokens made by jwcrypto (an independent library) around
+    `inner`, each refused for one reason, or accepted ("ok"). Encryption
+    is randomised, so they are made once and kept in jwe_tokens.json (delete
+    it to make new ones): the golden output echoes them."""
+    if os.path.exists(JWE_FILE):
+        return [tuple(case) for case in json.load(open(JWE_FILE))]
+    from jwcrypto import jwe, jwk
+    key = jwk.JWK(kty="oct", k=b64(JWE_SECRET))
+    rsa = jwk.JWK.generate(kty="RSA", size=2048)
+    algs = jwe.default_allowed_algs + ["RSA1_5"]
+
+    def make(payload, header, k=key):
+        t = jwe.JWE(payload.encode(), protected=json.dumps(header), algs=algs)
+        t.add_recipient(k)
+        return t.serialize(compact=True)
+
+    dir_gcm = {"alg": "dir", "enc": "A256GCM", "cty": "JWT", "kid": "jwe-dir"}
+    good = make(inner, dir_gcm)
+    h, ek, iv, ct, tag = good.split(".")
+    flipped = tag[:-2] + ("A" if tag[-2] != "A" else "B") + tag[-1]
+    cases = [
+        ("jwe/ok", good),
+        ("jwe/altered_tag", ".".join([h, ek, iv, ct, flipped])),
+        ("jwe/short_iv", ".".join([h, ek, iv[:-4], ct, tag])),
+        ("jwe/unknown_kid", make(inner, {**dir_gcm, "kid": "nobody"})),
+        ("jwe/other_enc", make(inner, {**dir_gcm, "enc": "A128CBC-HS256"})),
+        ("jwe/unsupported_enc", make(inner, {**dir_gcm, "enc": "A128GCM"}, jwk.JWK(kty="oct", k=b64(JWE_SECRET[:16])))),
+        ("jwe/rsa1_5", make(inner, {"alg": "RSA1_5", "enc": "A256GCM", "cty": "JWT", "kid": "jwe-dir"}, rsa)),
+        ("jwe/zip", make(inner, {**dir_gcm, "zip": "DEF"})),
+        ("jwe/bare_claims", make(json.dumps({"sub": "user-1", "exp": EXP}), {**dir_gcm, "cty": "json"})),
+        ("jwe/no_cty", make(inner, {k: v for k, v in dir_gcm.items() if k != "cty"})),
+        ("jwe/jwe_in_jwe", make(good, dir_gcm)),
+    ]
+    with open(JWE_FILE, "w") as f:
+        json.dump(cases, f, indent=1)
+    return cases
+
+
 def quote(s):
     return "'" + s.replace("'", "''") + "'"
 
@@ -171,6 +217,19 @@ END $$;""",
         "SET jwt_rls.audience = '';",
         f"SELECT * FROM pg_temp.err({quote('SELECT jwt_rls.authenticate(' + quote(good) + ')')});",
         f"SET jwt_rls.audience = {quote(AUD)};",
+        "-- Encrypted tokens (JWE), with a dir key for A256GCM:",
+        f"SELECT jwt_rls.add_decryption_secret('jwe-dir', 'dir', decode('{JWE_SECRET.hex()}', 'hex'), 'A256GCM');",
+    ] + [f"SELECT {quote(n)} AS jwe, e.* FROM pg_temp.err({quote('SELECT jwt_rls.authenticate(' + quote(t) + ')')}) e;"
+         for n, t in jwe_cases(good)] + [
+        "SELECT jwt_rls.disable_decryption_key('jwe-dir');",
+        f"SELECT * FROM pg_temp.err({quote('SELECT jwt_rls.authenticate(' + quote(jwe_cases(good)[0][1]) + ')')});",
+        "DELETE FROM jwt_rls.decryption_keys;",
+        "-- Decryption key administration:",
+        "SELECT * FROM pg_temp.err('SELECT jwt_rls.add_decryption_secret(''k'', ''A256KW'', ''\\x0001''::bytea)');",
+        "SELECT * FROM pg_temp.err('SELECT jwt_rls.add_decryption_secret(''k'', ''dir'', decode(repeat(''ab'', 32), ''hex''))');",
+        "SELECT * FROM pg_temp.err('SELECT jwt_rls.add_decryption_secret(''k'', ''RSA1_5'', decode(repeat(''ab'', 32), ''hex''))');",
+        "SELECT * FROM pg_temp.err('SELECT jwt_rls.add_decryption_key(''k'', ''RSA-OAEP-256'', ''{\"kty\": \"RSA\", \"n\": \"AQAB\", \"e\": \"AQAB\"}'')');",
+        "SELECT * FROM pg_temp.err('SELECT jwt_rls.encrypt(''not.a.token.at.all'', ''{}'', ''dir'', ''A256GCM'')');",
         "-- No key, several keys without kid:",
         f"SELECT * FROM pg_temp.err({quote('SELECT jwt_rls.authenticate(' + quote(made('x', header={'alg': 'HS256'})[1]) + ')')});",
         "DELETE FROM jwt_rls.keys;",
