@@ -347,3 +347,44 @@ def test_audit_trusts_request_jwt_settings_only_under_compat(supa):
         findings = admin.execute("SELECT severity, object, finding FROM jwt_rls.audit()").fetchall()
     about_notes = [f for f in findings if "notes" in f[1] and "setting" in f[2]]
     assert about_notes == [], about_notes
+
+
+def test_postgrest_flow_through_a_transaction_pooler(supa):
+    """PostgREST's per-request transaction (role switch, request.headers,
+    pre-request hook, the forged claims it would write) from 16 clients over
+    4 pooled server connections: each request sees its own user's rows, via
+    request.jwt.claims and auth.uid(), never a neighbour's."""
+    import threading
+
+    from support.pgbouncer import PgBouncer
+
+    c, signer = supa
+    users = {ALICE: ("alice", "alice@example.com"), BOB: ("bob", "bob@example.com")}
+    tokens = {u: supabase_token(signer, u, email) for u, (_, email) in users.items()}
+    wrong = []
+    with PgBouncer(c, "transaction", pool_size=4, user="authenticator") as bouncer:
+        def client(n):
+            with psycopg.connect(bouncer.dsn(), autocommit=True, prepare_threshold=None) as conn:
+                for i in range(40):
+                    user = ALICE if (n + i) % 2 else BOB
+                    with conn.transaction():
+                        conn.execute("SET LOCAL ROLE authenticated")
+                        conn.execute("SELECT set_config('request.headers', %s, true)",
+                                     (json.dumps({"authorization": f"Bearer {tokens[user]}"}),))
+                        conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (FORGED,))
+                        conn.execute("SELECT jwt_rls.postgrest_pre_request()")
+                        seen = rows(conn, "SELECT name FROM profiles")
+                        sub = conn.execute("SELECT current_setting('request.jwt.claims')::json ->> 'sub', auth.uid()"
+                                           ).fetchone()
+                        if seen != [(users[user][0],)] or sub != (str(user), user):
+                            wrong.append((n, i, seen, sub))
+                    # Between requests, on whatever server connection: nothing.
+                    if conn.execute("SELECT current_setting('request.jwt.claims')").fetchone()[0] != "{}":
+                        wrong.append((n, i, "claims outside a request"))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert wrong == [], wrong[:5]
