@@ -615,10 +615,11 @@ REVOKE ALL ON jwt_rls.jwks_sources FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('jwt_rls.jwks_sources', '');
 
 ALTER TABLE jwt_rls.keys
-    ADD COLUMN source_id integer REFERENCES jwt_rls.jwks_sources (id) ON DELETE SET NULL,
+    ADD COLUMN source_id integer REFERENCES jwt_rls.jwks_sources (id) ON DELETE CASCADE,
     ADD COLUMN source_state text CHECK (source_state IN ('listed', 'missing', 'retired')),
     ADD COLUMN missing_since timestamptz;
-COMMENT ON COLUMN jwt_rls.keys.source_id IS 'The JWKS source the refresh worker keeps this key for; NULL: added by hand';
+COMMENT ON COLUMN jwt_rls.keys.source_id IS
+    'The JWKS source the refresh worker keeps this key for (deleting the source deletes its keys); NULL: added by hand';
 
 -- Row level security helpers: isolate() and audit().
 -- jwt_rls.isolate() and jwt_rls.audit(): tenant isolation in one call, and

@@ -67,6 +67,18 @@ impl Watched {
     }
 }
 
+/// Whether the extension's schema holds a table of this name (a newer
+/// library can run on an older schema during ALTER EXTENSION UPDATE).
+pub fn has_table(name: &CStr) -> bool {
+    // SAFETY: catalog lookups by NUL-terminated names; with missing_ok they
+    // return InvalidOid instead of raising.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"jwt_rls".as_ptr(), true);
+        schema != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(name.as_ptr(), schema) != pg_sys::InvalidOid
+    }
+}
+
 pub static KEYS: Watched = Watched::new(c"keys");
 pub static REVOKED_TOKENS: Watched = Watched::new(c"revoked_tokens");
 pub static REVOKED_SUBJECTS: Watched = Watched::new(c"revoked_subjects");

@@ -178,8 +178,10 @@ fn insert(
     );
 }
 
-/// Members of a private JWK that must never leave the database.
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+/// The members of the public JWK returned to whoever encrypts for us:
+/// an allowlist, so nothing else of the private JWK (private members under
+/// any name, `x5c`, `key_ops`) ever leaves the database.
+const PUBLIC_MEMBERS: [&str; 6] = ["kty", "crv", "x", "y", "n", "e"];
 
 /// Adds a private key that decrypts tokens: RSA-OAEP-256 (RSA, 2048 bits
 /// or more), ECDH-ES or ECDH-ES+A256KW (P-256, P-384, P-521), as a private
@@ -201,10 +203,11 @@ fn add_decryption_key(
         return None;
     }
     // The JWK parsed (DecryptionKey::new checked it); keep its public part.
-    let mut public: Map<String, Value> = serde_json::from_str(private_key).unwrap_or_default();
-    for member in PRIVATE_MEMBERS {
-        public.remove(member);
-    }
+    let private: Map<String, Value> = serde_json::from_str(private_key).unwrap_or_default();
+    let mut public: Map<String, Value> = private
+        .into_iter()
+        .filter(|(m, _)| PUBLIC_MEMBERS.contains(&m.as_str()))
+        .collect();
     public.insert("kid".into(), kid.into());
     public.insert("use".into(), "enc".into());
     public.insert("alg".into(), alg.into());

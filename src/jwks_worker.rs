@@ -147,17 +147,28 @@ struct SourceRow {
     jwks_uri: Option<String>,
 }
 
+/// The worker runs as a superuser in a database whose owner may not be
+/// one: it reads only the extension's own table (never a same-named table
+/// or view someone created before the extension was installed, or after it
+/// was dropped, which would run their code with its rights), and all its
+/// SQL runs with search_path pinned to pg_catalog (`pin_search_path`).
+const TRUSTED_SOURCES: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+     JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid \
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
+       AND d.objid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('jwt_rls.jwks_sources') \
+       AND d.deptype OPERATOR(pg_catalog.=) 'e' AND e.extname OPERATOR(pg_catalog.=) 'jwt_rls')";
+
+/// Pins this session's search_path, over the database's and role's own
+/// settings (which the database owner controls).
+fn pin_search_path() {
+    Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+        .unwrap_or_else(|e| error!("jwt_rls could not pin its search_path: {e}"));
+}
+
 fn sources() -> Vec<SourceRow> {
     Spi::connect(|client| {
-        let exists: Option<bool> = client
-            .select(
-                "SELECT to_regclass('jwt_rls.jwks_sources') IS NOT NULL",
-                None,
-                &[],
-            )?
-            .first()
-            .get(1)?;
-        if exists != Some(true) {
+        let trusted: Option<bool> = client.select(TRUSTED_SOURCES, None, &[])?.first().get(1)?;
+        if trusted != Some(true) {
             return Ok(vec![]);
         }
         let mut out = vec![];
@@ -181,8 +192,9 @@ fn stored_keys(source: i32) -> Vec<StoredKey> {
     Spi::connect(|client| {
         let mut out = vec![];
         for row in client.select(
-            "SELECT kid, alg, material, enabled, source_state, extract(epoch FROM missing_since)::bigint \
-             FROM jwt_rls.keys WHERE source_id = $1",
+            "SELECT kid, alg, material, enabled, source_state, \
+                    pg_catalog.date_part('epoch', missing_since)::pg_catalog.int8 \
+             FROM jwt_rls.keys WHERE source_id OPERATOR(pg_catalog.=) $1",
             None,
             &[source.into()],
         )? {
@@ -211,6 +223,14 @@ fn run(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> usize {
         .unwrap_or_else(|e| error!("jwt_rls could not update its keys: {e}"))
 }
 
+/// New keys one fetch may add: a provider publishes a handful; a document
+/// with more is refused whole (a hostile one would otherwise grow the key
+/// table, which every backend loads, without bound).
+const MAX_NEW_KEYS: usize = 20;
+
+/// Retired keys are deleted this long after they went missing.
+const DELETE_RETIRED_AFTER: &str = "30 days";
+
 /// Applies a successful fetch to the key table and the source's status.
 fn apply(source: i32, fetched: &FetchedJwks, now: i64) {
     let p = plan(
@@ -219,6 +239,16 @@ fn apply(source: i32, fetched: &FetchedJwks, now: i64) {
         now,
         i64::from(RETIRE_AFTER.get()),
     );
+    if p.add.len() > MAX_NEW_KEYS {
+        failed(
+            source,
+            &format!(
+                "the JWKS lists {} new keys; at most {MAX_NEW_KEYS} are added in one fetch, so none was",
+                p.add.len()
+            ),
+        );
+        return;
+    }
     for e in &p.add {
         let added = run(
             "INSERT INTO jwt_rls.keys (kid, alg, format, material, source_id, source_state) \
@@ -238,10 +268,14 @@ fn apply(source: i32, fetched: &FetchedJwks, now: i64) {
         }
     }
     let updates: [(&[String], &str); 4] = [
-        (&p.missing, "UPDATE jwt_rls.keys SET source_state = 'missing', missing_since = now() WHERE source_id = $1 AND kid = $2"),
-        (&p.relisted, "UPDATE jwt_rls.keys SET source_state = 'listed', missing_since = NULL WHERE source_id = $1 AND kid = $2"),
-        (&p.retire, "UPDATE jwt_rls.keys SET enabled = false, source_state = 'retired' WHERE source_id = $1 AND kid = $2"),
-        (&p.revive, "UPDATE jwt_rls.keys SET enabled = true, source_state = 'listed', missing_since = NULL WHERE source_id = $1 AND kid = $2"),
+        (&p.missing, "UPDATE jwt_rls.keys SET source_state = 'missing', missing_since = pg_catalog.now() \
+                      WHERE source_id OPERATOR(pg_catalog.=) $1 AND kid OPERATOR(pg_catalog.=) $2"),
+        (&p.relisted, "UPDATE jwt_rls.keys SET source_state = 'listed', missing_since = NULL \
+                       WHERE source_id OPERATOR(pg_catalog.=) $1 AND kid OPERATOR(pg_catalog.=) $2"),
+        (&p.retire, "UPDATE jwt_rls.keys SET enabled = false, source_state = 'retired' \
+                     WHERE source_id OPERATOR(pg_catalog.=) $1 AND kid OPERATOR(pg_catalog.=) $2"),
+        (&p.revive, "UPDATE jwt_rls.keys SET enabled = true, source_state = 'listed', missing_since = NULL \
+                     WHERE source_id OPERATOR(pg_catalog.=) $1 AND kid OPERATOR(pg_catalog.=) $2"),
     ];
     for (kids, sql) in updates {
         for kid in kids {
@@ -255,15 +289,24 @@ fn apply(source: i32, fetched: &FetchedJwks, now: i64) {
         );
     }
     run(
-        "UPDATE jwt_rls.jwks_sources SET last_attempt = now(), last_success = now(), last_error = NULL, \
-         failures = 0, keys_listed = $2 WHERE id = $1",
+        &format!(
+            "DELETE FROM jwt_rls.keys WHERE source_id OPERATOR(pg_catalog.=) $1 \
+             AND source_state OPERATOR(pg_catalog.=) 'retired' \
+             AND missing_since OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '{DELETE_RETIRED_AFTER}'::pg_catalog.interval)"
+        ),
+        &[source.into()],
+    );
+    run(
+        "UPDATE jwt_rls.jwks_sources SET last_attempt = pg_catalog.now(), last_success = pg_catalog.now(), \
+         last_error = NULL, failures = 0, keys_listed = $2 WHERE id OPERATOR(pg_catalog.=) $1",
         &[source.into(), (fetched.keys().len() as i32).into()],
     );
 }
 
 fn failed(source: i32, why: &str) {
     run(
-        "UPDATE jwt_rls.jwks_sources SET last_attempt = now(), last_error = $2, failures = failures + 1 WHERE id = $1",
+        "UPDATE jwt_rls.jwks_sources SET last_attempt = pg_catalog.now(), last_error = $2, \
+         failures = failures OPERATOR(pg_catalog.+) 1 WHERE id OPERATOR(pg_catalog.=) $1",
         &[source.into(), why.into()],
     );
 }
@@ -291,6 +334,7 @@ pub extern "C-unwind" fn jwt_rls_jwks_worker_main(_arg: pg_sys::Datum) {
         .map(|d| d.to_string_lossy().into_owned())
         .unwrap_or_default();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    BackgroundWorker::transaction(pin_search_path);
     if let Some(s) = shared() {
         // SAFETY: MyLatch is this process's latch in shared memory, set up
         // before a background worker's main function runs.
@@ -373,10 +417,11 @@ REVOKE ALL ON jwt_rls.jwks_sources FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('jwt_rls.jwks_sources', '');
 
 ALTER TABLE jwt_rls.keys
-    ADD COLUMN source_id integer REFERENCES jwt_rls.jwks_sources (id) ON DELETE SET NULL,
+    ADD COLUMN source_id integer REFERENCES jwt_rls.jwks_sources (id) ON DELETE CASCADE,
     ADD COLUMN source_state text CHECK (source_state IN ('listed', 'missing', 'retired')),
     ADD COLUMN missing_since timestamptz;
-COMMENT ON COLUMN jwt_rls.keys.source_id IS 'The JWKS source the refresh worker keeps this key for; NULL: added by hand';
+COMMENT ON COLUMN jwt_rls.keys.source_id IS
+    'The JWKS source the refresh worker keeps this key for (deleting the source deletes its keys); NULL: added by hand';
 "#,
     name = "jwks_sources",
     requires = ["key_table"]

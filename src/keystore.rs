@@ -24,6 +24,8 @@ struct Row {
     enabled: bool,
     not_before: Option<i64>,
     not_after: Option<i64>,
+    /// The issuer of the JWKS source the refresh worker keeps the key for.
+    issuer: Option<String>,
 }
 
 pub(crate) fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
@@ -32,12 +34,18 @@ pub(crate) fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
 }
 
 fn read_rows() -> Vec<Row> {
+    // The source's issuer binds a fetched key to it (a JWKS URL source has
+    // none). Plain equality: search_path is pinned to pg_catalog for
+    // owner-rights reads (catalog.rs). Before ALTER EXTENSION UPDATE to
+    // 0.2.0 there are no sources.
+    let query = if catalog::has_table(c"jwks_sources") {
+        "SELECT k.kid, k.alg, k.format, k.material, k.enabled, k.not_before, k.not_after, s.issuer \
+         FROM jwt_rls.keys k LEFT JOIN jwt_rls.jwks_sources s ON s.id = k.source_id"
+    } else {
+        "SELECT kid, alg, format, material, enabled, not_before, not_after, NULL::pg_catalog.text FROM jwt_rls.keys"
+    };
     Spi::connect(|client| {
-        let table = client.select(
-            "SELECT kid, alg, format, material, enabled, not_before, not_after FROM jwt_rls.keys",
-            None,
-            &[],
-        )?;
+        let table = client.select(query, None, &[])?;
         let mut rows = Vec::new();
         for row in table {
             rows.push(Row {
@@ -48,6 +56,7 @@ fn read_rows() -> Vec<Row> {
                 enabled: row.get::<bool>(5)?.unwrap_or(false),
                 not_before: seconds(row.get::<TimestampWithTimeZone>(6)?),
                 not_after: seconds(row.get::<TimestampWithTimeZone>(7)?),
+                issuer: row.get::<String>(8)?,
             });
         }
         Ok::<_, pgrx::spi::Error>(rows)
@@ -72,6 +81,9 @@ pub fn load() -> KeySet {
                 key.enabled = row.enabled;
                 key.not_before = row.not_before;
                 key.not_after = row.not_after;
+                if let Some(issuer) = &row.issuer {
+                    key.bind_issuer(issuer);
+                }
                 keys.push(key);
             }
             Err(e) => ereport!(

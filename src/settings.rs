@@ -63,32 +63,83 @@ fn guc_records() -> &'static [*mut pg_sys::config_generic] {
     }
 }
 
-/// Notes placeholders of jwt_rls settings that an unprivileged context
-/// wrote (PGC_USERSET: SET or a function's SET clause by a role that is not
-/// superuser; PGC_BACKEND: a connection option of such a role). Called
-/// first in _PG_init, before any setting is defined and replaces them.
-/// `jwt_rls.token` is excluded: anyone may set it, and its value is
-/// verified when it is defined.
+/// The superuser-only settings jwt_rls defines (not `jwt_rls.token`, which
+/// anyone may set and which is verified when it is defined).
+const GUARDED: [&str; 16] = [
+    "jwt_rls.issuer",
+    "jwt_rls.audience",
+    "jwt_rls.accept_any_audience",
+    "jwt_rls.required_claims",
+    "jwt_rls.leeway",
+    "jwt_rls.max_lifetime",
+    "jwt_rls.max_token_bytes",
+    "jwt_rls.cache_entries",
+    "jwt_rls.sign_lifetime",
+    "jwt_rls.session_lifetime",
+    "jwt_rls.session_idle_timeout",
+    "jwt_rls.user_id_claim",
+    "jwt_rls.role_claim",
+    "jwt_rls.tenant_id_claim",
+    "jwt_rls.counters",
+    "jwt_rls.claims",
+];
+
+/// Notes placeholders of jwt_rls's superuser-only settings whose *reset*
+/// value an unprivileged context wrote: a connection option (`-c`,
+/// PGC_BACKEND) of a role that is not superuser and holds no SET grant on
+/// the parameter. That value replaced the configured one as the
+/// session's default, and Postgres refuses it when the setting is defined,
+/// so the setting would fall back to its built-in default. (A plain SET
+/// before the library loads only changes the current value: the reset
+/// value, from postgresql.conf or ALTER DATABASE, survives and is applied;
+/// it is not flagged, so a pooled connection cannot be poisoned for the
+/// next client by one client's SET.) Called first in _PG_init, before any
+/// setting is defined and replaces them.
 pub fn note_untrusted_placeholders() {
     for &record in guc_records() {
         // SAFETY: each pointer of the GUC table is a valid record with a
         // NUL-terminated name.
-        let (name, flags, scontext) = unsafe {
+        let (name, flags, context, role) = unsafe {
             (
                 CStr::from_ptr((*record).name),
                 (*record).flags,
-                (*record).scontext,
+                (*record).reset_scontext,
+                (*record).reset_srole,
             )
         };
-        let name = name.to_string_lossy();
         let placeholder = flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int != 0;
-        let unprivileged = scontext == pg_sys::GucContext::PGC_USERSET
-            || scontext == pg_sys::GucContext::PGC_BACKEND;
-        if placeholder && unprivileged && name.starts_with("jwt_rls.") && name != "jwt_rls.token" {
+        let unprivileged = context == pg_sys::GucContext::PGC_USERSET
+            || context == pg_sys::GucContext::PGC_BACKEND;
+        let text = name.to_string_lossy().to_lowercase();
+        if placeholder && unprivileged && GUARDED.contains(&text.as_str()) && !granted(name, role) {
             TAMPERED.with_borrow_mut(|t| {
-                t.get_or_insert_with(|| name.into_owned());
+                t.get_or_insert(text);
             });
         }
+    }
+}
+
+/// Whether `role` may set parameter `name` (GRANT SET ON PARAMETER, from
+/// PostgreSQL 15 on).
+fn granted(name: &CStr, role: pg_sys::Oid) -> bool {
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    {
+        // SAFETY: a NUL-terminated name and a role OID; the catalogs are
+        // read only inside a transaction (outside one, nothing is granted).
+        unsafe {
+            pg_sys::IsTransactionState()
+                && (pg_sys::superuser_arg(role)
+                    || pg_sys::pg_parameter_aclcheck(
+                        name.as_ptr(),
+                        role,
+                        pg_sys::ACL_SET as pg_sys::AclMode,
+                    ) == pg_sys::AclResult::ACLCHECK_OK)
+        }
+    }
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    {
+        let _ = (name, role);
+        false
     }
 }
 

@@ -25,8 +25,8 @@
 //! reinitialises shared memory after such a crash). All fields are atomics,
 //! so concurrent access is defined behaviour.
 //!
-//! Slots are grouped in sets of WAYS; a token can only live in its set, and
-//! the set's least recently used slot is replaced.
+//! Slots are grouped in sets of WAYS (16); a token can only live in its
+//! set, and the set's least recently used slot is replaced.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
@@ -35,7 +35,10 @@ use jwt_rls_core::Times;
 
 use crate::{counters, jwks_worker, shmem};
 
-const WAYS: usize = 4;
+/// Slots a token may live in. 16: with as many tokens as half the slots,
+/// a set overflows (and its tokens evict each other) for about 0.2% of
+/// tokens, where 4-way sets overflowed for 5% (measured hit rate 96%).
+const WAYS: usize = 16;
 /// Bytes of an entry's texts: algorithm, kid, decryption kid and payload.
 /// Tokens with more are verified per backend only.
 const DATA_WORDS: usize = 256;
@@ -284,6 +287,11 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
     {
         return;
     }
+    // The odd sequence number must be visible before any of the writes
+    // below (a reader that sees new data must see the slot as busy): on
+    // weakly ordered CPUs (ARM) the Acquire of the claim alone does not
+    // order later stores after it.
+    fence(Ordering::Release);
     store(&slot.digest, want);
     store(&slot.key_fp, words::<2>(&e.key_fp));
     store(&slot.dkey_fp, words::<2>(&e.decryption_key_fp));

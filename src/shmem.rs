@@ -44,7 +44,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"jwt_rls.shared_cache_entries",
         c"Verified tokens kept in shared memory for every backend (0 turns the shared cache off).",
-        c"Needs jwt_rls in shared_preload_libraries; each entry takes about 2.2 kB.",
+        c"Needs jwt_rls in shared_preload_libraries; each entry takes about 2.2 kB; rounded down to a multiple of 16.",
         &SHARED_CACHE_ENTRIES,
         0,
         1_000_000,

@@ -291,6 +291,12 @@ fn from_shared(
 }
 
 fn to_shared(digest: &[u8; 32], v: &Verified, keys: &Keys, policy_fp: Fingerprint, now: i64) {
+    // A token without kid was verified with the only active key here; in a
+    // backend (or database) with more keys it must be refused, so it is
+    // never shared.
+    if !v.kid_named {
+        return;
+    }
     let Ok(key) = keys.verify.select(Some(&v.kid), now) else {
         return;
     };

@@ -139,7 +139,9 @@ def test_attacks_on_jwe_are_refused_without_the_token_in_the_message(app, hs, dk
 
 def test_decryption_keys_are_admin_only_and_follow_disable_in_every_backend(cluster, db, app, hs, dkeys):
     keys, publics = dkeys
-    assert "d" not in publics["RSA-OAEP-256"] and publics["RSA-OAEP-256"]["use"] == "enc"
+    for public in publics.values():
+        assert set(public) <= {"kty", "crv", "x", "y", "n", "e", "kid", "use", "alg"}, public
+    assert publics["RSA-OAEP-256"]["use"] == "enc"
     for sql in ["SELECT * FROM jwt_rls.decryption_keys", "SELECT * FROM jwt_rls.decryption_key_list",
                 "SELECT jwt_rls.add_decryption_secret('x', 'A256KW', '\\x00'::bytea)",
                 "SELECT jwt_rls.disable_decryption_key('x')"]:

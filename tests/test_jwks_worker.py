@@ -28,9 +28,13 @@ def jwk_of(signer):
             "n": b64url(n.n.to_bytes(size(n.n), "big")), "e": b64url(n.e.to_bytes(size(n.e), "big"))}
 
 
+SIGNERS = []  # every provider key made here, to sign with the one a test finds stored
+
+
 def rs256(kid):
     s = Signer(kid, "RS256")
     s.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    SIGNERS.append(s)
     return s
 
 
@@ -96,9 +100,7 @@ def test_a_failed_fetch_keeps_the_keys_and_says_why(provider, mode, reason):
     wait_for(lambda: key_state(c, first.kid) == (True, "listed"), timeout=15)
     before = status(c)[2]
     if mode == "down":
-        # A port nobody listens on: the source points there for a while.
-        with admin(c) as conn:
-            conn.execute("UPDATE jwt_rls.jwks_sources SET issuer = 'https://127.0.0.1:9'")
+        server.stop()  # killed: nothing listens on its port
     else:
         server.slow_seconds = 5
         server.mode = mode
@@ -110,8 +112,8 @@ def test_a_failed_fetch_keeps_the_keys_and_says_why(provider, mode, reason):
         assert binds(c, first, server.issuer) is None
     finally:
         server.mode = "ok"
-        with admin(c) as conn:
-            conn.execute("UPDATE jwt_rls.jwks_sources SET issuer = %s", (server.issuer,))
+        if mode == "down":
+            server.start()
     wait_for(lambda: status(c)[1] is None, timeout=20)
 
 
@@ -158,6 +160,31 @@ def test_an_unknown_kid_makes_the_worker_look_now(provider):
         with admin(c) as conn:
             conn.execute("ALTER SYSTEM RESET jwt_rls.jwks_refresh_interval")
             conn.execute("SELECT pg_reload_conf()")
+
+
+def test_a_fetched_key_verifies_only_its_issuers_tokens(provider):
+    """Even when the policy accepts several issuers, a key the worker fetched
+    from one issuer never vouches for another's tokens (security review)."""
+    c, server, _ = provider
+    with admin(c) as conn:
+        kid = conn.execute("SELECT kid FROM jwt_rls.keys WHERE enabled AND source_id IS NOT NULL LIMIT 1").fetchone()[0]
+        conn.execute(f"ALTER DATABASE postgres SET jwt_rls.issuer = '{server.issuer},https://other.example'")
+    try:
+        signer = next(s for s in SIGNERS if s.kid == kid)
+        assert binds(c, signer, server.issuer) is None
+        assert binds(c, signer, "https://other.example") == "28000"
+    finally:
+        with admin(c) as conn:
+            conn.execute(f"ALTER DATABASE postgres SET jwt_rls.issuer = '{server.issuer}'")
+
+
+def test_deleting_a_source_deletes_its_keys(provider):
+    c, server, _ = provider
+    with admin(c) as conn:
+        assert conn.execute("SELECT count(*) FROM jwt_rls.keys WHERE source_id IS NOT NULL").fetchone()[0] > 0
+        conn.execute("DELETE FROM jwt_rls.jwks_sources")
+        assert conn.execute("SELECT count(*) FROM jwt_rls.keys WHERE source_id IS NOT NULL").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM jwt_rls.keys").fetchone()[0] == 1, "the key added by hand stays"
 
 
 def test_no_worker_unless_a_database_is_named(cluster, db):

@@ -18,7 +18,7 @@ from support.pgcluster import Cluster, wait_for
 from support.schema import SCHEMA, TENANT_A
 from support.tokens import Signer
 
-SLOTS = 64
+SLOTS = 64  # a multiple of the 16-way sets
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,33 @@ def test_another_policy_does_not_use_the_shared_entry(shared):
         assert bind(one, token) is None
     with connect(c, dbname="other_policy") as two:
         assert bind(two, token) == "28000"
+
+
+def test_a_token_without_kid_is_not_shared(shared):
+    """Verified with the only key of one database, a token without kid must
+    still be refused in a database with two active keys (security review)."""
+    c, signers = shared
+    hs = signers["HS256"]
+    with psycopg.connect(c.dsn(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS one_key")
+        admin.execute("CREATE DATABASE one_key TEMPLATE template0")
+        # The same policy as the main database, so only the keys differ.
+        for name, value in admin.execute("SELECT s.name, s.value FROM pg_db_role_setting r, "
+                                         "LATERAL (SELECT split_part(c, '=', 1) AS name, "
+                                         "substr(c, strpos(c, '=') + 1) AS value FROM unnest(r.setconfig) c) s "
+                                         "WHERE r.setdatabase = (SELECT oid FROM pg_database WHERE datname = 'postgres')"
+                                         ).fetchall():
+            admin.execute(f"ALTER DATABASE one_key SET {name} = '{value}'")
+    with psycopg.connect(c.dsn(dbname="one_key"), autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION jwt_rls")
+        admin.execute("GRANT USAGE ON SCHEMA jwt_rls TO app")
+        with admin.cursor() as cur:
+            hs.install(cur)
+    token = hs.token(TENANT_A, kid=False)
+    with connect(c, dbname="one_key") as one:
+        assert bind(one, token) is None
+    with connect(c) as many:  # the main database holds three active keys
+        assert bind(many, token) == "28000"
 
 
 def test_a_full_shared_cache_evicts_and_stays_within_its_bound(shared):

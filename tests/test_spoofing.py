@@ -265,24 +265,21 @@ def test_claims_setting_reflects_the_bound_token_and_cannot_be_set(cluster, db, 
         assert error(db, attempt) is not None, attempt
 
 
-@pytest.mark.parametrize("how", ["connection option, session_preload_libraries", "connection option, lazy load",
-                                 "SET before the first call"])
-def test_policy_settings_written_before_the_library_loads_stop_the_session(cluster, db, hs, how):
-    """A role that may not set jwt_rls.issuer writes it before jwt_rls
-    loads. Postgres drops that value when the setting is defined, but the
-    administrator's value (here ALTER DATABASE) is gone with it, and the
-    setting would fall back to "any issuer" (security review). Such a
-    session verifies nothing; other sessions are unaffected."""
+@pytest.mark.parametrize("how", ["connection option, session_preload_libraries", "connection option, lazy load"])
+def test_policy_settings_given_as_connection_options_stop_the_session(cluster, db, hs, how):
+    """A role that may not set jwt_rls.issuer gives it as a connection
+    option. Before jwt_rls loads, that value becomes the session's default
+    in place of the administrator's (here ALTER DATABASE); Postgres drops it
+    when the setting is defined, and the setting would fall back to "any
+    issuer" (security review). Such a session verifies nothing; other
+    sessions are unaffected."""
     evil = hs.token(TENANT_B, iss="https://evil.example")
     good = hs.token(TENANT_A)
-    options = "-c jwt_rls.issuer=https://evil.example" if how.startswith("connection") else None
     if how.endswith("session_preload_libraries"):
         db.execute("ALTER ROLE app SET session_preload_libraries = 'jwt_rls'")
     try:
         with psycopg.connect(cluster.dsn(user="app"), autocommit=True,
-                             **({"options": options} if options else {})) as app:
-            if how.startswith("SET"):
-                app.execute("SET jwt_rls.issuer = 'https://evil.example'")
+                             options="-c jwt_rls.issuer=https://evil.example") as app:
             for token in (evil, good):
                 e = error(app, "SELECT jwt_rls.authenticate(%s)", (token,))
                 assert e is not None and e.sqlstate == "42501", (how, e)
@@ -292,3 +289,16 @@ def test_policy_settings_written_before_the_library_loads_stop_the_session(clust
             assert error(clean, "SELECT jwt_rls.authenticate(%s)", (evil,)).sqlstate == "28000"
     finally:
         db.execute("ALTER ROLE app RESET session_preload_libraries")
+
+
+def test_a_set_before_the_library_loads_keeps_the_configured_policy(cluster, db, hs):
+    """SET before the first jwt_rls call only changes the current value; the
+    configured one survives, is restored when Postgres refuses the SET, and
+    the session is not stopped, so one pooled client cannot stop the
+    connection for the next (security review)."""
+    evil = hs.token(TENANT_B, iss="https://evil.example")
+    with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+        app.execute("SET jwt_rls.issuer = 'https://evil.example'")
+        app.execute("SET jwt_rls.made_up = 'x'")
+        assert error(app, "SELECT jwt_rls.authenticate(%s)", (evil,)).sqlstate == "28000"
+        assert error(app, "SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A),)) is None

@@ -60,9 +60,13 @@ pub struct Key {
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
     /// Identifies the key material exactly (kid, algorithm, format and
-    /// material), so that a verification shared by another backend is used
-    /// only while this backend holds the very key it was made with.
+    /// material, and the issuer it is bound to), so that a verification
+    /// shared by another backend is used only while this backend holds the
+    /// very key it was made with.
     pub fingerprint: crate::cache::Fingerprint,
+    /// The only issuer whose tokens this key verifies, when it was fetched
+    /// from that issuer (`bind_issuer`); None: whatever the policy accepts.
+    pub issuer: Option<String>,
     verifier: Box<dyn JwtVerifier>,
 }
 
@@ -313,8 +317,17 @@ impl Key {
                 format.name().as_bytes(),
                 material.as_bytes(),
             ]),
+            issuer: None,
             verifier,
         })
+    }
+
+    /// Restricts the key to tokens of one issuer: a key fetched from an
+    /// issuer's JWKS must never vouch for another issuer's tokens, even if
+    /// the policy accepts both (one provider cannot sign for another).
+    pub fn bind_issuer(&mut self, issuer: &str) {
+        self.fingerprint = crate::cache::fingerprint(&[&self.fingerprint, issuer.as_bytes()]);
+        self.issuer = Some(issuer.to_string());
     }
 
     /// Whether this key may verify a token at `now` (Unix seconds).

@@ -23,6 +23,10 @@ pub struct Verified {
     pub times: Times,
     pub kid: String,
     pub alg: Algorithm,
+    /// Whether the token named its key (`kid` in the header). A token that
+    /// did not was verified with the only active key; sharing it with a
+    /// backend that holds more keys would skip the "name your key" rule.
+    pub kid_named: bool,
     /// For a nested JWT (JWE), the kid of the decryption key; None for a
     /// plain JWS.
     pub decryption_kid: Option<String>,
@@ -42,6 +46,7 @@ impl Verified {
             times,
             kid,
             alg,
+            kid_named: true,
             decryption_kid: None,
             stamp: AtomicU64::new(0),
             claims: OnceLock::new(),
@@ -110,9 +115,23 @@ pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<V
         return Err(Error::BadSignature);
     }
 
-    let times = validate(&payload, policy, now)?;
+    let times = match &key.issuer {
+        None => validate(&payload, policy, now)?,
+        Some(bound) => {
+            if !policy.issuers.is_empty() && !policy.issuers.contains(bound) {
+                return Err(Error::Issuer);
+            }
+            let narrowed = Policy {
+                issuers: vec![bound.clone()],
+                ..policy.clone()
+            };
+            validate(&payload, &narrowed, now)?
+        }
+    };
     let payload = payload_text(payload)?;
-    Ok(Verified::new(payload, times, key.kid.clone(), key.alg))
+    let mut verified = Verified::new(payload, times, key.kid.clone(), key.alg);
+    verified.kid_named = header.kid.is_some();
+    Ok(verified)
 }
 
 /// The payload as text. `validate` parsed it as JSON from bytes (serde_json

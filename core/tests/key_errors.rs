@@ -307,3 +307,47 @@ fn provider_jwks_import_what_verifies_and_skip_the_rest() {
         ]
     );
 }
+
+/// A key fetched from one issuer's JWKS verifies that issuer's tokens only,
+/// whatever the policy accepts (security review: one provider could sign
+/// for another).
+#[test]
+fn a_key_bound_to_an_issuer_verifies_only_its_tokens() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use jwt_rls_core::{verify, KeySet, Policy};
+    let secret = hex(SECRET_32);
+    let mut key = Key::new("a-1", "HS256", Format::Secret, &encode_secret(&secret)).unwrap();
+    let unbound = key.fingerprint;
+    key.bind_issuer("https://a.example");
+    assert_ne!(
+        key.fingerprint, unbound,
+        "the binding is part of the fingerprint"
+    );
+    let keys = KeySet::new(vec![key]);
+    let token = |iss: &str| {
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("a-1".into());
+        let claims = json!({"iss": iss, "sub": "u", "exp": 4102444800u64});
+        encode(&header, &claims, &EncodingKey::from_secret(&secret)).unwrap()
+    };
+    let any = Policy::default();
+    let both = Policy {
+        issuers: vec!["https://a.example".into(), "https://b.example".into()],
+        ..Policy::default()
+    };
+    for policy in [&any, &both] {
+        assert!(verify(&token("https://a.example"), &keys, policy, 1_800_000_000).is_ok());
+        assert_eq!(
+            verify(&token("https://b.example"), &keys, policy, 1_800_000_000).unwrap_err(),
+            Error::Issuer
+        );
+    }
+    let only_b = Policy {
+        issuers: vec!["https://b.example".into()],
+        ..Policy::default()
+    };
+    assert_eq!(
+        verify(&token("https://a.example"), &keys, &only_b, 1_800_000_000).unwrap_err(),
+        Error::Issuer
+    );
+}

@@ -84,14 +84,21 @@ class JwksServer:
                 except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                     pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.issuer = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        self.handler, self.port = Handler, 0
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert_file, key_file)
+        self.start()
+        self.issuer = f"https://127.0.0.1:{self.port}"
+
+    def start(self):
+        """Listens (again, on the same port after `stop`)."""
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
+        self.httpd.socket = self.context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def stop(self):
+        """Stops listening: connections are refused, as from a dead server."""
         self.httpd.shutdown()
         self.httpd.server_close()
