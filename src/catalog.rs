@@ -43,18 +43,7 @@ impl Watched {
     /// The table's OID, None when the extension is not installed in this
     /// database. Remembered for the invalidation callback.
     pub fn oid(&self) -> Option<pg_sys::Oid> {
-        // SAFETY: catalog lookups by NUL-terminated names; with missing_ok
-        // they return InvalidOid instead of raising.
-        let oid = unsafe {
-            let schema = pg_sys::get_namespace_oid(c"jwt_rls".as_ptr(), true);
-            if schema == pg_sys::InvalidOid {
-                return None;
-            }
-            pg_sys::get_relname_relid(self.name.as_ptr(), schema)
-        };
-        if oid == pg_sys::InvalidOid {
-            return None;
-        }
+        let oid = table_oid(self.name)?;
         self.oid.store(oid.to_u32(), Ordering::Relaxed);
         Some(oid)
     }
@@ -70,13 +59,21 @@ impl Watched {
 /// Whether the extension's schema holds a table of this name (a newer
 /// library can run on an older schema during ALTER EXTENSION UPDATE).
 pub fn has_table(name: &CStr) -> bool {
+    table_oid(name).is_some()
+}
+
+/// The OID of table `name` in schema jwt_rls; None when there is none.
+fn table_oid(name: &CStr) -> Option<pg_sys::Oid> {
     // SAFETY: catalog lookups by NUL-terminated names; with missing_ok they
     // return InvalidOid instead of raising.
-    unsafe {
+    let oid = unsafe {
         let schema = pg_sys::get_namespace_oid(c"jwt_rls".as_ptr(), true);
-        schema != pg_sys::InvalidOid
-            && pg_sys::get_relname_relid(name.as_ptr(), schema) != pg_sys::InvalidOid
-    }
+        if schema == pg_sys::InvalidOid {
+            return None;
+        }
+        pg_sys::get_relname_relid(name.as_ptr(), schema)
+    };
+    (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
 pub static KEYS: Watched = Watched::new(c"keys");

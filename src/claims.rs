@@ -251,16 +251,27 @@ thread_local! {
     static SHOWN: RefCell<CString> = RefCell::new(CString::default());
 }
 
-/// Show hook of `jwt_rls.claims` (and of `request.jwt.claims` under
-/// `jwt_rls.postgrest_compat`): the bound token's payload, or empty.
+/// Show hook of `jwt_rls.claims`: the bound token's payload, or empty.
 #[pg_guard]
-pub(crate) unsafe extern "C-unwind" fn show_claims() -> *const c_char {
-    let text = match state::current_or_raise() {
+unsafe extern "C-unwind" fn show_claims() -> *const c_char {
+    shown(payload_or(""))
+}
+
+/// The bound token's payload exactly as signed, or `none` when no token is
+/// bound (for the show hooks of settings that mirror the claims).
+pub(crate) fn payload_or(none: &str) -> String {
+    match state::current_or_raise() {
         Some(verified) => verified.payload.clone(),
-        None => String::new(),
-    };
+        None => none.to_string(),
+    }
+}
+
+/// Hands `text` to Postgres as a show hook's result: kept until the next
+/// call, by which time Postgres has copied it.
+pub(crate) fn shown(text: String) -> *const c_char {
+    // Claims come from strict JSON, which cannot hold a NUL byte.
     let text = CString::new(text)
-        .unwrap_or_else(|_| errors::internal("a verified payload contains a NUL byte"));
+        .unwrap_or_else(|_| errors::internal("a verified claim contains a NUL byte"));
     SHOWN.with_borrow_mut(|shown| {
         *shown = text;
         shown.as_ptr()

@@ -21,14 +21,13 @@
 //! the settings exist before any client statement and no session can turn
 //! them off. Anywhere else a WARNING says it is ignored.
 
-use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::{errors, settings, state};
+use crate::{claims, errors, settings, state};
 
 static POSTGREST_COMPAT: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -47,39 +46,19 @@ const PLAIN_REQUEST_SETTINGS: [&CStr; 4] = [
 static PLAIN_STORAGE: [GucSetting<Option<CString>>; PLAIN_REQUEST_SETTINGS.len()] =
     [const { GucSetting::<Option<CString>>::new(None) }; PLAIN_REQUEST_SETTINGS.len()];
 
-thread_local! {
-    /// The text a per-claim show hook returned last; Postgres copies it
-    /// before the next call.
-    static SHOWN: RefCell<CString> = RefCell::new(CString::default());
-}
-
 /// `request.jwt.claims`: the bound token's payload, or `{}` when none is
 /// bound. PostgREST always sets it, so policies cast it without a guard
 /// (`current_setting('request.jwt.claims', true)::json ->> 'sub'`), and an
 /// empty string would make every such query fail instead of seeing nothing.
 #[pg_guard]
 unsafe extern "C-unwind" fn show_request_claims() -> *const c_char {
-    let text = match state::current_or_raise() {
-        Some(verified) => verified.payload.clone(),
-        None => "{}".to_string(),
-    };
-    shown(text)
-}
-
-fn shown(text: String) -> *const c_char {
-    // Claims come from strict JSON, which cannot hold a NUL byte.
-    let text = CString::new(text)
-        .unwrap_or_else(|_| errors::internal("a verified claim contains a NUL byte"));
-    SHOWN.with_borrow_mut(|shown| {
-        *shown = text;
-        shown.as_ptr()
-    })
+    claims::shown(claims::payload_or("{}"))
 }
 
 /// The `request.jwt.claim.<name>` value of a claim: its text as
 /// `jwt_claim()` gives it, empty when absent or no token is bound.
 fn show_claim(name: &str) -> *const c_char {
-    shown(state::current_claim(name).unwrap_or_default())
+    claims::shown(state::current_claim(name).unwrap_or_default())
 }
 
 /// One `request.jwt.claim.<name>` setting per listed claim: a show hook

@@ -8,7 +8,7 @@
 //! bare one would (a nested JWT, RFC 7519 section 5.2). Decryption keys are
 //! private keys: nobody but the superuser can read them, like signing keys.
 
-use jwt_rls_core::keys::{check_kid, encode_secret, Format};
+use jwt_rls_core::keys::{encode_secret, Format};
 use jwt_rls_core::{DecryptionKey, DecryptionKeySet};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -160,7 +160,7 @@ fn insert(
     not_before: Option<TimestampWithTimeZone>,
     not_after: Option<TimestampWithTimeZone>,
 ) {
-    check_or_raise(check_kid(kid));
+    // DecryptionKey::new checks the kid first, as the key table does.
     check_or_raise(DecryptionKey::new(kid, alg, enc, format, material));
     let args: [DatumWithOid; 7] = [
         kid.into(),

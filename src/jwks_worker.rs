@@ -28,6 +28,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::clock::unix_seconds;
+use crate::keystore::modify as run;
 use crate::{counters, shmem};
 
 static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -216,11 +217,6 @@ fn stored_keys(source: i32) -> Vec<StoredKey> {
         Ok::<_, pgrx::spi::Error>(out)
     })
     .unwrap_or_else(|e| error!("jwt_rls could not read jwt_rls.keys: {e}"))
-}
-
-fn run(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> usize {
-    Spi::connect_mut(|client| client.update(sql, None, args).map(|t| t.len()))
-        .unwrap_or_else(|e| error!("jwt_rls could not update its keys: {e}"))
 }
 
 /// New keys one fetch may add: a provider publishes a handful; a document

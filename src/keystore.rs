@@ -274,7 +274,7 @@ fn warn_if_any_issuer() {
 /// tells other backends that keys changed.)
 pub(crate) fn modify(query: &str, args: &[DatumWithOid]) -> usize {
     Spi::connect_mut(|client| client.update(query, None, args).map(|t| t.len()))
-        .unwrap_or_else(|e| error!("could not change jwt_rls.keys: {e}"))
+        .unwrap_or_else(|e| error!("jwt_rls could not change its tables: {e}"))
 }
 
 fn set_enabled(kid: &str, enabled: bool) -> bool {
