@@ -17,6 +17,7 @@ import platform
 import random
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -269,25 +270,68 @@ def pgbench_cpu(cluster, script, seconds, mode, defines, pooler_pid=None, **kw):
     return tps, {"server": (server1 - server0) / n * 1e6, "client": (client1 - client0) / n * 1e6}
 
 
+def turns(rounds):
+    """The order of the two sides in each round: ours first, then theirs
+    first, and so on (ABBA), so that whatever the first run after a switch
+    pays (a cold pooler, the warm-up's tail) falls on both sides alike."""
+    return [(True, False) if r % 2 == 0 else (False, True) for r in range(rounds)]
+
+
+class Paired:
+    """Rounds of ours beside theirs, each round one run of each (see
+    `turns`). The ratio and the CPU time added are medians of the rounds'
+    own figures: the two runs of a round are seconds apart, so the drift of
+    a shared machine over minutes cancels within each round, and one
+    disturbed run moves a median little where it would move a mean."""
+
+    def __init__(self):
+        self.ours, self.theirs = [], []  # (tps, CPU µs per transaction) per round
+
+    def add(self, is_ours, tps, cpu):
+        (self.ours if is_ours else self.theirs).append((tps, cpu["server"] + cpu["client"]))
+
+    @property
+    def tps(self):
+        return statistics.mean(t for t, _ in self.ours), statistics.mean(t for t, _ in self.theirs)
+
+    @property
+    def cpu(self):
+        return statistics.median(c for _, c in self.ours), statistics.median(c for _, c in self.theirs)
+
+    @property
+    def ratio(self):
+        return statistics.median(a / b for (a, _), (b, _) in zip(self.ours, self.theirs))
+
+    @property
+    def cpu_added(self):
+        return statistics.median(a - b for (_, a), (_, b) in zip(self.ours, self.theirs))
+
+    def line(self):
+        (a, b), (cpu_a, cpu_b) = self.tps, self.cpu
+        return (f"jwt_rls {a:8.0f} tps   PostgREST-style {b:8.0f} tps   ratio {self.ratio:5.2f}   "
+                f"CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs (added {self.cpu_added:+6.1f})")
+
+
+PAIRED_TEXT = ("Ours and the PostgREST-style side run in turns, ours first in one round and second in the "
+               "next; ratios and CPU figures are medians over the rounds, TPS columns means.")
+
+
 def pair(cluster, name, ours, theirs, seconds, rounds, mode, defines):
-    """Runs the two scripts alternately, `rounds` times each; TPS ratio, and
-    the CPU µs per transaction of each (server + pgbench)."""
-    a = b = cpu_a = cpu_b = 0.0
-    for _ in range(rounds):
-        tps, cpu = pgbench_cpu(cluster, ours, seconds, mode, defines)
-        a, cpu_a = a + tps, cpu_a + cpu["server"] + cpu["client"]
-        tps, cpu = pgbench_cpu(cluster, theirs, seconds, mode, defines)
-        b, cpu_b = b + tps, cpu_b + cpu["server"] + cpu["client"]
-    a, b, cpu_a, cpu_b = a / rounds, b / rounds, cpu_a / rounds, cpu_b / rounds
-    log(f"  {name:34} jwt_rls {a:8.0f} tps   PostgREST-style {b:8.0f} tps   ratio {a / b:5.2f}   "
-        f"CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs")
-    results.setdefault("tps", []).append((name, a, b, a / b))
-    return a, b, cpu_a, cpu_b
+    """Runs the two scripts in turns (see `turns`), `rounds` times each."""
+    paired = Paired()
+    for order in turns(rounds):
+        for is_ours in order:
+            tps, cpu = pgbench_cpu(cluster, ours if is_ours else theirs, seconds, mode, defines)
+            paired.add(is_ours, tps, cpu)
+    log(f"  {name:34} {paired.line()}")
+    a, b = paired.tps
+    results.setdefault("tps", []).append((name, a, b, paired.ratio))
+    return paired
 
 
 def bench_sql(cluster, smoke):
     log("== SQL: pgbench pairs (2 clients; BEGIN; bind; 10-row RLS select; COMMIT)")
-    seconds, rounds = (1, 1) if smoke else (4, 3)
+    seconds, rounds = (1, 1) if smoke else (4, 4)
     signers = {alg: Signer(f"bench-{alg.lower()}", alg) for alg in ["HS256", "RS256", "ES256"]}
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         with admin.cursor() as cur:
@@ -314,12 +358,12 @@ def bench_sql(cluster, smoke):
             # A never-seen token in every transaction, default settings (the
             # cache on, as users run it).
             fresh = FRESH.format(n=n_fresh, half=n_fresh // 2)
-            _, _, cpu_a, cpu_b = pair(cluster, f"{alg} authenticate, fresh token", fresh + SCRIPTS["jwt"],
-                                      fresh + SCRIPTS["pgrst"], seconds, rounds, "prepared", {"n": 0})
+            paired = pair(cluster, f"{alg} authenticate, fresh token", fresh + SCRIPTS["jwt"],
+                          fresh + SCRIPTS["pgrst"], seconds, rounds, "prepared", {"n": 0})
             # What binding a never-seen token adds: the difference in CPU
             # time per transaction (server and pgbench), which the other
             # work on a shared machine does not inflate as it does 2 / TPS.
-            results.setdefault("fresh_added_us", {})[alg] = cpu_a - cpu_b
+            results.setdefault("fresh_added_us", {})[alg] = paired.cpu_added
             bind_us, base_us = bind_cost(cluster)
             log(f"  {alg} one bind of a never-seen token, server side: authenticate {bind_us:6.2f} µs, "
                 f"set_config of the claims {base_us:6.2f} µs, added {bind_us - base_us:6.2f} µs")
@@ -575,22 +619,20 @@ def fill_pooled_users(cluster, alg, users):
 
 
 def pooled_pair(cluster, bouncer, pooler, counters, ours, theirs, clients, seconds, rounds):
-    """Ours and the PostgREST-style transaction in turns through the pooler:
-    mean TPS and CPU µs per transaction of each, and the counters' deltas
+    """Ours and the PostgREST-style transaction in turns (see `turns`)
+    through the pooler: the rounds (`Paired`), and the counters' deltas
     summed over our runs (None without counters)."""
-    a = b = cpu_a = cpu_b = 0.0
+    paired = Paired()
     measured = None
-    for _ in range(rounds):
-        before = counters()
-        tps, cpu = pgbench_cpu(cluster, ours, seconds, "simple", {}, pooler_pid=pooler, clients=clients,
-                               port=bouncer.port)
-        a, cpu_a = a + tps / rounds, cpu_a + (cpu["server"] + cpu["client"]) / rounds
-        if before is not None:
-            measured = {k: (measured or {}).get(k, 0) + v for k, v in delta(counters(), before).items()}
-        tps, cpu = pgbench_cpu(cluster, theirs, seconds, "simple", {}, pooler_pid=pooler, clients=clients,
-                               port=bouncer.port)
-        b, cpu_b = b + tps / rounds, cpu_b + (cpu["server"] + cpu["client"]) / rounds
-    return a, b, cpu_a, cpu_b, measured
+    for order in turns(rounds):
+        for is_ours in order:
+            before = counters() if is_ours else None
+            tps, cpu = pgbench_cpu(cluster, ours if is_ours else theirs, seconds, "simple", {},
+                                   pooler_pid=pooler, clients=clients, port=bouncer.port)
+            paired.add(is_ours, tps, cpu)
+            if before is not None:
+                measured = {k: (measured or {}).get(k, 0) + v for k, v in delta(counters(), before).items()}
+    return paired, measured
 
 
 def bench_pooled(smoke, preloaded):
@@ -603,7 +645,7 @@ def bench_pooled(smoke, preloaded):
     turns at 2 and 8 clients; hit rate and verifications from the
     jwt_rls.stats() deltas."""
     users = 200 if smoke else 2000
-    seconds, rounds = (1, 1) if smoke else (5, 3)
+    seconds, rounds = (1, 1) if smoke else (4, 6)
     cache = "shared cache" if preloaded else "per-backend caches only"
     log(f"== pooled: pgbench via PgBouncer (transaction pooling, {POOL_SIZE} server connections), "
         f"{users:,} users with a token each, random order; jwt_rls {'' if preloaded else 'not '}preloaded")
@@ -652,10 +694,10 @@ def bench_pooled(smoke, preloaded):
                 pgbench(cluster, ours, seconds, "simple", {}, clients=max(POOL_CLIENTS), port=bouncer.port)
             rows = []
             for clients in POOL_CLIENTS:
-                a, b, cpu_a, cpu_b, measured = pooled_pair(cluster, bouncer, pooler, counters, ours, theirs,
-                                                           clients, seconds, rounds)
-                line = (f"  {alg} {cache}, {clients} clients: jwt_rls {a:7.0f} tps   PostgREST-style {b:7.0f} tps   "
-                        f"ratio {a / b:5.2f}   CPU/transaction {cpu_a:6.1f} vs {cpu_b:6.1f} µs")
+                paired, measured = pooled_pair(cluster, bouncer, pooler, counters, ours, theirs,
+                                               clients, seconds, rounds)
+                (a, b), (cpu_a, cpu_b) = paired.tps, paired.cpu
+                line = f"  {alg} {cache}, {clients} clients: {paired.line()}"
                 hit = None
                 if measured and measured.get("binds"):
                     local, shared = measured.get("cache_hits_local", 0), measured.get("cache_hits_shared", 0)
@@ -664,7 +706,7 @@ def bench_pooled(smoke, preloaded):
                              f"{measured.get('verifications', 0)} verifications")
                 log(line)
                 rows.append({"alg": alg, "preloaded": preloaded, "clients": clients, "ours": a, "theirs": b,
-                             "ratio": a / b, "cpu_ours": cpu_a, "cpu_theirs": cpu_b, "hit": hit})
+                             "ratio": paired.ratio, "cpu_ours": cpu_a, "cpu_theirs": cpu_b, "hit": hit})
             if counted and preloaded:
                 # Over the whole run from each token's first bind: with a
                 # shared cache that holds them all, one each. (Per-backend
@@ -677,6 +719,14 @@ def bench_pooled(smoke, preloaded):
             results.setdefault("pooled", []).extend(rows)
             if preloaded and alg == "RS256" and switch and switch[0] != "postmaster":
                 counters_cost(cluster, bouncer, pooler, ours, seconds, rounds)
+        if preloaded:
+            # The harness's resolution: the PostgREST-style transaction
+            # against itself, measured exactly as the pairs above. Any
+            # distance from 1.00 here is the machine's, not jwt_rls's.
+            same, _ = pooled_pair(cluster, bouncer, pooler, lambda: None, theirs, theirs, min(POOL_CLIENTS),
+                                  seconds, rounds)
+            log(f"  resolution, PostgREST-style against itself, {min(POOL_CLIENTS)} clients: {same.line()}")
+            results["pooled_resolution"] = (same.ratio, same.cpu_added)
 
 
 def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
@@ -691,8 +741,8 @@ def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
 
     tps = {False: 0.0, True: 0.0}
     cpu = {False: 0.0, True: 0.0}
-    for _ in range(rounds):
-        for on in (False, True):
+    for order in turns(rounds):
+        for on in order:
             counting(on)
             t, c = pgbench_cpu(cluster, script, seconds, "simple", {}, pooler_pid=pooler, port=bouncer.port)
             tps[on] += t / rounds
@@ -755,6 +805,8 @@ def readme_table():
                   "|---|---|---|---|---|"]
         for name, a, b, r in results["tps"]:
             lines.append(f"| {name} | {a:.0f} | {b:.0f} | {r:.2f} | {verdict(r >= 0.9)} |")
+    if "tps" in results or "fresh_added_us" in results:
+        lines += ["", PAIRED_TEXT]
     if "fresh_added_us" in results and "core" in results:
         lines += ["", "| never-seen token, default settings | CPU added per transaction µs (server + pgbench) "
                   "| server-side µs one bind adds (one statement, no pgbench) "
@@ -830,6 +882,10 @@ def pooled_table():
                    "phase; signature checks per token: over warm-up and measurement. " if counters else
                    "Counters unavailable: `jwt_rls.stats()` is missing from this build (or failed). ")
               + "CPU per transaction: the cluster's, PgBouncer's and pgbench's, over transactions. "
+              + PAIRED_TEXT + " "
+              + ("Resolution of this harness on this machine: the PostgREST-style transaction against itself "
+                 f"gave ratio {results['pooled_resolution'][0]:.2f}, {results['pooled_resolution'][1]:+.1f} µs CPU "
+                 "per transaction. " if "pooled_resolution" in results else "")
               + (f"Shared cache: `jwt_rls.shared_cache_entries = {entries}`. " if entries else "")
               + counters_cost_text(switch)]
     return lines

@@ -4,6 +4,7 @@ hit in all; a key or policy change refuses the shared entry everywhere; the
 cache stays within its bound; concurrent first uses are safe; a backend
 killed with kill -9 wedges nothing; the counters add up."""
 
+import hashlib
 import os
 import signal
 import threading
@@ -18,7 +19,8 @@ from support.pgcluster import Cluster, wait_for
 from support.schema import SCHEMA, TENANT_A
 from support.tokens import Signer
 
-SLOTS = 64  # a multiple of the 16-way sets
+SLOTS = 64  # four sets of 16 slots
+WAYS = 16
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +160,35 @@ def test_a_full_shared_cache_evicts_and_stays_within_its_bound(shared):
     assert s["shared_cache_slots"] == SLOTS
     assert 0 < s["shared_cache_used"] <= SLOTS
     assert s["shared_cache_bytes"] < SLOTS * 2500
+
+
+def first_set(token):
+    """The first of the two sets the shared cache may keep `token` in: the
+    first 8 bytes of its SHA-256, little-endian, modulo the number of sets."""
+    return int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "little") % (SLOTS // WAYS)
+
+
+def test_tokens_crowding_one_set_all_stay_cached(shared):
+    """More tokens than a set holds, all with the same first set: each can
+    also live in its second set, so none is evicted and every one is a
+    shared hit in another backend, verified once. (With one set per token,
+    the last four would evict four others.)"""
+    c, signers = shared
+    hs = signers["HS256"]
+    crowd = []
+    while len(crowd) < WAYS + 4:
+        token = hs.token(TENANT_A, sub=f"crowd-{uuid.uuid4()}")
+        if first_set(token) == 0:
+            crowd.append(token)
+    with connect(c) as one, connect(c) as two:
+        before = stats(one)
+        for token in crowd:
+            assert bind(one, token) is None
+        for token in crowd:
+            assert bind(two, token) is None
+        after = stats(two)
+    assert after["verifications"] - before["verifications"] == len(crowd)
+    assert after["cache_hits_shared"] - before["cache_hits_shared"] == len(crowd)
 
 
 def test_concurrent_first_uses_of_one_token(shared):
