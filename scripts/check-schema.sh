@@ -33,3 +33,10 @@ if ! diff -u <(normalize "$reviewed") <(normalize "$generated"); then
   exit 1
 fi
 echo "check-schema: $reviewed matches the generated schema"
+# Released SQL files never change: users' databases were built from them.
+if ! sha256sum --quiet --strict -c sql/RELEASED; then
+  echo "check-schema: a released SQL file (sql/RELEASED) changed; restore it and put the change" >&2
+  echo "  into a new version with its own upgrade script." >&2
+  exit 1
+fi
+echo "check-schema: released SQL files unchanged ($(grep -c . sql/RELEASED) files)"

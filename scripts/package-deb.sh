@@ -29,6 +29,8 @@ License: Apache-2.0
 COPYRIGHT
 
 # Depends: the package of every shared library the extension links to.
+# Recommends ca-certificates: the JWKS refresh worker trusts the system's
+# CA store (or only jwt_rls.jwks_ca_file without it).
 so="$STAGE/usr/lib/postgresql/${PG_MAJOR}/lib/jwt_rls.so"
 deps="postgresql-${PG_MAJOR}"
 for lib in $(objdump -p "$so" | awk '/NEEDED/ {print $2}'); do
@@ -49,6 +51,7 @@ Architecture: ${ARCH}
 Maintainer: jwt_rls developers <jwt-rls@invalid.example>
 Installed-Size: ${size}
 Depends: ${deps}
+Recommends: ca-certificates
 Section: database
 Priority: optional
 Description: JWT verification inside PostgreSQL ${PG_MAJOR} for row-level security

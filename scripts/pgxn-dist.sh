@@ -19,6 +19,9 @@ if meta["provides"]["jwt_rls"]["file"] != f"sql/jwt_rls--{version}.sql":
 if problems:
     sys.exit("pgxn-dist: " + "; ".join(problems))
 PY
+if [ -n "$(git status --porcelain)" ]; then
+  echo "pgxn-dist: warning: uncommitted changes are not in the distribution (it is built from HEAD)" >&2
+fi
 mkdir -p target/pgxn
 zip="target/pgxn/jwt_rls-${VERSION}.zip"
 git archive --format=zip --prefix="jwt_rls-${VERSION}/" -o "$zip" HEAD

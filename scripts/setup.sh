@@ -16,7 +16,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need_apt=()
 dpkg -s "postgresql-server-dev-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-server-dev-${PG_MAJOR}")
 dpkg -s "postgresql-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-${PG_MAJOR}")
-for pkg in libclang-dev clang sudo pgbouncer; do
+# gcc and make: the C compiler and linker Rust and pgrx's build call as `cc`.
+for pkg in gcc make libclang-dev clang sudo pgbouncer; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # The tests' virtual environment needs venv with pip (Debian: python3-venv).
@@ -50,7 +51,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography, jwcrypto' >/dev/null 2>&1; then
   echo "setup: installing Python test dependencies into .venv"
   .venv/bin/python -m pip install -q -r tests/requirements.txt
 fi

@@ -445,6 +445,10 @@ COMMENT ON TABLE jwt_rls.jwks_sources IS
     'Where the JWKS refresh worker fetches keys from (an OpenID issuer or a JWKS URL), and how each fetch went';
 REVOKE ALL ON jwt_rls.jwks_sources FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('jwt_rls.jwks_sources', '');
+-- The identity's sequence too: pg_dump leaves out an extension's
+-- sequences unless marked, and a restored database would then hand out
+-- ids that its restored sources already hold.
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.jwks_sources_id_seq', '');
 
 ALTER TABLE jwt_rls.keys
     ADD COLUMN source_id integer REFERENCES jwt_rls.jwks_sources (id) ON DELETE CASCADE,
@@ -459,69 +463,6 @@ CREATE FUNCTION "table_changed"()
 	RETURNS TRIGGER
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', 'table_changed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- requires:
---   catalog::table_changed
-
-
-CREATE TABLE jwt_rls.decryption_keys (
-    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
-    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
-    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
-    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
-    material   text NOT NULL,
-    enabled    boolean NOT NULL DEFAULT true,
-    not_before timestamptz,
-    not_after  timestamptz,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
-    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
-);
-COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
-REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
-
-CREATE VIEW jwt_rls.decryption_key_list AS
-    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
-COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
-REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
-
-CREATE TRIGGER decryption_keys_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
-
-CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
-                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
-                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
-                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
-COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
-COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
-REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -803,6 +744,69 @@ AS $$
          WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING 1)
     SELECT count(*)::integer FROM ended
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   catalog::table_changed
+
+
+CREATE TABLE jwt_rls.decryption_keys (
+    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
+    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
+    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
+    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
+    material   text NOT NULL,
+    enabled    boolean NOT NULL DEFAULT true,
+    not_before timestamptz,
+    not_after  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
+    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
+);
+COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
+REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
+
+CREATE VIEW jwt_rls.decryption_key_list AS
+    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
+COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
+REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
+
+CREATE TRIGGER decryption_keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
+                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
+                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
+                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
+COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
+COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
+REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */

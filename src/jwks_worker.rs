@@ -411,6 +411,10 @@ COMMENT ON TABLE jwt_rls.jwks_sources IS
     'Where the JWKS refresh worker fetches keys from (an OpenID issuer or a JWKS URL), and how each fetch went';
 REVOKE ALL ON jwt_rls.jwks_sources FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('jwt_rls.jwks_sources', '');
+-- The identity's sequence too: pg_dump leaves out an extension's
+-- sequences unless marked, and a restored database would then hand out
+-- ids that its restored sources already hold.
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.jwks_sources_id_seq', '');
 
 ALTER TABLE jwt_rls.keys
     ADD COLUMN source_id integer REFERENCES jwt_rls.jwks_sources (id) ON DELETE CASCADE,

@@ -8,6 +8,7 @@
 """
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 
 import psycopg
 import pytest
+from jwcrypto import jwe, jwk
 
 from support import claim, error
 from support.pgcluster import Cluster
@@ -240,3 +242,62 @@ def test_dump_and_restore_round_trip_keys_signing_keys_and_policies(cluster, db,
                 assert [r[0] for r in app.execute("SELECT body FROM notes")] == [tenant]
         e = error(app, "SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A, jti="revoked-before-dump"),))
         assert e is not None and e.sqlstate == "28000"
+
+
+def test_dump_with_create_restores_the_0_2_0_tables_and_the_database_settings(cluster, db, hs):
+    """`pg_dump --create` / `pg_restore --create` of a database using every
+    0.2.0 table: its issuer and audience settings (ALTER DATABASE, only in a
+    --create dump), a decryption key, a JWKS source (and its id sequence, so
+    a source added after the restore gets a new id), a session whose refresh
+    token still rotates, and a revoked subject all come back."""
+    name = "dumped_whole"
+    db.execute(f"DROP DATABASE IF EXISTS {name}")
+    db.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+    db.execute(f"ALTER DATABASE {name} SET jwt_rls.issuer = '{ISSUER}'")
+    db.execute(f"ALTER DATABASE {name} SET jwt_rls.audience = '{AUDIENCE}'")
+    secret = jwk.JWK.generate(kty="oct", size=256)
+    with psycopg.connect(cluster.dsn(dbname=name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION jwt_rls")
+        with conn.cursor() as cur:
+            hs.install(cur)
+        conn.execute("SELECT jwt_rls.add_decryption_secret('dump-kw', 'A256KW', %s)",
+                     (jwk.base64url_decode(secret["k"]),))
+        conn.execute("INSERT INTO jwt_rls.jwks_sources (issuer) VALUES ('https://idp-one.example')")
+        conn.execute("SELECT jwt_rls.generate_signing_key('dump-signer', 'ES256')")
+        refresh = conn.execute("SELECT refresh_token FROM jwt_rls.start_session('user-1', %s::jsonb)",
+                               (f'{{"tenant_id": "{TENANT_A}"}}',)).fetchone()[0]
+        conn.execute("SELECT jwt_rls.revoke_subject('user-9', now() + interval '1 hour')")
+    dump = os.path.join(ROOT, "target", "jwt_rls_dump_create.custom")
+    bin_dir = os.path.dirname(PG_CONFIG)
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
+    subprocess.run([f"{bin_dir}/pg_dump", "-Fc", "--create", "-f", dump, name], check=True, env=env)
+    # SECURITY.md's recipe for a dump that leaves your control: no secrets.
+    secret_tables = ["jwt_rls.keys", "jwt_rls.signing_keys", "jwt_rls.decryption_keys"]
+    plain = subprocess.run([f"{bin_dir}/pg_dump", *[f"--exclude-table-data={t}" for t in secret_tables], name],
+                           check=True, env=env, capture_output=True, text=True).stdout
+    assert "https://idp-one.example" in plain  # the other tables' rows are there
+    for text in [hs.kid, "dump-kw", "dump-signer", "PRIVATE KEY"]:
+        assert text not in plain
+    db.execute(f"DROP DATABASE {name}")
+    subprocess.run([f"{bin_dir}/pg_restore", "--create", "-d", "postgres", dump], check=True, env=env)
+
+    inner = hs.token(TENANT_A, sub="user-2")
+    nested = jwe.JWE(inner.encode(), protected=json.dumps({"alg": "A256KW", "enc": "A256GCM", "cty": "JWT",
+                                                             "kid": "dump-kw"}))
+    nested.add_recipient(secret)
+    with psycopg.connect(cluster.dsn(dbname=name), autocommit=True) as conn:
+        # The settings came back: a token of another issuer or audience is refused.
+        for wrong in [hs.token(TENANT_A, iss="https://elsewhere.example"), hs.token(TENANT_A, aud="other-api")]:
+            e = error(conn, "SELECT jwt_rls.authenticate(%s)", (wrong,))
+            assert e is not None and e.sqlstate == "28000"
+        with conn.transaction():
+            conn.execute("SELECT jwt_rls.authenticate(%s)", (nested.serialize(compact=True),))
+            assert claim(conn, "sub") == "user-2"
+        e = error(conn, "SELECT jwt_rls.authenticate(%s)", (hs.token(TENANT_A, sub="user-9"),))
+        assert e is not None and e.sqlstate == "28000"
+        status = conn.execute("SELECT status FROM jwt_rls.rotate_refresh_token(%s)", (refresh,)).fetchone()[0]
+        assert status == "ok"
+        conn.execute("INSERT INTO jwt_rls.jwks_sources (issuer) VALUES ('https://idp-two.example')")
+        ids = [r[0] for r in conn.execute("SELECT id FROM jwt_rls.jwks_sources ORDER BY id")]
+        assert len(set(ids)) == 2
+    db.execute(f"DROP DATABASE {name}")
