@@ -59,7 +59,21 @@ Description: JWT verification inside PostgreSQL ${PG_MAJOR} for row-level securi
  verified claims to row-level-security policies; it also revokes tokens,
  keeps refresh tokens server-side and issues tokens.
 CONTROL
+# Debian's changelog of the package (the project's own is CHANGELOG.md
+# beside it), compressed as policy asks; dated like the release.
+release_date="$(sed -n "s/^## ${VERSION} — \([0-9-]*\)\$/\1/p" CHANGELOG.md | head -1)"
+cat > "$STAGE/usr/share/doc/${NAME}/changelog.Debian" <<DCH
+${NAME} (${VERSION}-1) unstable; urgency=medium
+
+  * jwt_rls ${VERSION}; see /usr/share/doc/${NAME}/CHANGELOG.md.
+
+ -- jwt_rls developers <jwt-rls@invalid.example>  $(LC_ALL=C date -R -u -d "${release_date:-today} 12:00")
+DCH
+gzip -9n "$STAGE/usr/share/doc/${NAME}/changelog.Debian"
 find "$STAGE" -type d -exec chmod 755 {} +
 find "$STAGE" -type f -exec chmod 644 {} +
+# Checksums of the installed files, for debsums / dpkg --verify.
+(cd "$STAGE" && find usr -type f -print0 | sort -z | xargs -0 md5sum > DEBIAN/md5sums)
+chmod 644 "$STAGE/DEBIAN/md5sums"
 dpkg-deb --root-owner-group --build "$STAGE" "target/deb/" >/dev/null
 echo "target/deb/${NAME}_${VERSION}-1_${ARCH}.deb"

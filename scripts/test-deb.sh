@@ -18,6 +18,9 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "./$deb" >/dev/nu
 dpkg -s "$name" | grep "Status: install ok installed" >/dev/null
 libdir="$("$BIN/pg_config" --pkglibdir)"; sharedir="$("$BIN/pg_config" --sharedir)"
 dpkg -L "$name" | grep -x "$libdir/jwt_rls.so" >/dev/null
+# The installed files match the package's checksums (DEBIAN/md5sums).
+dpkg --verify "$name"
+[ -s "/var/lib/dpkg/info/${name}.md5sums" ] || { echo "test-deb: no md5sums"; exit 1; }
 
 data="$(mktemp -d /tmp/jwt_rls_deb.XXXXXX)"; $SUDO chown postgres "$data"
 port=$((20000 + RANDOM % 20000))

@@ -53,14 +53,18 @@ def test_installed_library_is_this_trees_release_build(db):
 
 CATALOG = """
 SELECT 'function', p.oid::regprocedure::text,
-       concat_ws(' ', pg_get_function_result(p.oid), p.provolatile, p.proparallel, p.proisstrict,
-                 p.prosecdef, p.proconfig::text, p.proacl::text, obj_description(p.oid, 'pg_proc'))
+       concat_ws(' ', pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prokind,
+                 (SELECT lanname FROM pg_language WHERE oid = p.prolang),
+                 p.provolatile, p.proparallel, p.proisstrict, p.prosecdef, p.proconfig::text, p.proacl::text,
+                 obj_description(p.oid, 'pg_proc'), p.probin, p.prosrc)
   FROM pg_proc p WHERE p.pronamespace = 'jwt_rls'::regnamespace
 UNION ALL
-SELECT 'relation', c.relname, concat_ws(' ', c.relkind, c.relacl::text, c.relrowsecurity,
+SELECT 'relation', c.relname, concat_ws(' ', c.relkind, c.relacl::text, c.relrowsecurity, c.relforcerowsecurity,
        obj_description(c.oid, 'pg_class'),
+       CASE c.relkind WHEN 'i' THEN pg_get_indexdef(c.oid) END,
        (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
-                          || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum)
+                          || ' ' || a.attidentity::text || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+                          || ' ' || coalesce(col_description(c.oid, a.attnum), ''), ', ' ORDER BY a.attnum)
           FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        CASE c.relkind WHEN 'v' THEN pg_get_viewdef(c.oid) END)
@@ -71,6 +75,11 @@ SELECT 'constraint', conrelid::regclass::text || ' ' || conname, pg_get_constrai
 UNION ALL
 SELECT 'trigger', tgrelid::regclass::text || ' ' || tgname, pg_get_triggerdef(oid)
   FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'jwt_rls'::regnamespace)
+UNION ALL
+SELECT 'policy', polrelid::regclass::text || ' ' || polname,
+       concat_ws(' ', polcmd, polpermissive, polroles::text, pg_get_expr(polqual, polrelid),
+                 pg_get_expr(polwithcheck, polrelid))
+  FROM pg_policy WHERE polrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'jwt_rls'::regnamespace)
 UNION ALL
 SELECT 'config', c.tab::regclass::text, c.cond
   FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS c(tab, cond) WHERE e.extname = 'jwt_rls'
@@ -191,6 +200,60 @@ def test_update_from_the_released_library_keeps_keys_settings_and_open_sessions(
             assert fresh.execute("SELECT version FROM jwt_rls.build_info()").fetchone()[0] == cargo_version()
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             assert admin.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started, "no crash"
+        assert catalog(cluster.dsn()) == catalog_of_fresh_install(cluster)
+    finally:
+        install_tree(current_package())
+        cluster.remove()
+
+
+def test_update_of_a_preloaded_server_installs_restarts_then_updates(signers):
+    """With jwt_rls in shared_preload_libraries every backend inherits the
+    library the server started with, so the documented order is: install
+    the new files, restart, ALTER EXTENSION UPDATE. From the 0.1.0 release
+    in use, that keeps keys and per-database settings, tokens verify after,
+    the schema is this version's, and the new server-wide features (the
+    shared cache and counters) run."""
+    version, commit = RELEASED
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip() == "true"
+    if shallow and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
+        pytest.skip(f"shallow clone without the {version} release commit {commit}: fetch full history to run this")
+    old = subprocess.run(["bash", "scripts/build-old.sh", version, commit], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    new = current_package()
+    hs, es = signers["HS256"], signers["ES256"]
+    cluster = Cluster(conf=["shared_preload_libraries = 'jwt_rls'"])
+    try:
+        install_tree(old)
+        cluster.start()
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute(SCHEMA)
+            with admin.cursor() as cur:
+                hs.install(cur)
+                es.install(cur)
+                insert_invoices(cur)
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
+            assert authenticate(app, es.token(TENANT_A)) == ROWS[TENANT_A]
+
+        install_tree(new)
+        cluster.stop()
+        cluster.start()
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute("ALTER EXTENSION jwt_rls UPDATE")
+            assert admin.execute("SELECT extversion FROM pg_extension WHERE extname = 'jwt_rls'").fetchone()[0] \
+                == cargo_version()
+            assert admin.execute("SELECT count(*) FROM jwt_rls.keys").fetchone()[0] == 2
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as one, \
+                psycopg.connect(cluster.dsn(user="app"), autocommit=True) as two:
+            assert one.execute("SHOW jwt_rls.issuer").fetchone()[0] == ISSUER
+            token = es.token(TENANT_B)
+            assert authenticate(one, token) == ROWS[TENANT_B]
+            assert authenticate(two, token) == ROWS[TENANT_B]  # from the shared cache
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:  # stats() is not for PUBLIC
+            stats = dict(admin.execute("SELECT name, value FROM jwt_rls.stats()").fetchall())
+        assert stats["cache_hits_shared"] >= 1 and stats["shared_cache_slots"] > 0
+        with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as one:
+            assert authenticate(one, hs.token(TENANT_B)[:-4] + "AAAA") == "28000"
         assert catalog(cluster.dsn()) == catalog_of_fresh_install(cluster)
     finally:
         install_tree(current_package())
