@@ -191,6 +191,11 @@ def test_update_from_the_released_library_keeps_keys_settings_and_open_sessions(
             e = error(open_session, "SELECT * FROM jwt_rls.build_info()")
             assert e is None or e.sqlstate == "42883", e
             assert claim(open_session) == str(TENANT_A)
+            # It binds a new token too: the old library reads the updated
+            # key table (new columns) and verifies with it.
+            open_session.execute("SELECT set_config('jwt_rls.token', %s, false)", (hs.token(TENANT_B),))
+            assert claim(open_session) == str(TENANT_B)
+            assert count(open_session) == ROWS[TENANT_B]
 
         with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as fresh:
             assert fresh.execute("SHOW jwt_rls.issuer").fetchone()[0] == ISSUER
