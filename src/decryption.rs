@@ -16,6 +16,7 @@ use pgrx::JsonB;
 use serde_json::{Map, Value};
 
 use crate::catalog::{self, DECRYPTION_KEYS};
+use crate::errors;
 use crate::keystore::{check_or_raise, modify, seconds};
 
 struct Row {
@@ -61,31 +62,20 @@ pub fn load() -> DecryptionKeySet {
         return DecryptionKeySet::default();
     };
     let rows = catalog::as_owner_of(table, read_rows);
-    let mut keys = Vec::with_capacity(rows.len());
-    for row in rows {
-        let built = Format::from_name(&row.format).and_then(|f| {
-            DecryptionKey::new(&row.kid, &row.alg, row.enc.as_deref(), f, &row.material)
-        });
-        match built {
-            Ok(mut key) => {
+    let keys = rows.into_iter().filter_map(|row| {
+        let built = Format::from_name(&row.format)
+            .and_then(|f| {
+                DecryptionKey::new(&row.kid, &row.alg, row.enc.as_deref(), f, &row.material)
+            })
+            .map(|mut key| {
                 key.enabled = row.enabled;
                 key.not_before = row.not_before;
                 key.not_after = row.not_after;
-                keys.push(key);
-            }
-            Err(e) => ereport!(
-                WARNING,
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "an unusable key in jwt_rls.decryption_keys is ignored",
-                format!(
-                    "Key {}: {}.",
-                    jwt_rls_core::error::shown(&row.kid),
-                    e.message()
-                )
-            ),
-        }
-    }
-    DecryptionKeySet::new(keys)
+                key
+            });
+        errors::usable_key("jwt_rls.decryption_keys", &row.kid, built)
+    });
+    DecryptionKeySet::new(keys.collect())
 }
 
 extension_sql!(

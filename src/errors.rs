@@ -86,6 +86,22 @@ pub fn raise_in(e: &Error, function: &'static str) -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// A key row as built, or None after a WARNING naming it: one unusable row
+/// (say, material an older version accepted) must not stop the other keys
+/// of `table` from loading.
+pub fn usable_key<T>(table: &str, kid: &str, built: Result<T, Error>) -> Option<T> {
+    built
+        .map_err(|e| {
+            ereport!(
+                WARNING,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("an unusable key in {table} is ignored"),
+                format!("Key {}: {}.", jwt_rls_core::error::shown(kid), e.message())
+            )
+        })
+        .ok()
+}
+
 /// Emits a WARNING with a DETAIL and a HINT (ereport! has no HINT).
 #[track_caller]
 pub fn warning(code: PgSqlErrorCode, message: &str, detail: &str, hint: &str) {

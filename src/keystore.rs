@@ -72,33 +72,21 @@ pub fn load() -> KeySet {
     };
     let rows = catalog::as_owner_of(table, read_rows);
 
-    let mut keys = Vec::with_capacity(rows.len());
-    for row in rows {
+    let keys = rows.into_iter().filter_map(|row| {
         let built = Format::from_name(&row.format)
-            .and_then(|f| Key::new(&row.kid, &row.alg, f, &row.material));
-        match built {
-            Ok(mut key) => {
+            .and_then(|f| Key::new(&row.kid, &row.alg, f, &row.material))
+            .map(|mut key| {
                 key.enabled = row.enabled;
                 key.not_before = row.not_before;
                 key.not_after = row.not_after;
                 if let Some(issuer) = &row.issuer {
                     key.bind_issuer(issuer);
                 }
-                keys.push(key);
-            }
-            Err(e) => ereport!(
-                WARNING,
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                "an unusable key in jwt_rls.keys is ignored",
-                format!(
-                    "Key {}: {}.",
-                    jwt_rls_core::error::shown(&row.kid),
-                    e.message()
-                )
-            ),
-        }
-    }
-    KeySet::new(keys)
+                key
+            });
+        errors::usable_key("jwt_rls.keys", &row.kid, built)
+    });
+    KeySet::new(keys.collect())
 }
 
 extension_sql!(

@@ -436,9 +436,7 @@ impl DecryptionKey {
 
     /// Whether this key may decrypt a token at `now` (Unix seconds).
     pub fn active_at(&self, now: i64) -> bool {
-        self.enabled
-            && self.not_before.is_none_or(|nb| now >= nb)
-            && self.not_after.is_none_or(|na| now < na)
+        crate::select::in_window(self.enabled, self.not_before, self.not_after, now)
     }
 
     /// The length of the encrypted key segment this key's tokens carry.
@@ -598,30 +596,29 @@ impl DecryptionKeySet {
     /// would multiply the cost of a hostile token and blur which key
     /// decrypted it.
     pub fn select(&self, kid: Option<&str>, now: i64) -> Result<&DecryptionKey> {
-        match kid {
-            Some(kid) => {
-                let key = self
-                    .keys
-                    .iter()
-                    .find(|k| k.kid == kid)
-                    .ok_or_else(|| Error::UnknownDecryptionKid(kid.to_string()))?;
-                if !key.enabled {
-                    Err(Error::DecryptionKeyDisabled(kid.to_string()))
-                } else if !key.active_at(now) {
-                    Err(Error::DecryptionKeyNotInWindow(kid.to_string()))
-                } else {
-                    Ok(key)
-                }
-            }
-            None => {
-                let mut active = self.keys.iter().filter(|k| k.active_at(now));
-                match (active.next(), active.count()) {
-                    (None, _) => Err(Error::EncryptedNotAccepted),
-                    (Some(key), 0) => Ok(key),
-                    (Some(_), more) => Err(Error::AmbiguousDecryptionKey(more + 1)),
-                }
-            }
-        }
+        crate::select::select(&self.keys, kid, now, &REFUSALS)
+    }
+}
+
+/// How a decryption key is refused (see `select.rs`); with none active, a
+/// JWE is not accepted at all.
+const REFUSALS: crate::select::Refusals = crate::select::Refusals {
+    unknown: Error::UnknownDecryptionKid,
+    disabled: Error::DecryptionKeyDisabled,
+    not_in_window: Error::DecryptionKeyNotInWindow,
+    none_active: || Error::EncryptedNotAccepted,
+    ambiguous: Error::AmbiguousDecryptionKey,
+};
+
+impl crate::select::Selectable for DecryptionKey {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn active_at(&self, now: i64) -> bool {
+        DecryptionKey::active_at(self, now)
     }
 }
 

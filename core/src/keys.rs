@@ -332,9 +332,7 @@ impl Key {
 
     /// Whether this key may verify a token at `now` (Unix seconds).
     pub fn active_at(&self, now: i64) -> bool {
-        self.enabled
-            && self.not_before.is_none_or(|nb| now >= nb)
-            && self.not_after.is_none_or(|na| now < na)
+        crate::select::in_window(self.enabled, self.not_before, self.not_after, now)
     }
 
     /// Checks `signature` over `signing_input` with this key's algorithm.
@@ -508,29 +506,27 @@ impl KeySet {
     /// The key a token names by kid, or the only active key when it names
     /// none. Never falls back to trying other keys.
     pub fn select(&self, kid: Option<&str>, now: i64) -> Result<&Key> {
-        match kid {
-            Some(kid) => {
-                let key = self
-                    .keys
-                    .iter()
-                    .find(|k| k.kid == kid)
-                    .ok_or_else(|| Error::UnknownKid(kid.to_string()))?;
-                if !key.enabled {
-                    Err(Error::KeyDisabled(kid.to_string()))
-                } else if !key.active_at(now) {
-                    Err(Error::KeyNotInWindow(kid.to_string()))
-                } else {
-                    Ok(key)
-                }
-            }
-            None => {
-                let mut active = self.keys.iter().filter(|k| k.active_at(now));
-                match (active.next(), active.count()) {
-                    (None, _) => Err(Error::NoKeys),
-                    (Some(key), 0) => Ok(key),
-                    (Some(_), more) => Err(Error::AmbiguousKey(more + 1)),
-                }
-            }
-        }
+        crate::select::select(&self.keys, kid, now, &REFUSALS)
+    }
+}
+
+/// How a signature key is refused (see `select.rs`).
+const REFUSALS: crate::select::Refusals = crate::select::Refusals {
+    unknown: Error::UnknownKid,
+    disabled: Error::KeyDisabled,
+    not_in_window: Error::KeyNotInWindow,
+    none_active: || Error::NoKeys,
+    ambiguous: Error::AmbiguousKey,
+};
+
+impl crate::select::Selectable for Key {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn active_at(&self, now: i64) -> bool {
+        Key::active_at(self, now)
     }
 }

@@ -17,6 +17,7 @@ pub mod json;
 pub mod jwe;
 pub mod jwe_keys;
 pub mod keys;
+pub mod select;
 pub mod sign;
 pub mod verify;
 

@@ -1,0 +1,64 @@
+//! Choosing the key a token is checked with, one rule for signature keys
+//! and decryption keys (only their errors differ): the key the token names
+//! by `kid`, refused when disabled or outside its validity window; or, for
+//! a token that names none, the only key active now (with two or more, the
+//! token must say which).
+
+use crate::error::{Error, Result};
+
+/// What choosing needs to know of a key.
+pub trait Selectable {
+    fn kid(&self) -> &str;
+    fn enabled(&self) -> bool;
+    /// Whether the key may be used at `now` (Unix seconds).
+    fn active_at(&self, now: i64) -> bool;
+}
+
+/// Whether a key with this state may be used at `now` (Unix seconds):
+/// enabled, and inside [not_before, not_after).
+pub fn in_window(enabled: bool, not_before: Option<i64>, not_after: Option<i64>, now: i64) -> bool {
+    enabled && not_before.is_none_or(|nb| now >= nb) && not_after.is_none_or(|na| now < na)
+}
+
+/// The errors one kind of key is refused with.
+pub struct Refusals {
+    pub unknown: fn(String) -> Error,
+    pub disabled: fn(String) -> Error,
+    pub not_in_window: fn(String) -> Error,
+    /// No key is active (and the token named none).
+    pub none_active: fn() -> Error,
+    /// This many keys are active (and the token named none).
+    pub ambiguous: fn(usize) -> Error,
+}
+
+/// The key of `keys` for a token naming `kid` (or none) at `now`.
+pub fn select<'a, K: Selectable>(
+    keys: &'a [K],
+    kid: Option<&str>,
+    now: i64,
+    refuse: &Refusals,
+) -> Result<&'a K> {
+    match kid {
+        Some(kid) => {
+            let key = keys
+                .iter()
+                .find(|k| k.kid() == kid)
+                .ok_or_else(|| (refuse.unknown)(kid.to_string()))?;
+            if !key.enabled() {
+                Err((refuse.disabled)(kid.to_string()))
+            } else if !key.active_at(now) {
+                Err((refuse.not_in_window)(kid.to_string()))
+            } else {
+                Ok(key)
+            }
+        }
+        None => {
+            let mut active = keys.iter().filter(|k| k.active_at(now));
+            match (active.next(), active.count()) {
+                (None, _) => Err((refuse.none_active)()),
+                (Some(key), 0) => Ok(key),
+                (Some(_), more) => Err((refuse.ambiguous)(more + 1)),
+            }
+        }
+    }
+}
