@@ -434,11 +434,6 @@ impl DecryptionKey {
         })
     }
 
-    /// Whether this key may decrypt a token at `now` (Unix seconds).
-    pub fn active_at(&self, now: i64) -> bool {
-        crate::select::in_window(self.enabled, self.not_before, self.not_after, now)
-    }
-
     /// The length of the encrypted key segment this key's tokens carry.
     pub(crate) fn encrypted_key_len(&self) -> usize {
         match (&self.secret, self.alg) {
@@ -617,8 +612,8 @@ impl crate::select::Selectable for DecryptionKey {
     fn enabled(&self) -> bool {
         self.enabled
     }
-    fn active_at(&self, now: i64) -> bool {
-        DecryptionKey::active_at(self, now)
+    fn window(&self) -> (Option<i64>, Option<i64>) {
+        (self.not_before, self.not_after)
     }
 }
 

@@ -330,11 +330,6 @@ impl Key {
         self.issuer = Some(issuer.to_string());
     }
 
-    /// Whether this key may verify a token at `now` (Unix seconds).
-    pub fn active_at(&self, now: i64) -> bool {
-        crate::select::in_window(self.enabled, self.not_before, self.not_after, now)
-    }
-
     /// Checks `signature` over `signing_input` with this key's algorithm.
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
         self.verify_decoded(signing_input, &signature.to_vec())
@@ -526,7 +521,7 @@ impl crate::select::Selectable for Key {
     fn enabled(&self) -> bool {
         self.enabled
     }
-    fn active_at(&self, now: i64) -> bool {
-        Key::active_at(self, now)
+    fn window(&self) -> (Option<i64>, Option<i64>) {
+        (self.not_before, self.not_after)
     }
 }

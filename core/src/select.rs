@@ -10,14 +10,18 @@ use crate::error::{Error, Result};
 pub trait Selectable {
     fn kid(&self) -> &str;
     fn enabled(&self) -> bool;
-    /// Whether the key may be used at `now` (Unix seconds).
-    fn active_at(&self, now: i64) -> bool;
-}
+    /// Unix seconds [not_before, not_after) outside which the key is
+    /// refused; None: unbounded on that side.
+    fn window(&self) -> (Option<i64>, Option<i64>);
 
-/// Whether a key with this state may be used at `now` (Unix seconds):
-/// enabled, and inside [not_before, not_after).
-pub fn in_window(enabled: bool, not_before: Option<i64>, not_after: Option<i64>, now: i64) -> bool {
-    enabled && not_before.is_none_or(|nb| now >= nb) && not_after.is_none_or(|na| now < na)
+    /// Whether the key may be used at `now` (Unix seconds): enabled, and
+    /// inside its window.
+    fn active_at(&self, now: i64) -> bool {
+        let (not_before, not_after) = self.window();
+        self.enabled()
+            && not_before.is_none_or(|nb| now >= nb)
+            && not_after.is_none_or(|na| now < na)
+    }
 }
 
 /// The errors one kind of key is refused with.
