@@ -142,33 +142,44 @@ def current_package():
     return os.path.join(ROOT, "target", "release", f"jwt_rls-pg{os.environ.get('PG_MAJOR', '15')}")
 
 
+def released_package():
+    """The last release's `cargo pgrx package` tree, built from its commit
+    (cached); skips on a shallow clone that lacks the commit."""
+    version, commit = RELEASED
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip() == "true"
+    if shallow and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
+        pytest.skip(f"shallow clone without the {version} release commit {commit}: fetch full history to run this")
+    return subprocess.run(["bash", "scripts/build-old.sh", version, commit], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def start_released(cluster, old, hs, es):
+    """The last release installed and in use in `cluster`: schema, both
+    keys and the invoices."""
+    install_tree(old)
+    cluster.start()
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute(SCHEMA)
+        assert admin.execute("SELECT extversion FROM pg_extension WHERE extname = 'jwt_rls'").fetchone()[0] \
+            == RELEASED[0]
+        with admin.cursor() as cur:
+            hs.install(cur)
+            es.install(cur)
+            insert_invoices(cur)
+
+
 def test_update_from_the_released_library_keeps_keys_settings_and_open_sessions(signers):
     """The 0.1.0 release built from its commit, in use (keys, per-database
     settings, a policy, a session with a bound token), then this version's
     files installed and ALTER EXTENSION UPDATE run: keys and settings
     survive, tokens verify after, the schema is this version's, and the
     session open across the update keeps its claims or fails cleanly."""
-    version, commit = RELEASED
-    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.strip() == "true"
-    if shallow and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
-        pytest.skip(f"shallow clone without the {version} release commit {commit}: fetch full history to run this")
-    old = subprocess.run(["bash", "scripts/build-old.sh", version, commit], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    new = current_package()
+    old, new = released_package(), current_package()
     hs, es = signers["HS256"], signers["ES256"]
     cluster = Cluster()
     try:
-        install_tree(old)
-        cluster.start()
-        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-            admin.execute(SCHEMA)
-            assert admin.execute("SELECT extversion FROM pg_extension WHERE extname = 'jwt_rls'").fetchone()[0] \
-                == version
-            with admin.cursor() as cur:
-                hs.install(cur)
-                es.install(cur)
-                insert_invoices(cur)
+        start_released(cluster, old, hs, es)
         token = es.token(TENANT_A)
         with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as open_session:
             open_session.execute("SELECT set_config('jwt_rls.token', %s, false)", (token,))
@@ -207,7 +218,7 @@ def test_update_from_the_released_library_keeps_keys_settings_and_open_sessions(
             assert admin.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started, "no crash"
         assert catalog(cluster.dsn()) == catalog_of_fresh_install(cluster)
     finally:
-        install_tree(current_package())
+        install_tree(new)
         cluster.remove()
 
 
@@ -218,25 +229,11 @@ def test_update_of_a_preloaded_server_installs_restarts_then_updates(signers):
     in use, that keeps keys and per-database settings, tokens verify after,
     the schema is this version's, and the new server-wide features (the
     shared cache and counters) run."""
-    version, commit = RELEASED
-    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.strip() == "true"
-    if shallow and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
-        pytest.skip(f"shallow clone without the {version} release commit {commit}: fetch full history to run this")
-    old = subprocess.run(["bash", "scripts/build-old.sh", version, commit], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    new = current_package()
+    old, new = released_package(), current_package()
     hs, es = signers["HS256"], signers["ES256"]
     cluster = Cluster(conf=["shared_preload_libraries = 'jwt_rls'"])
     try:
-        install_tree(old)
-        cluster.start()
-        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-            admin.execute(SCHEMA)
-            with admin.cursor() as cur:
-                hs.install(cur)
-                es.install(cur)
-                insert_invoices(cur)
+        start_released(cluster, old, hs, es)
         with psycopg.connect(cluster.dsn(user="app"), autocommit=True) as app:
             assert authenticate(app, es.token(TENANT_A)) == ROWS[TENANT_A]
 
@@ -261,7 +258,7 @@ def test_update_of_a_preloaded_server_installs_restarts_then_updates(signers):
             assert authenticate(one, hs.token(TENANT_B)[:-4] + "AAAA") == "28000"
         assert catalog(cluster.dsn()) == catalog_of_fresh_install(cluster)
     finally:
-        install_tree(current_package())
+        install_tree(new)
         cluster.remove()
 
 
