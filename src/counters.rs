@@ -25,6 +25,10 @@ pub enum Counter {
     CacheHitsShared,
     /// Verifications stored in the shared cache.
     SharedInserts,
+    /// Claims parsed into jsonb (authenticate(), jwt_claims()); other
+    /// calls find the jsonb kept with the verification, in this backend's
+    /// cache or the shared one.
+    ClaimsParsed,
     Refused,
     RefusedMalformed,
     RefusedSignature,
@@ -41,12 +45,13 @@ pub enum Counter {
 
 use Counter::*;
 
-const ALL: [Counter; 17] = [
+const ALL: [Counter; 18] = [
     Binds,
     Verifications,
     CacheHitsLocal,
     CacheHitsShared,
     SharedInserts,
+    ClaimsParsed,
     Refused,
     RefusedMalformed,
     RefusedSignature,
@@ -69,6 +74,7 @@ impl Counter {
             CacheHitsLocal => "cache_hits_local",
             CacheHitsShared => "cache_hits_shared",
             SharedInserts => "shared_cache_inserts",
+            ClaimsParsed => "claims_parsed",
             Refused => "refused",
             RefusedMalformed => "refused_malformed",
             RefusedSignature => "refused_signature",

@@ -15,6 +15,11 @@
 //!   `state.rs` checks the key as it does for its own cache), and under the
 //!   same policy. Time claims and revocations are re-checked at every use,
 //!   as for the per-backend cache. Nothing in it is trusted beyond that.
+//! - It may also hold the claims as jsonb (Postgres's binary form of the
+//!   payload, which authenticate() and jwt_claims() return): the first
+//!   backend to build it adds it (`attach`), so that the others copy it
+//!   instead of parsing the payload again. It is a function of the payload
+//!   alone, and is used only with the entry it belongs to.
 //!
 //! Concurrency, without a lock on the hit path: each slot is a seqlock. A
 //! writer claims a slot by moving its sequence number from even to odd
@@ -44,9 +49,13 @@ use crate::{counters, jwks_worker, shmem};
 
 /// Slots per set; a token may live in two sets.
 const WAYS: usize = 16;
-/// Bytes of an entry's texts: algorithm, kid, decryption kid and payload.
-/// Tokens with more are verified per backend only.
+/// Bytes of an entry's data: its texts (algorithm, kid, decryption kid and
+/// payload) and, from the next whole word, the claims' encoding when it
+/// fits. Tokens whose texts do not fit are verified per backend only.
 const DATA_WORDS: usize = 256;
+/// Bits of each length in `meta`: enough for DATA_WORDS * 8 bytes.
+const LEN_BITS: u32 = 12;
+const _: () = assert!(DATA_WORDS * 8 < 1 << LEN_BITS);
 
 #[repr(C)]
 struct Slot {
@@ -76,6 +85,9 @@ pub struct Entry {
     pub key_fp: Fingerprint,
     pub decryption_key_fp: Fingerprint,
     pub policy_fp: Fingerprint,
+    /// The claims as the holder encodes them (jsonb); empty when not
+    /// (yet) kept.
+    pub encoded: Vec<u8>,
 }
 
 pub fn slots_for(entries: usize) -> usize {
@@ -180,24 +192,82 @@ fn store<const N: usize>(a: &[AtomicU64; N], v: [u64; N]) {
     }
 }
 
-/// Lengths and flags: alg (8 bits), kid (16), decryption kid (16), payload
-/// (16), then has-nbf, has-iat, has-decryption-kid.
-fn pack(
+/// The lengths of an entry's parts, in the order they are stored.
+#[derive(Clone, Copy)]
+struct Lengths {
     alg: usize,
     kid: usize,
     dkid: usize,
     payload: usize,
+    encoded: usize,
+}
+
+impl Lengths {
+    fn texts(&self) -> usize {
+        self.alg + self.kid + self.dkid + self.payload
+    }
+
+    /// Where the encoding starts: the word after the texts.
+    fn encoded_word(&self) -> usize {
+        self.texts().div_ceil(8)
+    }
+
+    /// Words of data in use.
+    fn words(&self) -> usize {
+        if self.encoded == 0 {
+            self.encoded_word()
+        } else {
+            self.encoded_word() + self.encoded.div_ceil(8)
+        }
+    }
+}
+
+/// Which optional parts an entry has.
+#[derive(Clone, Copy)]
+struct Flags {
     nbf: bool,
     iat: bool,
-    dk: bool,
-) -> u64 {
-    alg as u64
-        | (kid as u64) << 8
-        | (dkid as u64) << 24
-        | (payload as u64) << 40
-        | u64::from(nbf) << 56
-        | u64::from(iat) << 57
-        | u64::from(dk) << 58
+    dkid: bool,
+}
+
+/// Lengths and flags in one word: five lengths of LEN_BITS each (alg, kid,
+/// decryption kid, payload, encoding), then has-nbf, has-iat,
+/// has-decryption-kid.
+fn pack(l: Lengths, f: Flags) -> u64 {
+    let mut m = 0u64;
+    for (i, n) in [l.alg, l.kid, l.dkid, l.payload, l.encoded]
+        .into_iter()
+        .enumerate()
+    {
+        m |= (n as u64) << (i as u32 * LEN_BITS);
+    }
+    let at = 5 * LEN_BITS;
+    m | u64::from(f.nbf) << at | u64::from(f.iat) << (at + 1) | u64::from(f.dkid) << (at + 2)
+}
+
+fn unpack(m: u64) -> (Lengths, Flags) {
+    let len = |i: u32| (m >> (i * LEN_BITS) & ((1 << LEN_BITS) - 1)) as usize;
+    let at = 5 * LEN_BITS;
+    let lengths = Lengths {
+        alg: len(0),
+        kid: len(1),
+        dkid: len(2),
+        payload: len(3),
+        encoded: len(4),
+    };
+    let flags = Flags {
+        nbf: m >> at & 1 == 1,
+        iat: m >> (at + 1) & 1 == 1,
+        dkid: m >> (at + 2) & 1 == 1,
+    };
+    (lengths, flags)
+}
+
+/// Writes `bytes` into the slot's data from word `at` on.
+fn store_data(slot: &Slot, at: usize, bytes: &[u8]) {
+    for (w, chunk) in slot.data[at..].iter().zip(bytes.chunks(8)) {
+        w.store(word(chunk), Ordering::Relaxed);
+    }
 }
 
 fn now_micros() -> u64 {
@@ -207,77 +277,86 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// How often `get` re-reads a slot that changed while it copied it: a
+/// backend adding the claims' encoding to an entry (`attach`) rewrites it
+/// in well under a microsecond, and a miss would cost a signature check.
+const READ_ATTEMPTS: usize = 3;
+
 /// The entry for a token digest, if a stable slot holds it.
 pub fn get(digest: &[u8; 32]) -> Option<Entry> {
     if !enabled() {
         return None;
     }
     let want = words::<4>(digest);
-    for slot in candidates(digest) {
-        let before = slot.seq.load(Ordering::Acquire);
-        if before == 0 || before & 1 == 1 || load(&slot.digest) != want {
-            continue;
-        }
-        let key_fp = load(&slot.key_fp);
-        let dkey_fp = load(&slot.dkey_fp);
-        let policy_fp = load(&slot.policy_fp);
-        let (exp, nbf, iat) = (
-            slot.exp.load(Ordering::Relaxed),
-            slot.nbf.load(Ordering::Relaxed),
-            slot.iat.load(Ordering::Relaxed),
-        );
-        let meta = slot.meta.load(Ordering::Relaxed);
-        let lens = [
-            (meta & 0xff) as usize,
-            (meta >> 8 & 0xffff) as usize,
-            (meta >> 24 & 0xffff) as usize,
-            (meta >> 40 & 0xffff) as usize,
-        ];
-        // Only the words in use are copied (a typical entry uses a tenth
-        // of the slot). The lengths may be torn by a concurrent writer: they
-        // are bounded here and the copy is dropped below if it was.
-        let total = lens.iter().sum::<usize>().min(DATA_WORDS * 8);
-        let mut bytes = Vec::with_capacity(total.div_ceil(8) * 8);
-        for w in &slot.data[..total.div_ceil(8)] {
-            bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-        }
-        fence(Ordering::Acquire);
-        if slot.seq.load(Ordering::Relaxed) != before {
-            continue;
-        }
-        // A consistent copy; now decode it (lengths were written by a
-        // writer of this code, but are checked anyway).
-        if lens.iter().sum::<usize>() > total {
-            continue;
-        }
-        let mut at = 0;
-        let mut next = |n: usize| {
-            let s = std::str::from_utf8(&bytes[at..at + n]).ok();
-            at += n;
-            s
-        };
-        let (Some(alg), Some(kid), Some(dkid), Some(payload)) =
-            (next(lens[0]), next(lens[1]), next(lens[2]), next(lens[3]))
-        else {
-            continue;
-        };
-        slot.used.store(now_micros(), Ordering::Relaxed);
-        return Some(Entry {
-            payload: payload.to_string(),
-            kid: kid.to_string(),
-            alg: alg.to_string(),
-            decryption_kid: (meta >> 58 & 1 == 1).then(|| dkid.to_string()),
-            times: Times {
-                exp: exp as i64,
-                nbf: (meta >> 56 & 1 == 1).then_some(nbf as i64),
-                iat: (meta >> 57 & 1 == 1).then_some(iat as i64),
-            },
-            key_fp: bytes_of::<2, 16>(&key_fp),
-            decryption_key_fp: bytes_of::<2, 16>(&dkey_fp),
-            policy_fp: bytes_of::<2, 16>(&policy_fp),
-        });
+    candidates(digest).find_map(|slot| (0..READ_ATTEMPTS).find_map(|_| read(slot, &want)).flatten())
+}
+
+/// One attempt at reading `slot` for the token with digest words `want`:
+/// Some(entry) or Some(None) when the answer is settled (the entry, or not
+/// this token's slot), None when the slot changed during the copy.
+fn read(slot: &Slot, want: &[u64; 4]) -> Option<Option<Entry>> {
+    let before = slot.seq.load(Ordering::Acquire);
+    if before == 0 || before & 1 == 1 || load(&slot.digest) != *want {
+        return Some(None);
     }
-    None
+    let key_fp = load(&slot.key_fp);
+    let dkey_fp = load(&slot.dkey_fp);
+    let policy_fp = load(&slot.policy_fp);
+    let (exp, nbf, iat) = (
+        slot.exp.load(Ordering::Relaxed),
+        slot.nbf.load(Ordering::Relaxed),
+        slot.iat.load(Ordering::Relaxed),
+    );
+    let (lens, flags) = unpack(slot.meta.load(Ordering::Relaxed));
+    // Only the words in use are copied (a typical entry uses a fifth of the
+    // slot). The lengths may be torn by a concurrent writer: they are
+    // bounded here and the copy is dropped below if it was.
+    let used = lens.words().min(DATA_WORDS);
+    let mut bytes = Vec::with_capacity(used * 8);
+    for w in &slot.data[..used] {
+        bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    fence(Ordering::Acquire);
+    if slot.seq.load(Ordering::Relaxed) != before {
+        return None;
+    }
+    // A consistent copy; now decode it (lengths were written by a writer of
+    // this code, but are checked anyway).
+    if lens.words() > used {
+        return Some(None);
+    }
+    let mut at = 0;
+    let mut next = |n: usize| {
+        let s = std::str::from_utf8(&bytes[at..at + n]).ok();
+        at += n;
+        s
+    };
+    let (Some(alg), Some(kid), Some(dkid), Some(payload)) = (
+        next(lens.alg),
+        next(lens.kid),
+        next(lens.dkid),
+        next(lens.payload),
+    ) else {
+        return Some(None);
+    };
+    let from = lens.encoded_word() * 8;
+    let entry = Entry {
+        payload: payload.to_string(),
+        kid: kid.to_string(),
+        alg: alg.to_string(),
+        decryption_kid: flags.dkid.then(|| dkid.to_string()),
+        times: Times {
+            exp: exp as i64,
+            nbf: flags.nbf.then_some(nbf as i64),
+            iat: flags.iat.then_some(iat as i64),
+        },
+        key_fp: bytes_of::<2, 16>(&key_fp),
+        decryption_key_fp: bytes_of::<2, 16>(&dkey_fp),
+        policy_fp: bytes_of::<2, 16>(&policy_fp),
+        encoded: bytes[from.min(bytes.len())..(from + lens.encoded).min(bytes.len())].to_vec(),
+    };
+    slot.used.store(now_micros(), Ordering::Relaxed);
+    Some(Some(entry))
 }
 
 /// Stores an entry for a token digest: in this token's own slot if it has
@@ -290,15 +369,18 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
         return;
     }
     let dkid = e.decryption_kid.as_deref().unwrap_or("");
-    let parts = [
-        e.alg.as_bytes(),
-        e.kid.as_bytes(),
-        dkid.as_bytes(),
-        e.payload.as_bytes(),
-    ];
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total > DATA_WORDS * 8 || e.alg.len() > 0xff || e.kid.len() > 0xffff || dkid.len() > 0xffff {
+    let mut lens = Lengths {
+        alg: e.alg.len(),
+        kid: e.kid.len(),
+        dkid: dkid.len(),
+        payload: e.payload.len(),
+        encoded: e.encoded.len(),
+    };
+    if lens.texts() > DATA_WORDS * 8 || lens.alg > 0xff {
         return;
+    }
+    if lens.words() > DATA_WORDS {
+        lens.encoded = 0; // kept without it
     }
     let want = words::<4>(digest);
     let second_emptier = match sets_of(digest) {
@@ -345,27 +427,62 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
         .store(e.times.nbf.unwrap_or(0) as u64, Ordering::Relaxed);
     slot.iat
         .store(e.times.iat.unwrap_or(0) as u64, Ordering::Relaxed);
-    slot.meta.store(
-        pack(
-            e.alg.len(),
-            e.kid.len(),
-            dkid.len(),
-            e.payload.len(),
-            e.times.nbf.is_some(),
-            e.times.iat.is_some(),
-            e.decryption_kid.is_some(),
-        ),
-        Ordering::Relaxed,
-    );
-    let mut bytes = Vec::with_capacity(total);
-    for p in parts {
-        bytes.extend_from_slice(p);
-    }
-    for (w, chunk) in slot.data.iter().zip(bytes.chunks(8)) {
-        w.store(word(chunk), Ordering::Relaxed);
-    }
+    let flags = Flags {
+        nbf: e.times.nbf.is_some(),
+        iat: e.times.iat.is_some(),
+        dkid: e.decryption_kid.is_some(),
+    };
+    slot.meta.store(pack(lens, flags), Ordering::Relaxed);
+    let texts = [
+        e.alg.as_bytes(),
+        e.kid.as_bytes(),
+        dkid.as_bytes(),
+        e.payload.as_bytes(),
+    ]
+    .concat();
+    store_data(slot, 0, &texts);
+    store_data(slot, lens.encoded_word(), &e.encoded[..lens.encoded]);
     slot.used.store(now_micros(), Ordering::Relaxed);
     // Publish: every write above happens before the even sequence number.
     slot.seq.store(seq + 2, Ordering::Release);
     counters::add(counters::Counter::SharedInserts);
+}
+
+/// Adds the claims' encoding to the entry for a token digest that was
+/// stored without it, where it fits: the first backend to build the
+/// encoding saves every other one from building it again. Gives up rather
+/// than wait when the slot changes under it.
+pub fn attach(digest: &[u8; 32], encoded: &[u8]) {
+    if !enabled() {
+        return;
+    }
+    let want = words::<4>(digest);
+    for slot in candidates(digest) {
+        let seq = slot.seq.load(Ordering::Acquire);
+        if seq == 0 || seq & 1 == 1 || load(&slot.digest) != want {
+            continue;
+        }
+        // What is read here holds only if no writer claimed the slot since:
+        // the claim below fails if one did (sequence numbers only grow).
+        let (mut lens, flags) = unpack(slot.meta.load(Ordering::Relaxed));
+        if lens.encoded != 0 || encoded.is_empty() {
+            return; // already there, or nothing to add
+        }
+        lens.encoded = encoded.len();
+        if lens.words() > DATA_WORDS {
+            return;
+        }
+        if slot
+            .seq
+            .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release); // as in put()
+        store_data(slot, lens.encoded_word(), encoded);
+        slot.meta.store(pack(lens, flags), Ordering::Relaxed);
+        slot.seq.store(seq + 2, Ordering::Release);
+        return;
+    }
 }

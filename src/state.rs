@@ -9,7 +9,7 @@
 //! and answers it again whenever the value, the keys, the policy or the
 //! statement changes, so claims never outlive any of them.
 //!
-//! Two memories keep repeated work off the hot paths:
+//! Three memories keep repeated work off the hot paths:
 //! - the verification cache (`jwt_rls_core::cache`, an LRU keyed by the whole
 //!   token text, bounded by `jwt_rls.cache_entries` and `CACHE_BYTES`): a
 //!   token seen before under the same keys and policy costs a lookup and a
@@ -26,6 +26,10 @@
 //!   holds under; reads in the same statement with the same token (a
 //!   per-row `user_id()` policy, jwt_claims() and the claim functions of one
 //!   query) cost a comparison of five words instead of hashing the token.
+//!
+//! A verification also keeps the jsonb of its claims once built
+//! (`Verified::encoded`, see `claims.rs`), and the shared cache keeps it
+//! beside the payload (`share_encoded`).
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -135,6 +139,10 @@ struct Backend {
     cache: Cache,
     current: Option<Current>,
     handed: Option<Handed>,
+    /// The last verification put into or found in the shared cache without
+    /// the claims' encoding, with its token's digest: the first to build
+    /// the encoding adds it there (`share_encoded`).
+    unencoded: Option<([u8; 32], Arc<Verified>)>,
 }
 
 thread_local! {
@@ -144,6 +152,7 @@ thread_local! {
         cache: Cache::new(0, CACHE_BYTES),
         current: None,
         handed: None,
+        unencoded: None,
     });
 }
 
@@ -243,11 +252,18 @@ fn verify_or_find(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
         return recheck(hit, policy, &keys, now);
     }
     let digest = shared_cache::enabled().then(|| token_digest(token));
-    if let Some(hit) = digest.and_then(|d| from_shared(&d, &keys, policy_fp, now)) {
-        counters::add(Counter::CacheHitsShared);
-        let hit = Arc::new(hit);
-        BACKEND.with_borrow_mut(|b| b.cache.insert(token, hit.clone()));
-        return recheck(hit, policy, &keys, now);
+    if let Some(d) = digest {
+        if let Some(hit) = from_shared(&d, &keys, policy_fp, now) {
+            counters::add(Counter::CacheHitsShared);
+            let hit = Arc::new(hit);
+            BACKEND.with_borrow_mut(|b| {
+                b.cache.insert(token, hit.clone());
+                if hit.encoded.get().is_none() {
+                    b.unencoded = Some((d, hit.clone()));
+                }
+            });
+            return recheck(hit, policy, &keys, now);
+        }
     }
     counters::add(Counter::Verifications);
     let verified = Arc::new(jwt_rls_core::verify_any(
@@ -258,10 +274,25 @@ fn verify_or_find(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
         now,
     )?);
     if let Some(d) = digest {
-        to_shared(&d, &verified, &keys, policy_fp, now);
+        if to_shared(&d, &verified, &keys, policy_fp, now) {
+            BACKEND.with_borrow_mut(|b| b.unencoded = Some((d, verified.clone())));
+        }
     }
     BACKEND.with_borrow_mut(|b| b.cache.insert(token, verified.clone()));
     Ok(verified)
+}
+
+/// Called when `verified`'s encoding was just built: if it is the shared
+/// verification that lacked it, add it to the shared entry.
+pub fn share_encoded(verified: &Arc<Verified>) {
+    let pending = BACKEND.with_borrow_mut(|b| {
+        b.unencoded
+            .take_if(|(_, v)| Arc::ptr_eq(v, verified))
+            .map(|(d, _)| d)
+    });
+    if let (Some(digest), Some(encoded)) = (pending, verified.encoded.get()) {
+        shared_cache::attach(&digest, encoded);
+    }
 }
 
 /// A verification another backend shared, if it was made with the very
@@ -287,23 +318,33 @@ fn from_shared(
     let alg = algorithm(&e.alg)?;
     let mut verified = Verified::new(e.payload, e.times, e.kid, alg);
     verified.decryption_kid = e.decryption_kid;
+    if !e.encoded.is_empty() {
+        let _ = verified.encoded.set(e.encoded.into_boxed_slice());
+    }
     Some(verified)
 }
 
-fn to_shared(digest: &[u8; 32], v: &Verified, keys: &Keys, policy_fp: Fingerprint, now: i64) {
+/// Shares a verification; false when it may not be shared.
+fn to_shared(
+    digest: &[u8; 32],
+    v: &Verified,
+    keys: &Keys,
+    policy_fp: Fingerprint,
+    now: i64,
+) -> bool {
     // A token without kid was verified with the only active key here; in a
     // backend (or database) with more keys it must be refused, so it is
     // never shared.
     if !v.kid_named {
-        return;
+        return false;
     }
     let Ok(key) = keys.verify.select(Some(&v.kid), now) else {
-        return;
+        return false;
     };
     let decryption_key_fp = match &v.decryption_kid {
         Some(dkid) => match keys.decrypt.select(Some(dkid), now) {
             Ok(k) => k.fingerprint,
-            Err(_) => return,
+            Err(_) => return false,
         },
         None => Fingerprint::default(),
     };
@@ -318,8 +359,10 @@ fn to_shared(digest: &[u8; 32], v: &Verified, keys: &Keys, policy_fp: Fingerprin
             key_fp: key.fingerprint,
             decryption_key_fp,
             policy_fp,
+            encoded: v.encoded.get().map(|b| b.to_vec()).unwrap_or_default(),
         },
     );
+    true
 }
 
 /// The check hook's verification of the value bound now, if it still

@@ -4,7 +4,9 @@ hit in all; a key or policy change refuses the shared entry everywhere; the
 cache stays within its bound; concurrent first uses are safe; a backend
 killed with kill -9 wedges nothing; the counters add up."""
 
+import base64
 import hashlib
+import json
 import os
 import signal
 import threading
@@ -160,6 +162,51 @@ def test_a_full_shared_cache_evicts_and_stays_within_its_bound(shared):
     assert s["shared_cache_slots"] == SLOTS
     assert 0 < s["shared_cache_used"] <= SLOTS
     assert s["shared_cache_bytes"] < SLOTS * 2500
+
+
+def payload(token):
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def claims_of(conn, token, how):
+    """The claims jsonb authenticate() returns, or jwt_claims() after SET
+    LOCAL, in a transaction of its own."""
+    with conn.transaction():
+        if how == "authenticate":
+            return conn.execute("SELECT jwt_rls.authenticate(%s)", (token,)).fetchone()[0]
+        conn.execute("SELECT set_config('jwt_rls.token', %s, true)", (token,))
+        return conn.execute("SELECT jwt_rls.jwt_claims()").fetchone()[0]
+
+
+def test_the_claims_jsonb_is_parsed_once_per_token_for_the_whole_server(shared):
+    """authenticate() and jwt_claims() return the claims as jsonb, which
+    costs a parse of the payload: it is kept with the verification, so
+    binding the token again in the same backend, or in another one (from
+    the shared cache), copies it. A payload whose jsonb does not fit in a
+    shared slot is parsed again elsewhere, with the same claims."""
+    c, signers = shared
+    for alg, signer in signers.items():
+        for how in ("authenticate", "jwt_claims"):
+            token = signer.token(TENANT_A, big=12345678901234567890, nested={"a": [1, 2.5, None, "é"]})
+            with connect(c) as one, connect(c) as two:
+                before = stats(one)
+                assert claims_of(one, token, how) == payload(token)
+                assert stats(one)["claims_parsed"] - before["claims_parsed"] == 1, (alg, how)
+                assert claims_of(one, token, how) == payload(token)
+                assert claims_of(two, token, how) == payload(token)
+                assert claims_of(two, token, "jwt_claims" if how == "authenticate" else how) == payload(token)
+                after = stats(two)
+            assert after["claims_parsed"] - before["claims_parsed"] == 1, (alg, how)
+            assert after["verifications"] - before["verifications"] == 1, (alg, how)
+    big = signers["ES256"].token(TENANT_A, filler="x" * 1500)
+    with connect(c) as one, connect(c) as two:
+        before = stats(one)
+        assert claims_of(one, big, "authenticate") == payload(big)
+        assert claims_of(two, big, "authenticate") == payload(big)
+        after = stats(two)
+    assert after["cache_hits_shared"] - before["cache_hits_shared"] == 1, "the payload itself is shared"
+    assert after["claims_parsed"] - before["claims_parsed"] == 2, "its jsonb does not fit beside it"
 
 
 def first_set(token):
