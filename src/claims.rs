@@ -15,10 +15,10 @@ use jwt_rls_core::{Error, Verified};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::varlena::{text_to_rust_str, varsize_any};
+use pgrx::varlena::{text_to_rust_str, varatt_is_4b_u, varsize_any};
 
-use crate::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
 use crate::counters::{self, Counter};
+use crate::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
 use crate::state::{self, Conditions};
 use crate::{errors, roles, settings};
 
@@ -32,12 +32,13 @@ use crate::{errors, roles, settings};
 fn claims_jsonb(verified: &Arc<Verified>) -> pg_sys::Datum {
     if let Some(bytes) = verified.encoded.get() {
         let datum = palloc_copy(bytes);
-        // SAFETY: a palloc'd (so aligned) copy of at least one byte; the
-        // header read is within it when the copy is a whole varlena, which
-        // is what is checked: only a jsonb_in result is ever kept, but the
-        // bytes may have come through shared memory.
-        let whole = bytes.len() >= 4
-            && unsafe { varsize_any(datum.cast_mut_ptr::<pg_sys::varlena>()) } == bytes.len();
+        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        // SAFETY: a palloc'd (so aligned) copy of at least 4 bytes, so the
+        // header reads are within it. Checked: a plain varlena of exactly
+        // this length. Only a jsonb_in result is ever kept, but the bytes
+        // may have come through shared memory.
+        let whole =
+            bytes.len() >= 4 && unsafe { varatt_is_4b_u(ptr) && varsize_any(ptr) == bytes.len() };
         if whole {
             return datum;
         }
