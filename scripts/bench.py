@@ -901,8 +901,8 @@ def pooled_table():
         vpt_cell = ("—" if not row["preloaded"] else "counters unavailable") if per_token is None \
             else f"{per_token:.2f}{mark(per_token <= 1.0)}"
         lines.append(f"| {label} | {row['clients']} | {row['ours']:.0f} | {row['theirs']:.0f} "
-                     f"| {floor2(row['ratio'])}{mark(row['ratio'] >= 0.95)} (rounds {row['ratio_range'][0]:.2f}-"
-                     f"{row['ratio_range'][1]:.2f}) | {row['cpu_ours']:.0f} / {row['cpu_theirs']:.0f} "
+                     f"| {floor2(row['ratio'])} (rounds {row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f})"
+                     f"{mark(row['ratio'] >= 0.95)} | {row['cpu_ours']:.0f} / {row['cpu_theirs']:.0f} "
                      f"| {hit_cell} | {vpt_cell} |")
     counters = any(s["counters"] for s in setup.values())
     switch = any(s["counters_switch"] for s in setup.values())

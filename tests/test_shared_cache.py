@@ -209,6 +209,22 @@ def test_the_claims_jsonb_is_parsed_once_per_token_for_the_whole_server(shared):
     assert after["claims_parsed"] - before["claims_parsed"] == 2, "its jsonb does not fit beside it"
 
 
+def test_a_backend_parses_each_tokens_claims_once_without_the_shared_cache(cluster, db, signers):
+    """Without shared_preload_libraries the jsonb is kept in the backend's
+    own cache: tokens bound in turn on one connection (as a pooled server
+    connection sees them) are parsed once each, not at every switch."""
+    es = signers["ES256"]
+    tokens = [es.token(TENANT_A, n=i) for i in range(3)]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:  # superuser: stats() is not for PUBLIC
+        assert {s for _, _, s in conn.execute("SELECT * FROM jwt_rls.stats()")} == {"backend"}
+        before = stats(conn)
+        for _ in range(3):
+            for token in tokens:
+                assert claims_of(conn, token, "authenticate") == payload(token)
+                assert claims_of(conn, token, "jwt_claims") == payload(token)
+        assert stats(conn)["claims_parsed"] - before["claims_parsed"] == len(tokens)
+
+
 def first_set(token):
     """The first of the two sets the shared cache may keep `token` in: the
     first 8 bytes of its SHA-256, little-endian, modulo the number of sets."""
