@@ -15,7 +15,7 @@ use jwt_rls_core::{Error, Verified};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::varlena::{text_to_rust_str, varatt_is_4b_u, varsize_any};
+use pgrx::varlena::{text_to_rust_str, varsize_any};
 
 use crate::counters::{self, Counter};
 use crate::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
@@ -31,17 +31,8 @@ use crate::{errors, roles, settings};
 /// another backend verified or bound returns a copy too.
 fn claims_jsonb(verified: &Arc<Verified>) -> pg_sys::Datum {
     if let Some(bytes) = verified.encoded.get() {
-        let datum = palloc_copy(bytes);
-        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
-        // SAFETY: a palloc'd (so aligned) copy of at least 4 bytes, so the
-        // header reads are within it. Checked: a plain varlena of exactly
-        // this length. Only a jsonb_in result is ever kept, but the bytes
-        // may have come through shared memory.
-        let whole =
-            bytes.len() >= 4 && unsafe { varatt_is_4b_u(ptr) && varsize_any(ptr) == bytes.len() };
-        if whole {
-            return datum;
-        }
+        // Built here, or checked when it came from the shared cache.
+        return palloc_copy(bytes);
     }
     counters::add(Counter::ClaimsParsed);
     // A verified payload is strict JSON, which cannot hold a NUL byte.

@@ -3,7 +3,9 @@
 //! matters: the `PG_FUNCTION_INFO_V1` record and the text helpers.
 
 use pgrx::pg_sys;
-use pgrx::varlena::{varatt_is_1b_e, varatt_is_4b_c, vardata_any, varsize_any, varsize_any_exhdr};
+use pgrx::varlena::{
+    varatt_is_1b_e, varatt_is_4b_c, varatt_is_4b_u, vardata_any, varsize_any, varsize_any_exhdr,
+};
 
 /// Declares the Postgres "version 1" calling convention for a function
 /// written directly against the fmgr (the `PG_FUNCTION_INFO_V1` macro).
@@ -64,6 +66,21 @@ pub unsafe fn copy_varlena(
 }
 
 /// A palloc'd copy of `bytes` (a whole varlena) in the current context.
+/// Whether `bytes` are a plain (4-byte header, uncompressed, inline)
+/// varlena of exactly their length, as jsonb_in returns: checked before
+/// bytes that came through shared memory are kept as a datum.
+pub fn is_plain_varlena(bytes: &[u8]) -> bool {
+    let Some(head) = bytes.first_chunk::<4>() else {
+        return false;
+    };
+    // An aligned copy of the header, which is all the checks read.
+    let header = [u32::from_ne_bytes(*head)];
+    let ptr = header.as_ptr() as *const pg_sys::varlena;
+    // SAFETY: `ptr` points to 4 aligned bytes; varatt_is_4b_u reads the
+    // first, and varsize_any of a 4-byte-header varlena reads the 4.
+    unsafe { varatt_is_4b_u(ptr) && varsize_any(ptr) == bytes.len() }
+}
+
 pub fn palloc_copy(bytes: &[u8]) -> pg_sys::Datum {
     // SAFETY: palloc returns at least `len` writable bytes or raises; the
     // source and the fresh allocation cannot overlap.

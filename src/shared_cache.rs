@@ -235,6 +235,7 @@ struct Flags {
 /// has-decryption-kid.
 fn pack(l: Lengths, f: Flags) -> u64 {
     let mut m = 0u64;
+    debug_assert!(l.words() <= DATA_WORDS, "lengths are bounded by the slot");
     for (i, n) in [l.alg, l.kid, l.dkid, l.payload, l.encoded]
         .into_iter()
         .enumerate()
@@ -277,9 +278,11 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// How often `get` re-reads a slot that changed while it copied it: a
-/// backend adding the claims' encoding to an entry (`attach`) rewrites it
-/// in well under a microsecond, and a miss would cost a signature check.
+/// How often `get` reads a slot again that was being written or changed
+/// while it copied it: a backend adding the claims' encoding to an entry
+/// (`attach`) rewrites it in well under a microsecond, and a miss would
+/// cost a signature check and a second copy of the entry. A slot left
+/// half-written by a backend that died costs three reads.
 const READ_ATTEMPTS: usize = 3;
 
 /// The entry for a token digest, if a stable slot holds it.
@@ -293,10 +296,16 @@ pub fn get(digest: &[u8; 32]) -> Option<Entry> {
 
 /// One attempt at reading `slot` for the token with digest words `want`:
 /// Some(entry) or Some(None) when the answer is settled (the entry, or not
-/// this token's slot), None when the slot changed during the copy.
+/// this token's slot), None when the slot was being written or changed
+/// during the copy.
 fn read(slot: &Slot, want: &[u64; 4]) -> Option<Option<Entry>> {
     let before = slot.seq.load(Ordering::Acquire);
-    if before == 0 || before & 1 == 1 || load(&slot.digest) != *want {
+    if before & 1 == 1 {
+        // Being written (or left so by a writer that died): try again.
+        std::hint::spin_loop();
+        return None;
+    }
+    if before == 0 || load(&slot.digest) != *want {
         return Some(None);
     }
     let key_fp = load(&slot.key_fp);
@@ -363,10 +372,11 @@ fn read(slot: &Slot, want: &[u64; 4]) -> Option<Option<Entry>> {
 /// one (the copy `get` finds first, should two backends have stored it at
 /// once), else an empty slot of the emptier of its two sets (so that sets
 /// fill evenly), else the least recently used stable slot of the two. Gives
-/// up rather than wait when the chosen slot changes under it.
-pub fn put(digest: &[u8; 32], e: &Entry) {
+/// up rather than wait when the chosen slot changes under it, or when
+/// another backend is writing this token's entry; true when stored.
+pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
     if !enabled() {
-        return;
+        return false;
     }
     let dkid = e.decryption_kid.as_deref().unwrap_or("");
     let mut lens = Lengths {
@@ -376,13 +386,17 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
         payload: e.payload.len(),
         encoded: e.encoded.len(),
     };
-    if lens.texts() > DATA_WORDS * 8 || lens.alg > 0xff {
-        return;
+    if lens.texts() > DATA_WORDS * 8 {
+        return false;
     }
     if lens.words() > DATA_WORDS {
         lens.encoded = 0; // kept without it
     }
     let want = words::<4>(digest);
+    if candidates(digest).any(|s| s.seq.load(Ordering::Relaxed) & 1 == 1 && load(&s.digest) == want)
+    {
+        return false; // another backend is writing this token's entry
+    }
     let second_emptier = match sets_of(digest) {
         (first, Some(second)) => empty_slots(second) > empty_slots(first),
         _ => false,
@@ -403,7 +417,9 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
             };
             (!mine, seq != 0, rank)
         });
-    let Some((_, slot, seq)) = victim else { return };
+    let Some((_, slot, seq)) = victim else {
+        return false;
+    };
     // Claim the slot as it was when chosen: if another backend wrote it
     // since, leave its entry alone.
     if slot
@@ -411,7 +427,7 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
         .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
-        return;
+        return false;
     }
     // The odd sequence number must be visible before any of the writes
     // below (a reader that sees new data must see the slot as busy): on
@@ -446,6 +462,7 @@ pub fn put(digest: &[u8; 32], e: &Entry) {
     // Publish: every write above happens before the even sequence number.
     slot.seq.store(seq + 2, Ordering::Release);
     counters::add(counters::Counter::SharedInserts);
+    true
 }
 
 /// Adds the claims' encoding to the entry for a token digest that was

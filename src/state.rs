@@ -48,7 +48,9 @@ use pgrx::prelude::*;
 use crate::catalog::{DECRYPTION_KEYS, KEYS};
 use crate::counters::{self, Counter};
 use crate::settings::{self, POLICY_GENERATION};
-use crate::{clock, decryption, errors, jwks_worker, keystore, revocation, roles, shared_cache};
+use crate::{
+    clock, decryption, errors, fmgr, jwks_worker, keystore, revocation, roles, shared_cache,
+};
 
 /// Estimated bytes the verification cache may hold per backend; the
 /// number of entries is the `jwt_rls.cache_entries` setting.
@@ -318,13 +320,16 @@ fn from_shared(
     let alg = algorithm(&e.alg)?;
     let mut verified = Verified::new(e.payload, e.times, e.kid, alg);
     verified.decryption_kid = e.decryption_kid;
-    if !e.encoded.is_empty() {
+    // The claims' jsonb, if another backend kept it: returned as a datum
+    // as is, so it must at least be framed as one.
+    if fmgr::is_plain_varlena(&e.encoded) {
         let _ = verified.encoded.set(e.encoded.into_boxed_slice());
     }
     Some(verified)
 }
 
-/// Shares a verification; false when it may not be shared.
+/// Shares a verification; false when it may not be shared or was not
+/// stored.
 fn to_shared(
     digest: &[u8; 32],
     v: &Verified,
@@ -361,8 +366,7 @@ fn to_shared(
             policy_fp,
             encoded: v.encoded.get().map(|b| b.to_vec()).unwrap_or_default(),
         },
-    );
-    true
+    )
 }
 
 /// The check hook's verification of the value bound now, if it still
