@@ -568,44 +568,19 @@ impl Ecdh {
 }
 
 /// The decryption keys of a backend.
-#[derive(Debug, Default)]
-pub struct DecryptionKeySet {
-    keys: Vec<DecryptionKey>,
-}
-
-impl DecryptionKeySet {
-    pub fn new(keys: Vec<DecryptionKey>) -> DecryptionKeySet {
-        DecryptionKeySet { keys }
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The key a token names by kid, or the only active key when it names
-    /// none. Never falls back to trying other keys: trying keys in turn
-    /// would multiply the cost of a hostile token and blur which key
-    /// decrypted it.
-    pub fn select(&self, kid: Option<&str>, now: i64) -> Result<&DecryptionKey> {
-        crate::select::select(&self.keys, kid, now, &REFUSALS)
-    }
-}
-
-/// How a decryption key is refused (see `select.rs`); with none active, a
-/// JWE is not accepted at all.
-const REFUSALS: crate::select::Refusals = crate::select::Refusals {
-    unknown: Error::UnknownDecryptionKid,
-    disabled: Error::DecryptionKeyDisabled,
-    not_in_window: Error::DecryptionKeyNotInWindow,
-    none_active: || Error::EncryptedNotAccepted,
-    ambiguous: Error::AmbiguousDecryptionKey,
-};
+pub type DecryptionKeySet = crate::select::KeyRing<DecryptionKey>;
 
 impl crate::select::Selectable for DecryptionKey {
+    /// How a decryption key is refused; with none active, a JWE is not
+    /// accepted at all.
+    const REFUSALS: crate::select::Refusals = crate::select::Refusals {
+        unknown: Error::UnknownDecryptionKid,
+        disabled: Error::DecryptionKeyDisabled,
+        not_in_window: Error::DecryptionKeyNotInWindow,
+        none_active: || Error::EncryptedNotAccepted,
+        ambiguous: Error::AmbiguousDecryptionKey,
+    };
+
     fn kid(&self) -> &str {
         &self.kid
     }

@@ -480,41 +480,18 @@ fn implied_alg(map: &Map<String, Value>) -> Option<&'static str> {
 }
 
 /// The keys a backend verifies with.
-#[derive(Debug, Default)]
-pub struct KeySet {
-    keys: Vec<Key>,
-}
-
-impl KeySet {
-    pub fn new(keys: Vec<Key>) -> KeySet {
-        KeySet { keys }
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The key a token names by kid, or the only active key when it names
-    /// none. Never falls back to trying other keys.
-    pub fn select(&self, kid: Option<&str>, now: i64) -> Result<&Key> {
-        crate::select::select(&self.keys, kid, now, &REFUSALS)
-    }
-}
-
-/// How a signature key is refused (see `select.rs`).
-const REFUSALS: crate::select::Refusals = crate::select::Refusals {
-    unknown: Error::UnknownKid,
-    disabled: Error::KeyDisabled,
-    not_in_window: Error::KeyNotInWindow,
-    none_active: || Error::NoKeys,
-    ambiguous: Error::AmbiguousKey,
-};
+pub type KeySet = crate::select::KeyRing<Key>;
 
 impl crate::select::Selectable for Key {
+    /// How a signature key is refused.
+    const REFUSALS: crate::select::Refusals = crate::select::Refusals {
+        unknown: Error::UnknownKid,
+        disabled: Error::KeyDisabled,
+        not_in_window: Error::KeyNotInWindow,
+        none_active: || Error::NoKeys,
+        ambiguous: Error::AmbiguousKey,
+    };
+
     fn kid(&self) -> &str {
         &self.kid
     }

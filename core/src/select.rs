@@ -8,6 +8,9 @@ use crate::error::{Error, Result};
 
 /// What choosing needs to know of a key.
 pub trait Selectable {
+    /// The errors this kind of key is refused with.
+    const REFUSALS: Refusals;
+
     fn kid(&self) -> &str;
     fn enabled(&self) -> bool;
     /// Unix seconds [not_before, not_after) outside which the key is
@@ -35,33 +38,60 @@ pub struct Refusals {
     pub ambiguous: fn(usize) -> Error,
 }
 
-/// The key of `keys` for a token naming `kid` (or none) at `now`.
-pub fn select<'a, K: Selectable>(
-    keys: &'a [K],
-    kid: Option<&str>,
-    now: i64,
-    refuse: &Refusals,
-) -> Result<&'a K> {
-    match kid {
-        Some(kid) => {
-            let key = keys
-                .iter()
-                .find(|k| k.kid() == kid)
-                .ok_or_else(|| (refuse.unknown)(kid.to_string()))?;
-            if !key.enabled() {
-                Err((refuse.disabled)(kid.to_string()))
-            } else if !key.active_at(now) {
-                Err((refuse.not_in_window)(kid.to_string()))
-            } else {
-                Ok(key)
+/// The keys of one kind a backend holds: `KeySet` (signature keys) and
+/// `DecryptionKeySet`.
+#[derive(Debug)]
+pub struct KeyRing<K> {
+    keys: Vec<K>,
+}
+
+impl<K> Default for KeyRing<K> {
+    fn default() -> Self {
+        KeyRing { keys: Vec::new() }
+    }
+}
+
+impl<K: Selectable> KeyRing<K> {
+    pub fn new(keys: Vec<K>) -> Self {
+        KeyRing { keys }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key a token names by kid, or the only active key when it names
+    /// none. Never falls back to trying other keys: trying keys in turn
+    /// would multiply the cost of a hostile token and blur which key
+    /// verified or decrypted it.
+    pub fn select(&self, kid: Option<&str>, now: i64) -> Result<&K> {
+        let refuse = &K::REFUSALS;
+        match kid {
+            Some(kid) => {
+                let key = self
+                    .keys
+                    .iter()
+                    .find(|k| k.kid() == kid)
+                    .ok_or_else(|| (refuse.unknown)(kid.to_string()))?;
+                if !key.enabled() {
+                    Err((refuse.disabled)(kid.to_string()))
+                } else if !key.active_at(now) {
+                    Err((refuse.not_in_window)(kid.to_string()))
+                } else {
+                    Ok(key)
+                }
             }
-        }
-        None => {
-            let mut active = keys.iter().filter(|k| k.active_at(now));
-            match (active.next(), active.count()) {
-                (None, _) => Err((refuse.none_active)()),
-                (Some(key), 0) => Ok(key),
-                (Some(_), more) => Err((refuse.ambiguous)(more + 1)),
+            None => {
+                let mut active = self.keys.iter().filter(|k| k.active_at(now));
+                match (active.next(), active.count()) {
+                    (None, _) => Err((refuse.none_active)()),
+                    (Some(key), 0) => Ok(key),
+                    (Some(_), more) => Err((refuse.ambiguous)(more + 1)),
+                }
             }
         }
     }
