@@ -9,7 +9,6 @@ Expects the extension installed (scripts/bench.sh builds it in release mode).
 """
 
 import argparse
-import base64
 import datetime
 import glob
 import json
@@ -30,6 +29,7 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from support import b64url_decode  # noqa: E402
 from support.pgbouncer import PgBouncer  # noqa: E402
 from support.pgcluster import PG_BIN, Cluster  # noqa: E402
 from support.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
@@ -201,8 +201,7 @@ def claims_of(token):
     """What PostgREST puts in request.jwt.claims for `token`: all of its
     claims (the payload), so that the PostgREST-style side binds as much
     as ours."""
-    part = token.split(".")[1]
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+    return b64url_decode(token.split(".")[1]).decode()
 
 
 SCRIPTS = {
@@ -308,16 +307,19 @@ class Paired:
     def cpu(self):
         return statistics.median(c for _, c in self.ours), statistics.median(c for _, c in self.theirs)
 
+    def ratios(self):
+        """Each round's TPS ratio, ours over theirs."""
+        return [a / b for (a, _), (b, _) in zip(self.ours, self.theirs)]
+
     @property
     def ratio(self):
-        return statistics.median(a / b for (a, _), (b, _) in zip(self.ours, self.theirs))
+        return statistics.median(self.ratios())
 
     @property
     def ratio_range(self):
         """The lowest and highest of the rounds' ratios: how far one round
         can be from the median on this machine."""
-        ratios = [a / b for (a, _), (b, _) in zip(self.ours, self.theirs)]
-        return min(ratios), max(ratios)
+        return min(self.ratios()), max(self.ratios())
 
     @property
     def cpu_added(self):

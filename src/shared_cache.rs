@@ -393,18 +393,19 @@ pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
         lens.encoded = 0; // kept without it
     }
     let want = words::<4>(digest);
-    if candidates(digest).any(|s| s.seq.load(Ordering::Relaxed) & 1 == 1 && load(&s.digest) == want)
-    {
-        return false; // another backend is writing this token's entry
-    }
     let second_emptier = match sets_of(digest) {
         (first, Some(second)) => empty_slots(second) > empty_slots(first),
         _ => false,
     };
+    let mut busy = false;
     let victim = candidates(digest)
         .enumerate()
         .map(|(i, s)| (i, s, s.seq.load(Ordering::Relaxed)))
-        .filter(|&(_, _, seq)| seq & 1 == 0)
+        .filter(|&(_, s, seq)| {
+            let writing = seq & 1 == 1;
+            busy |= writing && load(&s.digest) == want;
+            !writing
+        })
         .min_by_key(|&(i, s, seq)| {
             let mine = seq != 0 && load(&s.digest) == want;
             let in_emptier = (i >= WAYS) == second_emptier;
@@ -417,6 +418,9 @@ pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
             };
             (!mine, seq != 0, rank)
         });
+    if busy {
+        return false; // another backend is writing this token's entry
+    }
     let Some((_, slot, seq)) = victim else {
         return false;
     };

@@ -4,7 +4,6 @@ hit in all; a key or policy change refuses the shared entry everywhere; the
 cache stays within its bound; concurrent first uses are safe; a backend
 killed with kill -9 wedges nothing; the counters add up."""
 
-import base64
 import hashlib
 import json
 import os
@@ -16,7 +15,7 @@ import uuid
 import psycopg
 import pytest
 
-from support import backend_pid, error
+from support import b64url_decode, backend_pid, error
 from support.pgcluster import Cluster, wait_for
 from support.schema import SCHEMA, TENANT_A
 from support.tokens import Signer
@@ -165,8 +164,7 @@ def test_a_full_shared_cache_evicts_and_stays_within_its_bound(shared):
 
 
 def payload(token):
-    part = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return json.loads(b64url_decode(token.split(".")[1]))
 
 
 def claims_of(conn, token, how):
