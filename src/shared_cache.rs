@@ -30,6 +30,14 @@
 //! reinitialises shared memory after such a crash). All fields are atomics,
 //! so concurrent access is defined behaviour.
 //!
+//! Each slot has a tag beside it, in an array of its own after the slots:
+//! a word of its token's digest (one the choice of sets does not use). A
+//! lookup reads its sets' tags, 2 cache lines each, and opens only a slot
+//! whose tag matches; scanning the slots themselves (over 2 kB apart)
+//! touched a cache line per slot, measured at 1.4 µs of a pooled
+//! transaction's bind. A tag is only a hint: the slot's whole digest is
+//! checked under its sequence number, so a stale tag costs a miss at most.
+//!
 //! Slots are grouped in sets of WAYS (16). A token may live in either of
 //! two sets, chosen by two independent parts of its digest ("two choices"):
 //! it takes an empty slot in the emptier of the two, or else replaces the
@@ -98,8 +106,9 @@ pub fn slots_for(entries: usize) -> usize {
     }
 }
 
+/// Bytes of shared memory for `slots` slots and their tags.
 pub fn bytes_for(slots: usize) -> usize {
-    slots * std::mem::size_of::<Slot>()
+    slots * (std::mem::size_of::<Slot>() + std::mem::size_of::<AtomicU64>())
 }
 
 fn slots() -> &'static [Slot] {
@@ -117,6 +126,15 @@ fn slots() -> &'static [Slot] {
     }
 }
 
+/// The slots' tags, `tags()[i]` for `slots()[i]`: right after the slots.
+fn tags() -> &'static [AtomicU64] {
+    let all = slots();
+    // SAFETY: the segment holds one zeroed AtomicU64 per slot right after
+    // the slots (`bytes_for`), 8-byte aligned since a Slot's size is a
+    // multiple of 8, for as long as the server runs.
+    unsafe { std::slice::from_raw_parts(all.as_ptr_range().end as *const AtomicU64, all.len()) }
+}
+
 pub fn enabled() -> bool {
     !slots().is_empty()
 }
@@ -131,10 +149,18 @@ pub fn usage() -> (usize, usize, usize) {
     (all.len(), used, bytes_for(all.len()))
 }
 
+/// A set of slots and their tags.
+#[derive(Clone, Copy)]
+struct Set {
+    slots: &'static [Slot],
+    tags: &'static [AtomicU64],
+}
+
 /// The sets a token may live in: two (one when there is only one set).
-/// The digest is SHA-256, so its first two words are independent.
-fn sets_of(digest: &[u8; 32]) -> (&'static [Slot], Option<&'static [Slot]>) {
-    let all = slots();
+/// The digest is SHA-256, so its words are independent: the first two
+/// choose the sets, the third is the tag.
+fn sets_of(digest: &[u8; 32]) -> (Set, Option<Set>) {
+    let (all, tags) = (slots(), tags());
     let sets = (all.len() / WAYS) as u64;
     let [h1, h2, ..] = words::<4>(digest);
     let first = h1 % sets;
@@ -142,19 +168,43 @@ fn sets_of(digest: &[u8; 32]) -> (&'static [Slot], Option<&'static [Slot]>) {
     if second == first {
         second = (first + 1) % sets;
     }
-    let set = |i: u64| &all[i as usize * WAYS..(i as usize + 1) * WAYS];
+    let set = |i: u64| {
+        let range = i as usize * WAYS..(i as usize + 1) * WAYS;
+        Set {
+            slots: &all[range.clone()],
+            tags: &tags[range],
+        }
+    };
     (set(first), (second != first).then(|| set(second)))
 }
 
-/// The slots a token may live in, its first set's first: the order in
-/// which `get` looks.
-fn candidates(digest: &[u8; 32]) -> impl Iterator<Item = &'static Slot> {
-    let (first, second) = sets_of(digest);
-    first.iter().chain(second.into_iter().flatten())
+/// A token's tag: the word of its digest that `sets_of` does not use.
+fn tag_of(want: &[u64; 4]) -> u64 {
+    want[2]
 }
 
-fn empty_slots(set: &[Slot]) -> usize {
-    set.iter()
+/// The slots a token may live in, with their tags, its first set's first:
+/// the order in which `get` looks.
+fn candidates(digest: &[u8; 32]) -> impl Iterator<Item = (&'static Slot, &'static AtomicU64)> {
+    let (first, second) = sets_of(digest);
+    [Some(first), second]
+        .into_iter()
+        .flatten()
+        .flat_map(|set| set.slots.iter().zip(set.tags))
+}
+
+/// The candidate slots whose tag is the token's: the only ones that may
+/// hold its entry (each is still checked by its whole digest).
+fn tagged(digest: &[u8; 32], want: &[u64; 4]) -> impl Iterator<Item = &'static Slot> {
+    let tag = tag_of(want);
+    candidates(digest)
+        .filter(move |(_, t)| t.load(Ordering::Relaxed) == tag)
+        .map(|(slot, _)| slot)
+}
+
+fn empty_slots(set: Set) -> usize {
+    set.slots
+        .iter()
         .filter(|s| s.seq.load(Ordering::Relaxed) == 0)
         .count()
 }
@@ -291,7 +341,8 @@ pub fn get(digest: &[u8; 32]) -> Option<Entry> {
         return None;
     }
     let want = words::<4>(digest);
-    candidates(digest).find_map(|slot| (0..READ_ATTEMPTS).find_map(|_| read(slot, &want)).flatten())
+    tagged(digest, &want)
+        .find_map(|slot| (0..READ_ATTEMPTS).find_map(|_| read(slot, &want)).flatten())
 }
 
 /// One attempt at reading `slot` for the token with digest words `want`:
@@ -400,13 +451,13 @@ pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
     let mut busy = false;
     let victim = candidates(digest)
         .enumerate()
-        .map(|(i, s)| (i, s, s.seq.load(Ordering::Relaxed)))
-        .filter(|&(_, s, seq)| {
+        .map(|(i, (s, tag))| (i, s, tag, s.seq.load(Ordering::Relaxed)))
+        .filter(|&(_, s, _, seq)| {
             let writing = seq & 1 == 1;
             busy |= writing && load(&s.digest) == want;
             !writing
         })
-        .min_by_key(|&(i, s, seq)| {
+        .min_by_key(|&(i, s, _, seq)| {
             let mine = seq != 0 && load(&s.digest) == want;
             let in_emptier = (i >= WAYS) == second_emptier;
             let rank = if mine {
@@ -421,7 +472,7 @@ pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
     if busy {
         return false; // another backend is writing this token's entry
     }
-    let Some((_, slot, seq)) = victim else {
+    let Some((_, slot, tag, seq)) = victim else {
         return false;
     };
     // Claim the slot as it was when chosen: if another backend wrote it
@@ -439,6 +490,7 @@ pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
     // order later stores after it.
     fence(Ordering::Release);
     store(&slot.digest, want);
+    tag.store(tag_of(&want), Ordering::Relaxed);
     store(&slot.key_fp, words::<2>(&e.key_fp));
     store(&slot.dkey_fp, words::<2>(&e.decryption_key_fp));
     store(&slot.policy_fp, words::<2>(&e.policy_fp));
@@ -478,7 +530,7 @@ pub fn attach(digest: &[u8; 32], encoded: &[u8]) {
         return;
     }
     let want = words::<4>(digest);
-    for slot in candidates(digest) {
+    for slot in tagged(digest, &want) {
         let seq = slot.seq.load(Ordering::Acquire);
         if seq == 0 || seq & 1 == 1 || load(&slot.digest) != want {
             continue;
