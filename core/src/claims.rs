@@ -5,8 +5,11 @@
 //! number is refused, not skipped), `exp` is required, `nbf` and `iat` are
 //! always checked, and `exp == now` is already expired.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -188,44 +191,145 @@ fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times>
     Ok(times)
 }
 
-/// A decoded payload: each top-level claim with its JSON text exactly as
-/// signed, so numbers of any size and precision come back unchanged.
-pub type RawClaims = HashMap<String, Box<RawValue>>;
+/// A decoded object: where each top-level member's name and JSON text lie
+/// in the document, so that a claim is read from the payload's own text
+/// (numbers of any size and precision come back exactly as signed). One
+/// allocation for the whole payload: a bind that builds it (a token found
+/// in the shared cache) and the eviction that drops it cost little, where
+/// a map of owned names and values cost two allocations per claim.
+#[derive(Debug, Default)]
+pub struct RawClaims {
+    members: Vec<(Name, Range<usize>)>,
+}
+
+/// A member's name: its place in the document, or, when written with
+/// escapes, the name they spell.
+#[derive(Debug)]
+enum Name {
+    At(Range<usize>),
+    Unescaped(Box<str>),
+}
+
+impl RawClaims {
+    /// Decodes `doc`, a JSON object that passed the strict checks (no
+    /// duplicate names), into members; an empty set if it is not one.
+    pub fn parse(doc: &str) -> RawClaims {
+        let within = |s: &str| {
+            let at = s.as_ptr() as usize - doc.as_ptr() as usize;
+            at..at + s.len()
+        };
+        let members = serde_json::from_str::<Object>(doc)
+            .map(|object| {
+                object
+                    .0
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let name = match key.0 {
+                            Cow::Borrowed(name) => Name::At(within(name)),
+                            Cow::Owned(name) => Name::Unescaped(name.into()),
+                        };
+                        (name, within(value.get()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        RawClaims { members }
+    }
+
+    /// The JSON text of the member `name` of `doc` (the document parsed).
+    pub fn get<'d>(&self, doc: &'d str, name: &str) -> Option<&'d str> {
+        self.members.iter().find_map(|(n, value)| {
+            let this = match n {
+                Name::At(at) => &doc[at.clone()],
+                Name::Unescaped(s) => s,
+            };
+            (this == name).then(|| &doc[value.clone()])
+        })
+    }
+}
+
+/// An object's members in order, names and values borrowed from the
+/// document.
+struct Object<'a>(Vec<(Key<'a>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Object<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Object<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Object<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Object(members))
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A member name, borrowed from the document unless written with escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
 
 /// Decodes a payload that already passed the strict checks.
 pub fn raw_claims(payload: &str) -> RawClaims {
-    serde_json::from_str(payload).unwrap_or_default()
+    RawClaims::parse(payload)
 }
 
-/// A claim as SQL text. The top-level member of exactly that name comes
-/// first (names such as "https://example.com/roles" contain dots); then
-/// `name` is a dotted path through objects and array indexes ("org.id",
-/// "roles.0"). Strings come unquoted, numbers, booleans, objects and arrays
-/// as their JSON text as signed; JSON null and the empty string are absent,
-/// so that a policy comparing against them fails closed.
-pub fn claim_text(claims: &RawClaims, name: &str) -> Option<String> {
-    if let Some(v) = claims.get(name) {
+/// A claim of `payload` (decoded as `claims`) as SQL text. The top-level
+/// member of exactly that name comes first (names such as
+/// "https://example.com/roles" contain dots); then `name` is a dotted path
+/// through objects and array indexes ("org.id", "roles.0"). Strings come
+/// unquoted, numbers, booleans, objects and arrays as their JSON text as
+/// signed; JSON null and the empty string are absent, so that a policy
+/// comparing against them fails closed.
+pub fn claim_text(claims: &RawClaims, payload: &str, name: &str) -> Option<String> {
+    if let Some(v) = claims.get(payload, name) {
         return text(v);
     }
     let mut parts = name.split('.');
-    let mut current: Box<RawValue> = claims.get(parts.next()?)?.clone();
+    let mut current = claims.get(payload, parts.next()?)?;
     for part in parts {
-        let json = current.get();
-        current = match json.as_bytes().first() {
-            Some(b'{') => serde_json::from_str::<RawClaims>(json).ok()?.remove(part)?,
+        current = match current.as_bytes().first() {
+            Some(b'{') => RawClaims::parse(current).get(current, part)?,
             Some(b'[') => {
-                let mut items = serde_json::from_str::<Vec<Box<RawValue>>>(json).ok()?;
+                let items = serde_json::from_str::<Vec<&RawValue>>(current).ok()?;
                 let i = part.parse::<usize>().ok().filter(|i| *i < items.len())?;
-                items.swap_remove(i)
+                items[i].get()
             }
             _ => return None,
         };
     }
-    text(&current)
+    text(current)
 }
 
-fn text(value: &RawValue) -> Option<String> {
-    let json = value.get();
+fn text(json: &str) -> Option<String> {
     match json.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(json)
             .ok()
@@ -423,7 +527,7 @@ mod tests {
         let payload = r#"{"org":{"id":"o1","roles":["a","b"]},"https://x.example/t":"t","e":"","n":null,
             "big":123456789012345678901234567890,"f":1.50,"esc":"caf\u00e9","obj":{ "k" : [1, 2] }}"#;
         let c = raw_claims(payload);
-        let t = |name: &str| claim_text(&c, name);
+        let t = |name: &str| claim_text(&c, payload, name);
         assert_eq!(t("org.id").as_deref(), Some("o1"));
         assert_eq!(t("org.roles.1").as_deref(), Some("b"));
         assert_eq!(t("org.roles.2"), None);
@@ -438,5 +542,17 @@ mod tests {
         assert_eq!(t("esc").as_deref(), Some("café"));
         assert_eq!(t("obj").as_deref(), Some(r#"{ "k" : [1, 2] }"#));
         assert_eq!(t("obj.k.0").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn claim_names_written_with_escapes_are_found_by_the_names_they_spell() {
+        let payload = r#"{"t\u0065nant":"t1","o":{"\u0069d":"o1"},"a\"b":1}"#;
+        let c = raw_claims(payload);
+        let t = |name: &str| claim_text(&c, payload, name);
+        assert_eq!(t("tenant").as_deref(), Some("t1"));
+        assert_eq!(t("o.id").as_deref(), Some("o1"));
+        assert_eq!(t("a\"b").as_deref(), Some("1"));
+        assert_eq!(t("t\\u0065nant"), None);
+        assert_eq!(claim_text(&raw_claims("[1]"), "[1]", "0"), None);
     }
 }

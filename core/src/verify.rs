@@ -66,7 +66,7 @@ impl Verified {
 
     /// A claim as SQL text (see `claims::claim_text`).
     pub fn claim(&self, name: &str) -> Option<String> {
-        claim_text(self.claims(), name)
+        claim_text(self.claims(), &self.payload, name)
     }
 
     /// Rough heap footprint, for the cache's byte bound: the text, the
