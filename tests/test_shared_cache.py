@@ -103,6 +103,25 @@ def test_a_key_change_refuses_the_shared_entry_in_every_backend(shared):
                 rs.install(cur)
 
 
+def test_a_token_found_in_the_shared_cache_is_kept_locally_from_its_second_time(shared):
+    """A backend copies a token another one verified into its own cache
+    only when it finds it in the shared cache a second time: a pooled server
+    connection that sees a token once in a while does not pay an insert and
+    an eviction for it, and one that binds it again and again finds it in
+    its own cache from the third bind on."""
+    c, signers = shared
+    token = signers["ES256"].token(TENANT_A)
+    with connect(c) as one, connect(c) as two:
+        before = stats(one)
+        assert bind(one, token) is None
+        for _ in range(4):
+            assert bind(two, token) is None
+        after = stats(two)
+    assert after["verifications"] - before["verifications"] == 1
+    assert after["cache_hits_shared"] - before["cache_hits_shared"] == 2
+    assert after["cache_hits_local"] - before["cache_hits_local"] == 2
+
+
 def test_another_policy_does_not_use_the_shared_entry(shared):
     """Settings differ per database; an entry verified under one policy is
     not an answer under another, even with the same key."""
