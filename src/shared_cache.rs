@@ -64,6 +64,9 @@ const DATA_WORDS: usize = 256;
 /// Bits of each length in `meta`: enough for DATA_WORDS * 8 bytes.
 const LEN_BITS: u32 = 12;
 const _: () = assert!(DATA_WORDS * 8 < 1 << LEN_BITS);
+// Slots fill whole cache lines, so the tags after them start on one and a
+// set's 16 tags take exactly two.
+const _: () = assert!(std::mem::size_of::<Slot>().is_multiple_of(64));
 
 #[repr(C)]
 struct Slot {

@@ -29,8 +29,9 @@
 //!
 //! A token found in the shared cache is copied into the backend's cache
 //! only the second time this backend finds it there while it still
-//! remembers the first (`Backend.seen`, 1,024 digests, about the number of
-//! tokens the backend's cache holds). Behind a pooler with many users a
+//! remembers the first (`Backend.seen`: up to 1,024 digests, about the
+//! number of tokens the backend's cache holds), or at once when the entry
+//! came without the claims' jsonb (too large to share it). Behind a pooler with many users a
 //! server connection sees most tokens again only after its own cache has
 //! evicted them, so copying each one cost an insert and an eviction
 //! (1.3-1.5 µs, timed inside the backend with 2,000 users) for a local hit
@@ -159,8 +160,9 @@ struct Backend {
     /// the claims' encoding, with its token's digest: the first to build
     /// the encoding adds it there (`share_encoded`).
     unencoded: Option<([u8; 32], Arc<Verified>)>,
-    /// A word of the digest of tokens lately found in the shared cache, each
-    /// at the place that word picks (a newer token takes an older one's).
+    /// A word of the digest of tokens lately found in the shared cache, two
+    /// at each place that word picks, the latest first (a third token at
+    /// the same place pushes out the older of the two).
     seen: Vec<u64>,
 }
 
@@ -174,9 +176,16 @@ impl Backend {
         if self.seen.is_empty() {
             self.seen = vec![0; SEEN];
         }
-        let at = &mut self.seen[(word % SEEN as u64) as usize];
-        let again = *at == word;
-        *at = word;
+        // Two per place, so that two tokens a connection binds in turn
+        // and that pick the same place do not push each other out forever.
+        let at = (word % (SEEN as u64 / 2)) as usize * 2;
+        let place = &mut self.seen[at..at + 2];
+        if place[0] == word {
+            return true;
+        }
+        let again = place[1] == word;
+        place[1] = place[0];
+        place[0] = word;
         again
     }
 }
@@ -294,10 +303,14 @@ fn verify_or_find(token: &str, now: i64) -> Result<Arc<Verified>, Error> {
             counters::add(Counter::CacheHitsShared);
             let hit = Arc::new(hit);
             BACKEND.with_borrow_mut(|b| {
-                if b.found_again(&d) {
+                // An entry without the claims' jsonb (it did not fit in the
+                // slot, or is not there yet) is kept at once, so that the
+                // jsonb this backend builds for it is built once.
+                let unencoded = hit.encoded.get().is_none();
+                if b.found_again(&d) || unencoded {
                     b.cache.insert(token, hit.clone());
                 }
-                if hit.encoded.get().is_none() {
+                if unencoded {
                     b.unencoded = Some((d, hit.clone()));
                 }
             });

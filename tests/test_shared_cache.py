@@ -122,6 +122,36 @@ def test_a_token_found_in_the_shared_cache_is_kept_locally_from_its_second_time(
     assert after["cache_hits_local"] - before["cache_hits_local"] == 2
 
 
+def doorkeeper_place(token):
+    """Where a backend remembers a token it found in the shared cache: the
+    last 8 bytes of its SHA-256, little-endian, modulo 512 places."""
+    return int.from_bytes(hashlib.sha256(token.encode()).digest()[24:], "little") % 512
+
+
+def test_two_tokens_remembered_at_the_same_place_are_both_kept_locally(shared):
+    """Two tokens a connection binds in turn whose digests pick the same
+    place in what it remembers do not push each other out: both are kept in
+    its own cache at their second shared hit."""
+    c, signers = shared
+    es = signers["ES256"]
+    by_place = {}
+    while True:
+        token = es.token(TENANT_A, sub=str(uuid.uuid4()))
+        other = by_place.setdefault(doorkeeper_place(token), token)
+        if other != token:
+            a, b = other, token
+            break
+    with connect(c) as one, connect(c) as two:
+        before = stats(one)
+        assert bind(one, a) is None and bind(one, b) is None
+        for _ in range(3):
+            assert bind(two, a) is None and bind(two, b) is None
+        after = stats(two)
+    assert after["verifications"] - before["verifications"] == 2
+    assert after["cache_hits_shared"] - before["cache_hits_shared"] == 4
+    assert after["cache_hits_local"] - before["cache_hits_local"] == 2
+
+
 def test_another_policy_does_not_use_the_shared_entry(shared):
     """Settings differ per database; an entry verified under one policy is
     not an answer under another, even with the same key."""
@@ -220,10 +250,11 @@ def test_the_claims_jsonb_is_parsed_once_per_token_for_the_whole_server(shared):
     with connect(c) as one, connect(c) as two:
         before = stats(one)
         assert claims_of(one, big, "authenticate") == payload(big)
-        assert claims_of(two, big, "authenticate") == payload(big)
+        for _ in range(3):
+            assert claims_of(two, big, "authenticate") == payload(big)
         after = stats(two)
     assert after["cache_hits_shared"] - before["cache_hits_shared"] == 1, "the payload itself is shared"
-    assert after["claims_parsed"] - before["claims_parsed"] == 2, "its jsonb does not fit beside it"
+    assert after["claims_parsed"] - before["claims_parsed"] == 2, "its jsonb does not fit beside it: once a backend"
 
 
 def test_a_backend_parses_each_tokens_claims_once_without_the_shared_cache(cluster, db, signers):

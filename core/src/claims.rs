@@ -200,6 +200,9 @@ fn validate_members(found: &Members, policy: &Policy, now: i64) -> Result<Times>
 #[derive(Debug, Default)]
 pub struct RawClaims {
     members: Vec<(Name, Range<usize>)>,
+    /// The length of the document parsed: `get` answers nothing for
+    /// another one, rather than slicing it where this one's members lie.
+    len: usize,
 }
 
 /// A member's name: its place in the document, or, when written with
@@ -233,17 +236,24 @@ impl RawClaims {
                     .collect()
             })
             .unwrap_or_default();
-        RawClaims { members }
+        RawClaims {
+            members,
+            len: doc.len(),
+        }
     }
 
-    /// The JSON text of the member `name` of `doc` (the document parsed).
+    /// The JSON text of the member `name` of `doc`, which must be the
+    /// document parsed (None for any other).
     pub fn get<'d>(&self, doc: &'d str, name: &str) -> Option<&'d str> {
+        if doc.len() != self.len {
+            return None;
+        }
         self.members.iter().find_map(|(n, value)| {
             let this = match n {
-                Name::At(at) => &doc[at.clone()],
+                Name::At(at) => doc.get(at.clone())?,
                 Name::Unescaped(s) => s,
             };
-            (this == name).then(|| &doc[value.clone()])
+            (this == name).then(|| doc.get(value.clone())).flatten()
         })
     }
 }
@@ -554,5 +564,16 @@ mod tests {
         assert_eq!(t("a\"b").as_deref(), Some("1"));
         assert_eq!(t("t\\u0065nant"), None);
         assert_eq!(claim_text(&raw_claims("[1]"), "[1]", "0"), None);
+    }
+
+    #[test]
+    fn claims_answer_only_for_the_document_they_were_decoded_from() {
+        let payload = r#"{"sub":"u1","tenant_id":"t1"}"#;
+        let c = raw_claims(payload);
+        assert_eq!(c.get(payload, "tenant_id"), Some(r#""t1""#));
+        assert_eq!(c.get(r#"{"sub":"u1"}"#, "sub"), None);
+        // Same length, but "sub"'s place cuts a character in two: no panic.
+        let cut = r#"{"xxé":"u","tenant_id":"t1"}"#;
+        assert_eq!((cut.len(), c.get(cut, "sub")), (payload.len(), None));
     }
 }
