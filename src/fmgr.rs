@@ -65,7 +65,6 @@ pub unsafe fn copy_varlena(
     }
 }
 
-/// A palloc'd copy of `bytes` (a whole varlena) in the current context.
 /// Whether `bytes` are a plain (4-byte header, uncompressed, inline)
 /// varlena of exactly their length, as jsonb_in returns: checked before
 /// bytes that came through shared memory are kept as a datum.
@@ -81,6 +80,7 @@ pub fn is_plain_varlena(bytes: &[u8]) -> bool {
     unsafe { varatt_is_4b_u(ptr) && varsize_any(ptr) == bytes.len() }
 }
 
+/// A palloc'd copy of `bytes` (a whole varlena) in the current context.
 pub fn palloc_copy(bytes: &[u8]) -> pg_sys::Datum {
     // SAFETY: palloc returns at least `len` writable bytes or raises; the
     // source and the fresh allocation cannot overlap.

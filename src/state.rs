@@ -31,12 +31,12 @@
 //! only the second time this backend finds it there while it still
 //! remembers the first (`Backend.seen`: up to 1,024 digests, about the
 //! number of tokens the backend's cache holds), or at once when the entry
-//! came without the claims' jsonb (too large to share it). Behind a pooler with many users a
-//! server connection sees most tokens again only after its own cache has
-//! evicted them, so copying each one cost an insert and an eviction
-//! (1.3-1.5 µs, timed inside the backend with 2,000 users) for a local hit
-//! that rarely came; a token the backend binds again and again is copied
-//! at its second bind and is a local hit from then on.
+//! came without the claims' jsonb (too large to share it). Behind a pooler
+//! with many users a server connection sees most tokens again only after
+//! its own cache has evicted them, so copying each one cost an insert and
+//! an eviction (1.3-1.5 µs, timed inside the backend with 2,000 users) for
+//! a local hit that rarely came; a token the backend binds again and again
+//! is copied at its second bind and is a local hit from then on.
 //!
 //! A verification also keeps the jsonb of its claims once built
 //! (`Verified::encoded`, see `claims.rs`), and the shared cache keeps it

@@ -307,11 +307,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Decodes a payload that already passed the strict checks.
-pub fn raw_claims(payload: &str) -> RawClaims {
-    RawClaims::parse(payload)
-}
-
 /// A claim of `payload` (decoded as `claims`) as SQL text. The top-level
 /// member of exactly that name comes first (names such as
 /// "https://example.com/roles" contain dots); then `name` is a dotted path
@@ -536,7 +531,7 @@ mod tests {
     fn claims_as_text() {
         let payload = r#"{"org":{"id":"o1","roles":["a","b"]},"https://x.example/t":"t","e":"","n":null,
             "big":123456789012345678901234567890,"f":1.50,"esc":"caf\u00e9","obj":{ "k" : [1, 2] }}"#;
-        let c = raw_claims(payload);
+        let c = RawClaims::parse(payload);
         let t = |name: &str| claim_text(&c, payload, name);
         assert_eq!(t("org.id").as_deref(), Some("o1"));
         assert_eq!(t("org.roles.1").as_deref(), Some("b"));
@@ -557,19 +552,19 @@ mod tests {
     #[test]
     fn claim_names_written_with_escapes_are_found_by_the_names_they_spell() {
         let payload = r#"{"t\u0065nant":"t1","o":{"\u0069d":"o1"},"a\"b":1}"#;
-        let c = raw_claims(payload);
+        let c = RawClaims::parse(payload);
         let t = |name: &str| claim_text(&c, payload, name);
         assert_eq!(t("tenant").as_deref(), Some("t1"));
         assert_eq!(t("o.id").as_deref(), Some("o1"));
         assert_eq!(t("a\"b").as_deref(), Some("1"));
         assert_eq!(t("t\\u0065nant"), None);
-        assert_eq!(claim_text(&raw_claims("[1]"), "[1]", "0"), None);
+        assert_eq!(claim_text(&RawClaims::parse("[1]"), "[1]", "0"), None);
     }
 
     #[test]
     fn claims_answer_only_for_the_document_they_were_decoded_from() {
         let payload = r#"{"sub":"u1","tenant_id":"t1"}"#;
-        let c = raw_claims(payload);
+        let c = RawClaims::parse(payload);
         assert_eq!(c.get(payload, "tenant_id"), Some(r#""t1""#));
         assert_eq!(c.get(r#"{"sub":"u1"}"#, "sub"), None);
         // Same length, but "sub"'s place cuts a character in two: no panic.

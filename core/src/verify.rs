@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use jsonwebtoken::Algorithm;
 
-use crate::claims::{claim_text, raw_claims, validate, Policy, RawClaims, Times};
+use crate::claims::{claim_text, validate, Policy, RawClaims, Times};
 use crate::compact::{decode, split};
 use crate::error::{Error, Part, Result};
 use crate::header::{self, algorithm_name, Header};
@@ -61,7 +61,7 @@ impl Verified {
 
     /// All claims, decoded once per token.
     pub fn claims(&self) -> &RawClaims {
-        self.claims.get_or_init(|| raw_claims(&self.payload))
+        self.claims.get_or_init(|| RawClaims::parse(&self.payload))
     }
 
     /// A claim as SQL text (see `claims::claim_text`).
