@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fails when the SQL that pgrx generates for this version differs from the
-# reviewed copy in sql/. A released version's schema never changes: a new
-# surface needs a new version, its schema in sql/ and an upgrade script
+# reviewed copy in sql/generated/. A released version's schema never changes: a new
+# surface needs a new version, its schema in sql/generated/ and an upgrade script
 # sql/jwt_rls--OLD--NEW.sql. Comments (source locations) are ignored, and
 # so is the order of statements, which pgrx does not keep stable.
 set -euo pipefail
@@ -10,7 +10,7 @@ PG_MAJOR="${PG_MAJOR:-15}"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
 SHAREDIR="$("/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir)"
 generated="${SHAREDIR}/extension/jwt_rls--${VERSION}.sql"
-reviewed="sql/jwt_rls--${VERSION}.sql"
+reviewed="sql/generated/jwt_rls--${VERSION}.sql"
 normalize() {
   python3 - "$1" <<'PY'
 import re, sys

@@ -17,7 +17,7 @@ mkdir -p "$STAGE/DEBIAN" "$STAGE/usr/share/doc/${NAME}"
 cp -a "target/release/jwt_rls-pg${PG_MAJOR}/." "$STAGE/"
 # The released base schemas, so that older versions can still be created
 # and updated (CREATE EXTENSION jwt_rls VERSION '0.1.0').
-for base in sql/jwt_rls--*.sql; do
+for base in sql/generated/jwt_rls--*.sql; do
   case "$base" in *--*--*) ;; *) cp "$base" "$STAGE/usr/share/postgresql/${PG_MAJOR}/extension/" ;; esac
 done
 cp README.md SECURITY.md CHANGELOG.md "$STAGE/usr/share/doc/${NAME}/"

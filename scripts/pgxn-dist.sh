@@ -14,7 +14,7 @@ version = sys.argv[1]
 problems = [f"{where} is {got}, Cargo.toml says {version}"
             for where, got in [("version", meta["version"]), ("provides.jwt_rls.version", meta["provides"]["jwt_rls"]["version"])]
             if got != version]
-if meta["provides"]["jwt_rls"]["file"] != f"sql/jwt_rls--{version}.sql":
+if meta["provides"]["jwt_rls"]["file"] != f"sql/generated/jwt_rls--{version}.sql":
     problems.append("provides.jwt_rls.file is not the reviewed schema of this version")
 if problems:
     sys.exit("pgxn-dist: " + "; ".join(problems))

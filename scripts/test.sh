@@ -15,6 +15,9 @@ PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
 
 bash scripts/setup.sh
 
+echo "== lint: no import circle among modules or folders (scripts/check-imports.py)"
+python3 scripts/check-imports.py src core/src fetch/src
+
 echo "== lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy -p jwt_rls_core --all-targets -- -D warnings

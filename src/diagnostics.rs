@@ -1,15 +1,50 @@
 //! What a slow or surprising server can be diagnosed with from SQL: the
-//! running build and this backend's cache.
+//! counters and the shared cache's size (`stats()`), this backend's cache
+//! and the running build. Reads the parts it reports on; nothing uses it.
 
 use pgrx::prelude::*;
 
-use crate::state;
+use crate::shared::{cache, counters};
+use crate::verification;
 
 /// This backend's verification cache: entries and estimated bytes.
 #[pg_extern(volatile, parallel_safe)]
 fn cache_stats() -> TableIterator<'static, (name!(entries, i64), name!(bytes, i64))> {
-    let (entries, bytes) = state::cache_usage();
+    let (entries, bytes) = verification::cache_usage();
     TableIterator::once((entries as i64, bytes as i64))
+}
+
+/// `jwt_rls.stats()`: every counter, and the shared cache's size; `scope`
+/// says whether they are the server's or this backend's.
+#[pg_extern(volatile, parallel_safe)]
+fn stats() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(value, i64),
+        name!(scope, &'static str),
+    ),
+> {
+    let scope = if counters::server_wide() {
+        "server"
+    } else {
+        "backend"
+    };
+    let mut rows: Vec<(String, i64, &'static str)> = counters::values()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value as i64, scope))
+        .collect();
+    let (slots, used, bytes) = cache::usage();
+    rows.push(("shared_cache_slots".into(), slots as i64, scope));
+    rows.push(("shared_cache_used".into(), used as i64, scope));
+    rows.push(("shared_cache_bytes".into(), bytes as i64, scope));
+    TableIterator::new(rows)
+}
+
+/// `jwt_rls.reset_stats()`: zeroes the counters (not the cache).
+#[pg_extern(volatile, parallel_unsafe)]
+fn reset_stats() {
+    counters::reset();
 }
 
 /// The library this backend runs: its version, the commit it was built

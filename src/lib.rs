@@ -1,55 +1,39 @@
 //! jwt_rls: verify a JWT inside PostgreSQL and hand its claims to
 //! row-level-security policies.
 //!
-//! This crate is the thin shell around `jwt_rls_core`. Its modules, each
-//! one concept, with dependencies pointing down this list only:
-//! - `compat`: PostgREST/Supabase names for the verified claims
-//!   (`request.jwt.claims`, `auth.uid()`), opt-in;
-//! - `claims`: the SQL surface for applications (bind, read claims);
-//! - `diagnostics`: build and cache information;
-//! - `counters`: binds, verifications, hits and refusals (`jwt_rls.stats()`);
-//! - `shared_cache`: verifications shared by every backend;
-//! - `jwks_worker`: keys that follow the provider (a background worker);
-//! - `shmem`: the shared memory these live in (with shared_preload_libraries);
-//! - `isolation`: `isolate()` and `audit()`, row level security helpers in SQL;
-//! - `roles`: switching to the role a claim names (`jwt_rls.role_claim`);
-//! - `state`: the bound token setting and what it verifies to;
-//! - `keystore`: the key table, its DDL, loading and admin functions;
-//! - `decryption`: decryption keys for encrypted tokens (JWE);
-//! - `signing`: signing keys, `sign()` and the JWKS of what jwt_rls issues;
-//! - `sessions`: login sessions with rotated refresh tokens and reuse
-//!   detection;
-//! - `revocation`: the revocation lists, their DDL, check and admin functions;
-//! - `catalog`: reading the extension's tables as their owner, and noticing
-//!   their changes;
+//! This crate is the thin shell around `jwt_rls_core`. Its folders, each
+//! one concept, with dependencies pointing down this list only (checked by
+//! `scripts/check-imports.py` in the test command; ARCHITECTURE.md walks a
+//! token through them):
+//! - `adoption/`: PostgREST/Supabase names for the claims, `isolate()` and
+//!   `audit()`;
+//! - `diagnostics`: `stats()`, `cache_stats()`, `build_info()`;
+//! - `binding/`: the bound token setting, the claims' SQL surface, roles;
+//! - `lifecycle/`: revocation, login sessions and refresh tokens;
+//! - `verification`: a token against the keys and policy, with the caches;
+//! - `keys/`: the key store, decryption and signing keys, the JWKS worker;
+//! - `shared/`: the shared verification cache and the counters;
 //! - `settings`: the administrator's settings (validation policy);
-//! - `errors`: core errors as Postgres errors;
-//! - `clock`, `fmgr`: the statement clock and C-calling-convention glue.
+//! - `pg/`: Postgres glue (errors, fmgr, clock, catalog, shared memory
+//!   regions).
+//!
+//! `shmem` (the shared memory layout) sits above them all: it asks each
+//! part for its size and hands it its region.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use pgrx::prelude::*;
 
-mod catalog;
-mod claims;
-mod clock;
-mod compat;
-mod counters;
-mod decryption;
+mod adoption;
+mod binding;
 mod diagnostics;
-mod errors;
-mod fmgr;
-mod isolation;
-mod jwks_worker;
-mod keystore;
-mod revocation;
-mod roles;
-mod sessions;
+mod keys;
+mod lifecycle;
+mod pg;
 mod settings;
-mod shared_cache;
+mod shared;
 mod shmem;
-mod signing;
-mod state;
+mod verification;
 
 pgrx::pg_module_magic!(name, version);
 
@@ -60,17 +44,19 @@ pub extern "C-unwind" fn _PG_init() {
     settings::note_untrusted_placeholders();
     // SAFETY: reads a flag Postgres sets while loading preloaded libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        // The parts define the settings their sizes depend on first.
+        shared::cache::init();
+        keys::jwks_worker::init();
         shmem::init();
-        jwks_worker::init();
     }
     // The token setting comes last: defining it checks a value stored
     // before the library loaded, against the policy and keys defined here.
     settings::init();
-    catalog::init();
-    state::init();
-    claims::init();
-    compat::init();
-    counters::init();
+    pg::catalog::init();
+    binding::token::init();
+    binding::claims::init();
+    adoption::compat::init();
+    shared::counters::init();
     settings::reserve_prefix(c"jwt_rls");
 }
 

@@ -148,7 +148,7 @@ fn granted(name: &CStr, role: pg_sys::Oid) -> bool {
 /// not the administrator's. Only that session is affected.
 pub fn refuse_if_tampered() {
     if let Some(name) = TAMPERED.with_borrow(|t| t.clone()) {
-        crate::errors::settings_tampered(&name);
+        crate::pg::errors::settings_tampered(&name);
     }
 }
 

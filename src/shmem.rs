@@ -1,56 +1,49 @@
-//! The shared memory jwt_rls reserves when it is in
-//! shared_preload_libraries: one segment holding the server-wide counters
-//! (`counters.rs`), the JWKS worker's wake-up state (`jwks_worker.rs`) and
-//! the shared verification cache (`shared_cache.rs`), in that order.
-//! Without preloading there is none, and both fall back to per-backend
-//! behaviour.
+//! The layout of jwt_rls's shared memory segment (with
+//! shared_preload_libraries): the one place that knows every part that
+//! lives there. It asks each part how many bytes it needs, reserves their
+//! sum, and hands each part its region (`pg::region::Region`) when the
+//! segment is attached, as Postgres's own CreateSharedMemoryAndSemaphores
+//! does for its subsystems. The parts never import this module.
+//!
+//! Without preloading there is no segment: every region stays empty and
+//! each part falls back to per-backend behaviour.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
-
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::{counters, jwks_worker, shared_cache};
-
-/// Slots of the shared verification cache (0 turns it off).
-static SHARED_CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(4096);
-
-/// The segment, once attached; null without shared_preload_libraries.
-static BASE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+use crate::keys::jwks_worker;
+use crate::pg::region::Region;
+use crate::shared::{cache, counters};
 
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
 static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
-/// Slots of the shared cache this server was started with.
-pub fn cache_slots() -> usize {
-    shared_cache::slots_for(SHARED_CACHE_ENTRIES.get().max(0) as usize)
+/// The parts, in the order they lie in the segment, with the bytes each
+/// asks for (read once the postmaster's settings are final).
+fn parts() -> [(&'static Region, usize); 3] {
+    [
+        (&counters::REGION, counters::SHARED_BYTES),
+        (&jwks_worker::REGION, jwks_worker::SHARED_BYTES),
+        (&cache::REGION, cache::shared_bytes()),
+    ]
 }
+
+/// Each part starts on a cache line of its own (ShmemInitStruct's
+/// allocation is cache-line aligned), so parts never share one.
+const ALIGN: usize = 64;
 
 fn size() -> usize {
-    counters::SHARED_BYTES + jwks_worker::SHARED_BYTES + shared_cache::bytes_for(cache_slots())
-}
-
-/// The segment: counters first, then the cache; None without preloading.
-pub fn base() -> Option<*mut u8> {
-    let p = BASE.load(Ordering::Acquire);
-    (!p.is_null()).then_some(p)
+    parts()
+        .iter()
+        .map(|(_, bytes)| bytes.next_multiple_of(ALIGN))
+        .sum()
 }
 
 /// Reserves the segment. Called from _PG_init while shared_preload_libraries
-/// are loaded (the only time shared memory can be requested).
+/// are loaded (the only time shared memory can be requested), after the
+/// parts have defined the settings their sizes depend on.
 pub fn init() {
-    GucRegistry::define_int_guc(
-        c"jwt_rls.shared_cache_entries",
-        c"Verified tokens kept in shared memory for every backend (0 turns the shared cache off).",
-        c"Needs jwt_rls in shared_preload_libraries; each entry takes about 2.2 kB; rounded down to a multiple of 16.",
-        &SHARED_CACHE_ENTRIES,
-        0,
-        1_000_000,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     // SAFETY: _PG_init runs once, in the postmaster, before any backend
     // exists; hooks are chained to whatever was installed before.
     unsafe {
@@ -59,6 +52,7 @@ pub fn init() {
             PREV_REQUEST = pg_sys::shmem_request_hook;
             pg_sys::shmem_request_hook = Some(request);
         }
+        // Before 15 there is no request hook: libraries ask from _PG_init.
         #[cfg(any(feature = "pg13", feature = "pg14"))]
         pg_sys::RequestAddinShmemSpace(size());
         PREV_STARTUP = pg_sys::shmem_startup_hook;
@@ -83,7 +77,8 @@ unsafe extern "C-unwind" fn startup() {
     // SAFETY: called when shared memory is created (postmaster start and
     // every crash restart); AddinShmemInitLock serialises initialisation
     // among the libraries doing it; a segment not found yet is zeroed,
-    // which is the empty state of counters and cache alike.
+    // which is the empty state of every part. Each region lies inside the
+    // segment: offsets add up to at most size().
     unsafe {
         if let Some(prev) = PREV_STARTUP {
             prev();
@@ -96,6 +91,10 @@ unsafe extern "C-unwind" fn startup() {
             std::ptr::write_bytes(p, 0, size());
         }
         pg_sys::LWLockRelease(lock);
-        BASE.store(p, Ordering::Release);
+        let mut offset = 0;
+        for (region, bytes) in parts() {
+            region.attach(p.add(offset), bytes);
+            offset += bytes.next_multiple_of(ALIGN);
+        }
     }
 }

@@ -95,7 +95,7 @@ def catalog(dsn):
 def test_update_from_0_1_0_equals_a_fresh_install_and_keeps_keys(cluster, db, hs):
     # The released 0.1.0 schema, as a package of 0.1.0 shipped it.
     extdir = os.path.join(pg_config("--sharedir"), "extension")
-    shutil.copy(os.path.join(ROOT, "sql", "jwt_rls--0.1.0.sql"), extdir)
+    shutil.copy(os.path.join(ROOT, "sql", "generated", "jwt_rls--0.1.0.sql"), extdir)
     for name in ["upgraded", "fresh"]:
         db.execute(f"DROP DATABASE IF EXISTS {name}")
         db.execute(f"CREATE DATABASE {name} TEMPLATE template0")

@@ -6,39 +6,22 @@
 //! successful verifications, and is emptied whenever keys or the policy
 //! change. Time claims are re-checked by the caller on every hit, so an
 //! entry never outlives its token's `exp`.
+//!
+//! Uses `verify` (the `Verified` it holds); the SHA-256 helpers it
+//! re-exports live in the leaf `fingerprint`, so the key stores that
+//! fingerprint themselves need not import the cache.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{digest, SHA256};
 use lru::LruCache;
 
 use crate::verify::Verified;
 
-/// A fingerprint: the first 16 bytes of a SHA-256.
-pub type Fingerprint = [u8; 16];
-
-/// SHA-256 of a token: the key a verification is shared under across
-/// backends (a token is up to 1 MiB; its digest is what a shared slot can
-/// hold, and finding another token with the same digest is infeasible).
-pub fn token_digest(token: &str) -> [u8; 32] {
-    let d = digest(&SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// A fingerprint of parts separated unambiguously (length-prefixed).
-pub fn fingerprint(parts: &[&[u8]]) -> Fingerprint {
-    let mut ctx = aws_lc_rs::digest::Context::new(&SHA256);
-    for part in parts {
-        ctx.update(&(part.len() as u64).to_le_bytes());
-        ctx.update(part);
-    }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&ctx.finish().as_ref()[..16]);
-    out
-}
+// The SHA-256 helpers moved to the leaf `fingerprint` (the key stores use
+// them, and `cache` uses `verify`, which uses the key stores); re-exported
+// because the extension knows them by this path.
+pub use crate::fingerprint::{fingerprint, token_digest, Fingerprint};
 
 pub struct Cache {
     /// None when the cache is configured with 0 entries (off).

@@ -4,6 +4,8 @@
 //! their RFC 7519 JSON types (a numeric `iss` or an `aud` array holding a
 //! number is refused, not skipped), `exp` is required, `nbf` and `iat` are
 //! always checked, and `exp == now` is already expired.
+//!
+//! Uses `error`, `json` and `fingerprint` (for `Policy::fingerprint`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -48,8 +50,8 @@ impl Policy {
     /// Identifies the policy exactly: a verification shared by another
     /// backend is used only under the same policy (settings can differ per
     /// database and role).
-    pub fn fingerprint(&self) -> crate::cache::Fingerprint {
-        crate::cache::fingerprint(&[format!("{self:?}").as_bytes()])
+    pub fn fingerprint(&self) -> crate::fingerprint::Fingerprint {
+        crate::fingerprint::fingerprint(&[format!("{self:?}").as_bytes()])
     }
 }
 

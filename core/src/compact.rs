@@ -4,6 +4,8 @@
 //! rejected that a lenient decoder would quietly fix (padding, '+', '/',
 //! whitespace, a "Bearer " prefix, non-zero trailing bits), because a token
 //! with two spellings could be cached, compared or logged under the wrong one.
+//!
+//! Uses `error` only.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

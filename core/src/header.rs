@@ -4,42 +4,18 @@
 //! `x5c`) are never read; members that change how the token must be
 //! processed (`crit`, `b64`, `zip`, `enc`) are refused, because a verifier
 //! that ignores them may accept a token its issuer meant differently.
+//!
+//! Uses `error`, `json` and `alg` (the algorithm names, kept in that
+//! leaf because error messages need them too).
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
+// The algorithm table moved to the leaf `alg` (error messages name
+// algorithms too); re-exported because callers know it by this path.
+pub use crate::alg::{algorithm, algorithm_name, ALGORITHMS};
 use crate::error::{Error, Part, Result};
 use crate::json;
-
-/// The algorithms jwt_rls verifies, by their exact JOSE names.
-pub const ALGORITHMS: [(&str, Algorithm); 12] = [
-    ("HS256", Algorithm::HS256),
-    ("HS384", Algorithm::HS384),
-    ("HS512", Algorithm::HS512),
-    ("RS256", Algorithm::RS256),
-    ("RS384", Algorithm::RS384),
-    ("RS512", Algorithm::RS512),
-    ("PS256", Algorithm::PS256),
-    ("PS384", Algorithm::PS384),
-    ("PS512", Algorithm::PS512),
-    ("ES256", Algorithm::ES256),
-    ("ES384", Algorithm::ES384),
-    ("EdDSA", Algorithm::EdDSA),
-];
-
-/// Exact, case-sensitive lookup of an algorithm name.
-pub fn algorithm(name: &str) -> Option<Algorithm> {
-    ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
-}
-
-/// The JOSE name of an algorithm.
-pub fn algorithm_name(alg: Algorithm) -> &'static str {
-    ALGORITHMS
-        .iter()
-        .find(|(_, a)| *a == alg)
-        .map(|(n, _)| *n)
-        .unwrap_or("unknown")
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

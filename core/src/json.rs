@@ -11,6 +11,8 @@
 //!
 //! Claims are later read from the payload's own text (`claims::RawClaims`),
 //! so numbers of any size come back exactly as signed.
+//!
+//! Uses `error` only.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

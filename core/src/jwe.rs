@@ -13,6 +13,10 @@
 //! algorithms, `cty`), key selection, segment lengths, and only then any
 //! cryptography. Every failure of the cryptography itself is the one
 //! `Error::DecryptionFailed`.
+//!
+//! Uses the JWS side (`compact`, `header`, `claims`, `keys`, `verify`) for
+//! the token inside, and `jwe_keys` for decryption; nothing uses it but the
+//! crate root.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::cipher::{

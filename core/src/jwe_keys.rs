@@ -7,6 +7,10 @@
 //! key-management algorithm when it is stored (and a `dir` key also to its
 //! content encryption), so a token can never choose how a key is used. All
 //! cryptography is aws-lc-rs, the library the signatures are checked with.
+//!
+//! Uses `error`, `json`, `select`, `fingerprint` and `limits`, and `keys`
+//! and `sign` for the kid check, key formats and PEM decoding they share
+//! with signature keys.
 
 use aws_lc_rs::agreement::{self, ParsedPublicKey, UnparsedPublicKey};
 use aws_lc_rs::digest;
@@ -24,7 +28,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, KeyError, Part, Result};
 use crate::json::parse_object;
-use crate::keys::{check_kid, Format, MIN_RSA_BITS};
+use crate::keys::{check_kid, Format};
+use crate::limits::MIN_RSA_BITS;
 use crate::sign::pem_der;
 
 /// The key-management algorithms accepted (RFC 7518 section 4.1).
@@ -181,7 +186,7 @@ pub struct DecryptionKey {
     pub not_after: Option<i64>,
     /// Identifies the key exactly (kid, algorithm, enc, format, material):
     /// see `Key::fingerprint`.
-    pub fingerprint: crate::cache::Fingerprint,
+    pub fingerprint: crate::fingerprint::Fingerprint,
     secret: Secret,
 }
 
@@ -423,7 +428,7 @@ impl DecryptionKey {
             enabled: true,
             not_before: None,
             not_after: None,
-            fingerprint: crate::cache::fingerprint(&[
+            fingerprint: crate::fingerprint::fingerprint(&[
                 kid.as_bytes(),
                 alg.name().as_bytes(),
                 enc.map(Enc::name).unwrap_or("").as_bytes(),

@@ -4,6 +4,9 @@
 //! can never pick how its key is used (the HS256-with-an-RSA-public-key
 //! confusion). Only public keys are kept for RS/PS/ES/EdDSA; HMAC secrets
 //! must be at least as long as their hash (RFC 7518 section 3.2).
+//!
+//! Uses `error`, `json`, `select` (choosing a key), and the leaves `alg`,
+//! `limits` and `fingerprint`; never `header` or `cache`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -12,14 +15,14 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
+use crate::alg::{algorithm, algorithm_name};
 use crate::error::{Error, KeyError, Part, Result};
-use crate::header::{algorithm, algorithm_name};
+use crate::fingerprint::{fingerprint, Fingerprint};
 use crate::json::parse_object;
-
-/// Smallest RSA modulus accepted, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
-/// Longest kid accepted, in bytes.
-pub const MAX_KID_BYTES: usize = 256;
+use crate::select::{KeyRing, Refusals, Selectable};
+// The limits live in the leaf `limits` (error messages quote them);
+// re-exported because callers know them by this path.
+pub use crate::limits::{MAX_KID_BYTES, MIN_RSA_BITS};
 
 /// How key material is written in the key table's `format` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +66,7 @@ pub struct Key {
     /// material, and the issuer it is bound to), so that a verification
     /// shared by another backend is used only while this backend holds the
     /// very key it was made with.
-    pub fingerprint: crate::cache::Fingerprint,
+    pub fingerprint: Fingerprint,
     /// The only issuer whose tokens this key verifies, when it was fetched
     /// from that issuer (`bind_issuer`); None: whatever the policy accepts.
     pub issuer: Option<String>,
@@ -311,7 +314,7 @@ impl Key {
             enabled: true,
             not_before: None,
             not_after: None,
-            fingerprint: crate::cache::fingerprint(&[
+            fingerprint: fingerprint(&[
                 kid.as_bytes(),
                 algorithm_name(alg).as_bytes(),
                 format.name().as_bytes(),
@@ -326,7 +329,7 @@ impl Key {
     /// issuer's JWKS must never vouch for another issuer's tokens, even if
     /// the policy accepts both (one provider cannot sign for another).
     pub fn bind_issuer(&mut self, issuer: &str) {
-        self.fingerprint = crate::cache::fingerprint(&[&self.fingerprint, issuer.as_bytes()]);
+        self.fingerprint = fingerprint(&[&self.fingerprint, issuer.as_bytes()]);
         self.issuer = Some(issuer.to_string());
     }
 
@@ -480,11 +483,11 @@ fn implied_alg(map: &Map<String, Value>) -> Option<&'static str> {
 }
 
 /// The keys a backend verifies with.
-pub type KeySet = crate::select::KeyRing<Key>;
+pub type KeySet = KeyRing<Key>;
 
-impl crate::select::Selectable for Key {
+impl Selectable for Key {
     /// How a signature key is refused.
-    const REFUSALS: crate::select::Refusals = crate::select::Refusals {
+    const REFUSALS: Refusals = Refusals {
         unknown: Error::UnknownKid,
         disabled: Error::KeyDisabled,
         not_in_window: Error::KeyNotInWindow,

@@ -5,18 +5,33 @@
 //! Signatures are checked by the `jsonwebtoken` crate's aws-lc-rs backend;
 //! everything it is lenient about (JSON duplicates and types, time claims,
 //! header extensions, base64 spelling) is checked here first.
+//!
+//! Modules, each using only those on the lines above it (no module imports
+//! another that imports it back; `scripts/check-imports.py` checks this):
+//! - leaves, using nothing of the crate: `alg` (algorithm names), `limits`
+//!   (key limits), `fingerprint` (SHA-256 helpers);
+//! - `error`: the error types and their texts;
+//! - `json` (strict JSON), `compact` (JWS segments), `select` (choosing a
+//!   key by kid);
+//! - `header` (the JOSE header), `claims` (policy and claim access);
+//! - `keys` (verification keys), then `sign` (signing keys);
+//! - `verify` (one JWS), then `cache` (verified tokens kept);
+//! - `jwe_keys` (decryption and encryption keys), then `jwe` (nested JWTs).
 
 #![forbid(unsafe_code)]
 
+pub mod alg;
 pub mod cache;
 pub mod claims;
 pub mod compact;
 pub mod error;
+pub mod fingerprint;
 pub mod header;
 pub mod json;
 pub mod jwe;
 pub mod jwe_keys;
 pub mod keys;
+pub mod limits;
 pub mod select;
 pub mod sign;
 pub mod verify;

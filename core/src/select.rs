@@ -3,6 +3,8 @@
 //! by `kid`, refused when disabled or outside its validity window; or, for
 //! a token that names none, the only key active now (with two or more, the
 //! token must say which).
+//!
+//! Uses `error` only; `keys` and `jwe_keys` implement `Selectable`.
 
 use crate::error::{Error, Result};
 

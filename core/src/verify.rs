@@ -1,6 +1,9 @@
 //! The whole verification of one token, in the order that parses the least
 //! before the signature is known to be good: size and alphabet, header,
 //! key selection, signature, and only then the payload and its claims.
+//!
+//! Uses `compact`, `header`, `keys`, `claims`, `error` and `alg`; `cache`
+//! and `jwe` build on it.
 
 use std::cell::RefCell;
 use std::sync::atomic::AtomicU64;
@@ -8,10 +11,11 @@ use std::sync::OnceLock;
 
 use jsonwebtoken::Algorithm;
 
+use crate::alg::algorithm_name;
 use crate::claims::{claim_text, validate, Policy, RawClaims, Times};
 use crate::compact::{decode, split};
 use crate::error::{Error, Part, Result};
-use crate::header::{self, algorithm_name, Header};
+use crate::header::{self, Header};
 use crate::keys::KeySet;
 
 /// A token whose signature and claims were checked.

@@ -17,10 +17,13 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::varlena::{text_to_rust_str, varsize_any};
 
-use crate::counters::{self, Counter};
-use crate::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
-use crate::state::{self, Conditions};
-use crate::{errors, roles, settings};
+use super::roles;
+use super::token::{self, Conditions};
+use crate::pg::errors;
+use crate::pg::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
+use crate::settings;
+use crate::shared::counters::{self, Counter};
+use crate::verification;
 
 /// The claims as a jsonb datum, parsed by Postgres from the payload exactly
 /// as signed (so numbers of any size stay exact).
@@ -50,7 +53,7 @@ fn claims_jsonb(verified: &Arc<Verified>) -> pg_sys::Datum {
         std::slice::from_raw_parts(ptr as *const u8, varsize_any(ptr))
     };
     if verified.encoded.set(bytes.into()).is_ok() {
-        state::share_encoded(verified);
+        verification::share_encoded(verified);
     }
     datum
 }
@@ -85,7 +88,7 @@ pub unsafe extern "C-unwind" fn authenticate_c(fcinfo: pg_sys::FunctionCallInfo)
     // its SQLSTATE, DETAIL and HINT when it does not verify) and hands the
     // result to the read below, so the signature is checked once.
     settings::set_local(c"jwt_rls.token", &value);
-    match state::current().unwrap_or_else(|e| errors::raise!(&e)) {
+    match token::current().unwrap_or_else(|e| errors::raise!(&e)) {
         Some(verified) => {
             roles::switch(&verified);
             claims_jsonb(&verified)
@@ -104,7 +107,7 @@ fmgr_v1!(pg_finfo_jwt_claims_c);
 #[unsafe(no_mangle)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn jwt_claims_c(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    match state::current_or_raise() {
+    match token::current_or_raise() {
         Some(verified) => claims_jsonb(&verified),
         // SAFETY: fcinfo is the current call.
         None => unsafe { pgrx::fcinfo::pg_return_null(fcinfo) },
@@ -119,9 +122,9 @@ pub unsafe extern "C-unwind" fn jwt_claims_c(fcinfo: pg_sys::FunctionCallInfo) -
 /// the claim name; when all are unchanged the call is a few comparisons and
 /// returns the remembered text: a sequential scan under a bare
 /// `jwt_claim()` policy costs 1.28x the literal predicate with it (README
-/// benchmarks), where a lookup through `state::current()` per row would
+/// benchmarks), where a lookup through `token::current()` per row would
 /// hash the token for every row. Anything else goes through
-/// `state::current()`, which verifies (or finds in the cache) and re-checks
+/// `token::current()`, which verifies (or finds in the cache) and re-checks
 /// expiry.
 ///
 /// The remembered text lives in the call site's memory context (the
@@ -154,7 +157,7 @@ pub unsafe extern "C-unwind" fn jwt_claim_c(fcinfo: pg_sys::FunctionCallInfo) ->
     // context.
     unsafe {
         let name = text_arg(fcinfo, 0);
-        let now = state::conditions();
+        let now = token::conditions();
         let flinfo = (*fcinfo).flinfo;
         let site = (*flinfo).fn_extra as *mut CallSite;
         if !site.is_null() {
@@ -166,7 +169,7 @@ pub unsafe extern "C-unwind" fn jwt_claim_c(fcinfo: pg_sys::FunctionCallInfo) ->
 
         let value = std::str::from_utf8(text_bytes(name))
             .ok()
-            .and_then(state::current_claim);
+            .and_then(token::current_claim);
         let context = (*flinfo).fn_mcxt;
         let site = if site.is_null() {
             let fresh = pg_sys::MemoryContextAllocZero(context, std::mem::size_of::<CallSite>())
@@ -229,13 +232,13 @@ COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
 /// The claim named by `jwt_rls.user_id_claim` (default `sub`).
 #[pg_extern(stable, parallel_safe)]
 fn user_id() -> Option<String> {
-    state::current_claim(&settings::user_id_claim())
+    token::current_claim(&settings::user_id_claim())
 }
 
 /// The claim named by `jwt_rls.tenant_id_claim` (default `tenant_id`).
 #[pg_extern(stable, parallel_safe)]
 fn tenant_id() -> Option<String> {
-    state::current_claim(&settings::tenant_id_claim())
+    token::current_claim(&settings::tenant_id_claim())
 }
 
 /// `jwt_rls.claims`: the bound token's claims as a read-only setting, for
@@ -259,7 +262,7 @@ unsafe extern "C-unwind" fn show_claims() -> *const c_char {
 /// The bound token's payload exactly as signed, or `none` when no token is
 /// bound (for the show hooks of settings that mirror the claims).
 pub(crate) fn payload_or(none: &str) -> String {
-    match state::current_or_raise() {
+    match token::current_or_raise() {
         Some(verified) => verified.payload.clone(),
         None => none.to_string(),
     }

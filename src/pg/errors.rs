@@ -67,7 +67,7 @@ fn hint(e: &Error) -> Option<&'static str> {
 /// function and line.
 macro_rules! raise {
     ($e:expr) => {
-        $crate::errors::raise_in($e, pgrx::function_name!())
+        $crate::pg::errors::raise_in($e, pgrx::function_name!())
     };
 }
 pub(crate) use raise;

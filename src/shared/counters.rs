@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jwt_rls_core::Error;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::prelude::*;
 
-use crate::{shared_cache, shmem};
+use crate::pg::region::Region;
+
+/// This part's region of the shared segment.
+pub static REGION: Region = Region::new();
 
 /// What is counted; the discriminant is the counter's index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,18 +93,16 @@ impl Counter {
     }
 }
 
-/// Bytes the counters take at the start of the shared segment (a whole
-/// number of cache lines, so the cache after them starts on one).
+/// Bytes the counters ask of the shared segment.
 pub const SHARED_BYTES: usize = ALL.len().div_ceil(8) * 64;
 
 /// This backend's counters, used when there is no shared segment.
 static LOCAL: [AtomicU64; ALL.len()] = [const { AtomicU64::new(0) }; ALL.len()];
 
 fn counters() -> &'static [AtomicU64] {
-    match shmem::base() {
-        // SAFETY: the segment starts with SHARED_BYTES of zeroed memory
-        // reserved for these counters, 64-byte aligned (Postgres aligns
-        // ShmemInitStruct to cache lines), for as long as the server runs;
+    match REGION.base() {
+        // SAFETY: the region is SHARED_BYTES of zeroed memory reserved for
+        // these counters, 64-byte aligned, for as long as the server runs;
         // AtomicU64 has the size and alignment of u64.
         Some(base) => unsafe { std::slice::from_raw_parts(base as *const AtomicU64, ALL.len()) },
         None => &LOCAL,
@@ -165,43 +165,22 @@ pub fn refused(e: &Error) {
     add(reason);
 }
 
-/// `jwt_rls.stats()`: every counter, and the shared cache's size; `scope`
-/// says whether they are the server's or this backend's.
-#[pg_extern(volatile, parallel_safe)]
-fn stats() -> TableIterator<
-    'static,
-    (
-        name!(name, String),
-        name!(value, i64),
-        name!(scope, &'static str),
-    ),
-> {
-    let scope = if shmem::base().is_some() {
-        "server"
-    } else {
-        "backend"
-    };
-    let values = counters();
-    let mut rows: Vec<(String, i64, &'static str)> = ALL
-        .iter()
-        .map(|c| {
-            (
-                c.name().to_string(),
-                values[*c as usize].load(Ordering::Relaxed) as i64,
-                scope,
-            )
-        })
-        .collect();
-    let (slots, used, bytes) = shared_cache::usage();
-    rows.push(("shared_cache_slots".into(), slots as i64, scope));
-    rows.push(("shared_cache_used".into(), used as i64, scope));
-    rows.push(("shared_cache_bytes".into(), bytes as i64, scope));
-    TableIterator::new(rows)
+/// Whether the counters are the server's (in shared memory) or this
+/// backend's own.
+pub fn server_wide() -> bool {
+    REGION.base().is_some()
 }
 
-/// `jwt_rls.reset_stats()`: zeroes the counters (not the cache).
-#[pg_extern(volatile, parallel_unsafe)]
-fn reset_stats() {
+/// Every counter's name and value.
+pub fn values() -> Vec<(&'static str, u64)> {
+    let values = counters();
+    ALL.iter()
+        .map(|c| (c.name(), values[*c as usize].load(Ordering::Relaxed)))
+        .collect()
+}
+
+/// Zeroes every counter.
+pub fn reset() {
     for c in counters() {
         c.store(0, Ordering::Relaxed);
     }

@@ -20,8 +20,9 @@ use jwt_rls_core::{Error, Verified};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
-use crate::catalog::{self, REVOKED_SUBJECTS, REVOKED_TOKENS, SESSIONS};
-use crate::{clock, errors, state};
+use crate::pg::catalog::{self, REVOKED_SUBJECTS, REVOKED_TOKENS, SESSIONS};
+use crate::pg::{clock, errors};
+use crate::verification;
 
 /// The generation of the lists together (revoked jtis, subjects and
 /// sessions): each only grows, so their sum changes whenever one does.
@@ -268,7 +269,7 @@ COMMENT ON FUNCTION jwt_rls.revoke_subject(text, timestamptz, text) IS
 /// Returns false when it has already expired.
 #[pg_extern(volatile, parallel_unsafe)]
 fn revoke_token(token: &str, reason: default!(Option<&str>, "NULL")) -> bool {
-    let verified = match state::verify_ignoring_revocation(token) {
+    let verified = match verification::verify_now(token) {
         Ok(v) => v,
         Err(Error::Expired { .. }) => return false,
         Err(e) => errors::raise!(&e),

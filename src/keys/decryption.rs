@@ -15,9 +15,9 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{Map, Value};
 
-use crate::catalog::{self, DECRYPTION_KEYS};
-use crate::errors;
-use crate::keystore::{check_or_raise, modify, seconds};
+use super::store::{check_or_raise, modify, seconds};
+use crate::pg::catalog::{self, DECRYPTION_KEYS};
+use crate::pg::errors;
 
 struct Row {
     kid: String,

@@ -12,9 +12,10 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::catalog::{self, KEYS};
-use crate::clock::unix_seconds;
-use crate::{errors, settings};
+use crate::pg::catalog::{self, KEYS};
+use crate::pg::clock::unix_seconds;
+use crate::pg::errors;
+use crate::settings;
 
 struct Row {
     kid: String,

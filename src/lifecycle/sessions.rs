@@ -19,7 +19,7 @@
 use jwt_rls_core::sign;
 use pgrx::prelude::*;
 
-use crate::keystore::check_or_raise;
+use crate::keys::store::check_or_raise;
 
 /// A new refresh token: 256 random bits, base64url.
 #[pg_extern(volatile, parallel_safe)]

@@ -27,9 +27,9 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::clock::unix_seconds;
-use crate::keystore::modify as run;
-use crate::{counters, shmem};
+use super::store::modify as run;
+use crate::pg::clock::unix_seconds;
+use crate::pg::region::Region;
 
 static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
@@ -46,13 +46,18 @@ struct Shared {
     unknown_kid: AtomicU64,
 }
 
-/// Bytes reserved in the shared segment (one cache line).
-pub const SHARED_BYTES: usize = 64;
+/// Bytes this part asks of the shared segment.
+pub const SHARED_BYTES: usize = std::mem::size_of::<Shared>();
+
+/// This part's region of the shared segment.
+pub static REGION: Region = Region::new();
 
 fn shared() -> Option<&'static Shared> {
-    // SAFETY: shmem reserves SHARED_BYTES of zeroed memory at this offset
+    // SAFETY: the region is SHARED_BYTES of zeroed, 64-byte aligned memory
     // for as long as the server runs; all-zero is a valid Shared.
-    shmem::base().map(|base| unsafe { &*(base.add(counters::SHARED_BYTES) as *const Shared) })
+    REGION
+        .base()
+        .map(|base| unsafe { &*(base as *const Shared) })
 }
 
 /// Defines the settings and registers the worker; called from _PG_init

@@ -14,9 +14,10 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{Map, Value};
 
-use crate::catalog::{self, SIGNING_KEYS};
-use crate::keystore::{check_or_raise, insert_key, modify};
-use crate::{clock, errors, settings};
+use super::store::{check_or_raise, insert_key, modify};
+use crate::pg::catalog::{self, SIGNING_KEYS};
+use crate::pg::{clock, errors};
+use crate::settings;
 
 extension_sql!(
     r#"

@@ -27,7 +27,10 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::{claims, errors, settings, state};
+use crate::binding::claims;
+use crate::binding::token;
+use crate::pg::errors;
+use crate::settings;
 
 static POSTGREST_COMPAT: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -58,7 +61,7 @@ unsafe extern "C-unwind" fn show_request_claims() -> *const c_char {
 /// The `request.jwt.claim.<name>` value of a claim: its text as
 /// `jwt_claim()` gives it, empty when absent or no token is bound.
 fn show_claim(name: &str) -> *const c_char {
-    claims::shown(state::current_claim(name).unwrap_or_default())
+    claims::shown(token::current_claim(name).unwrap_or_default())
 }
 
 /// One `request.jwt.claim.<name>` setting per listed claim: a show hook

@@ -12,7 +12,7 @@
 //!   fingerprint, and passed the policy with this fingerprint". A backend
 //!   uses it only when the key it holds now under that kid has the same
 //!   fingerprint (so a changed, removed, disabled or expired key refuses it:
-//!   `state.rs` checks the key as it does for its own cache), and under the
+//!   `verification` checks the key as it does for its own cache), and under the
 //!   same policy. Time claims and revocations are re-checked at every use,
 //!   as for the per-backend cache. Nothing in it is trusted beyond that.
 //! - It may also hold the claims as jsonb (Postgres's binary form of the
@@ -53,7 +53,37 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use jwt_rls_core::cache::Fingerprint;
 use jwt_rls_core::Times;
 
-use crate::{counters, jwks_worker, shmem};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use super::counters::{self, Counter};
+use crate::pg::region::Region;
+
+/// This part's region of the shared segment: the slots, then their tags.
+pub static REGION: Region = Region::new();
+
+/// Slots of the shared verification cache (0 turns it off).
+static ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(4096);
+
+/// Defines `jwt_rls.shared_cache_entries`. Called from _PG_init while
+/// shared_preload_libraries are loaded, before the segment is sized.
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"jwt_rls.shared_cache_entries",
+        c"Verified tokens kept in shared memory for every backend (0 turns the shared cache off).",
+        c"Needs jwt_rls in shared_preload_libraries; each entry takes about 2.2 kB; rounded down to a multiple of 16.",
+        &ENTRIES,
+        0,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
+/// Bytes this part asks of the segment: `jwt_rls.shared_cache_entries`
+/// slots (rounded to whole sets) and their tags.
+pub fn shared_bytes() -> usize {
+    bytes_for(slots_for(ENTRIES.get().max(0) as usize))
+}
 
 /// Slots per set; a token may live in two sets.
 const WAYS: usize = 16;
@@ -115,15 +145,12 @@ pub fn bytes_for(slots: usize) -> usize {
 }
 
 fn slots() -> &'static [Slot] {
-    match shmem::base() {
-        // SAFETY: after the counters and the worker's state, the segment holds `cache_slots()`
-        // zeroed Slots (all-zero is a valid, empty Slot of atomics), aligned
-        // to 64 bytes, for as long as the server runs.
+    match REGION.base() {
+        // SAFETY: the region holds `bytes_for(n)` zeroed bytes, 64-byte
+        // aligned, for as long as the server runs: n Slots (all-zero is a
+        // valid, empty Slot of atomics), then their tags.
         Some(base) => unsafe {
-            std::slice::from_raw_parts(
-                base.add(counters::SHARED_BYTES + jwks_worker::SHARED_BYTES) as *const Slot,
-                shmem::cache_slots(),
-            )
+            std::slice::from_raw_parts(base as *const Slot, REGION.len() / bytes_for(1))
         },
         None => &[],
     }
@@ -520,7 +547,7 @@ pub fn put(digest: &[u8; 32], e: &Entry) -> bool {
     slot.used.store(now_micros(), Ordering::Relaxed);
     // Publish: every write above happens before the even sequence number.
     slot.seq.store(seq + 2, Ordering::Release);
-    counters::add(counters::Counter::SharedInserts);
+    counters::add(Counter::SharedInserts);
     true
 }
 
