@@ -4,12 +4,15 @@
 # (Rust and cargo-pgrx required), for the pg_config on PATH or PG_CONFIG.
 .PHONY: all install demo test bench bench-smoke fuzz deb pgxn
 PG_CONFIG ?= $(shell command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+# Build for that pg_config's major only (Cargo.toml's default feature is pg15).
+BUILD_MAJOR := $(shell "$(PG_CONFIG)" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+PGRX_ARGS := --pg-config "$(PG_CONFIG)" --no-default-features --features pg$(BUILD_MAJOR)
 
 all:
-	cargo pgrx package --pg-config "$(PG_CONFIG)"
+	cargo pgrx package $(PGRX_ARGS)
 
 install:
-	cargo pgrx install --release --pg-config "$(PG_CONFIG)"
+	cargo pgrx install --release $(PGRX_ARGS)
 
 demo:
 	bash scripts/demo.sh

@@ -8,5 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR="${PG_MAJOR:-15}"
 bash scripts/setup.sh
-cargo pgrx install --release --pg-config "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+. scripts/pg-majors.sh
+# shellcheck disable=SC2046
+cargo pgrx install --release $(pgrx_build_args_of "$PG_MAJOR")
 .venv/bin/python scripts/bench.py "$@"

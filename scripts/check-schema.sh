@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR="${PG_MAJOR:-15}"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
-SHAREDIR="$("/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir)"
+. scripts/pg-majors.sh
+SHAREDIR="$("$(pg_config_of "$PG_MAJOR")" --sharedir)"
 generated="${SHAREDIR}/extension/jwt_rls--${VERSION}.sql"
 reviewed="sql/generated/jwt_rls--${VERSION}.sql"
 normalize() {

@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# Builds the Debian package postgresql-15-jwt-rls (Debian's naming and
-# layout for PostgreSQL extensions) from `cargo pgrx package`, into
-# target/deb/. Depends are read off the library's NEEDED entries.
+# Builds the Debian package postgresql-NN-jwt-rls for PG_MAJOR (default 15;
+# any of scripts/pg-majors.sh) in Debian's naming and layout for PostgreSQL
+# extensions (/usr/lib/postgresql/NN/lib, /usr/share/postgresql/NN/extension,
+# as Debian's and PGDG's postgresql-NN packages lay them out) from `cargo
+# pgrx package`, into target/deb/. Depends are read off the library's
+# NEEDED entries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_MAJOR="${PG_MAJOR:-15}"
-PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+. scripts/pg-majors.sh
+PG_CONFIG="$(pg_config_of "$PG_MAJOR")"
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
 ARCH="$(dpkg --print-architecture)"
 NAME="postgresql-${PG_MAJOR}-jwt-rls"
 STAGE="target/deb/${NAME}_${VERSION}-1_${ARCH}"
 
-cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null
+# shellcheck disable=SC2046
+cargo pgrx package $(pgrx_build_args_of "$PG_MAJOR") >/dev/null
 rm -rf "$STAGE"
 mkdir -p "$STAGE/DEBIAN" "$STAGE/usr/share/doc/${NAME}"
-cp -a "target/release/jwt_rls-pg${PG_MAJOR}/." "$STAGE/"
+# The package tree has the paths of the pg_config it was built with (for
+# majors other than Debian's 15, the unpacked PyPI build's): the library
+# and the extension's files go where Debian puts them.
+built="target/release/jwt_rls-pg${PG_MAJOR}"
+lib="$STAGE/usr/lib/postgresql/${PG_MAJOR}/lib"
+ext="$STAGE/usr/share/postgresql/${PG_MAJOR}/extension"
+mkdir -p "$lib" "$ext"
+cp -a "$built$("$PG_CONFIG" --pkglibdir)/jwt_rls.so" "$lib/"
+cp -a "$built$("$PG_CONFIG" --sharedir)/extension/." "$ext/"
 # The released base schemas, so that older versions can still be created
 # and updated (CREATE EXTENSION jwt_rls VERSION '0.1.0').
 for base in sql/generated/jwt_rls--*.sql; do
-  case "$base" in *--*--*) ;; *) cp "$base" "$STAGE/usr/share/postgresql/${PG_MAJOR}/extension/" ;; esac
+  case "$base" in *--*--*) ;; *) cp "$base" "$ext/" ;; esac
 done
 cp README.md SECURITY.md CHANGELOG.md "$STAGE/usr/share/doc/${NAME}/"
 cat > "$STAGE/usr/share/doc/${NAME}/copyright" <<COPYRIGHT
@@ -31,10 +44,10 @@ COPYRIGHT
 # Depends: the package of every shared library the extension links to.
 # Recommends ca-certificates: the JWKS refresh worker trusts the system's
 # CA store (or only jwt_rls.jwks_ca_file without it).
-so="$STAGE/usr/lib/postgresql/${PG_MAJOR}/lib/jwt_rls.so"
+so="$lib/jwt_rls.so"
 deps="postgresql-${PG_MAJOR}"
 for lib in $(objdump -p "$so" | awk '/NEEDED/ {print $2}'); do
-  path="$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')"
+  path="$(ldconfig -p | awk -v l="$lib" '$1 == l && !found {print $NF; found = 1}')"
   [ -n "$path" ] || continue
   pkg="$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1)" || true
   [ -n "$pkg" ] || pkg="$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)" || true

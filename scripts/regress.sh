@@ -8,8 +8,12 @@ python3 tests/regress/generate.py
 if [ "${1:-}" = "--update" ]; then
   .venv/bin/python -m pytest tests/test_regress.py -q -p no:cacheprovider || true
   for result in target/regress/results/*.out; do
-    cp "$result" "tests/regress/expected/$(basename "$result")"
-    echo "regress: wrote tests/regress/expected/$(basename "$result")"
+    # A major with its own pinned file (tests/regress/expected/pgNN/) updates that one.
+    target="tests/regress/expected/$(basename "$result")"
+    pinned="tests/regress/expected/pg${PG_MAJOR:-15}/$(basename "$result")"
+    [ -f "$pinned" ] && target="$pinned"
+    cp "$result" "$target"
+    echo "regress: wrote $target"
   done
   exit 0
 fi

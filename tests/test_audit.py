@@ -8,7 +8,7 @@ sees the same findings (and is told what it cannot read)."""
 import psycopg
 import pytest
 
-from support import sqlstate
+from support import pg, sqlstate
 from support.tokens import AUDIENCE, ISSUER
 
 ROLES = {  # role: attributes; all cluster-wide, so named for this file
@@ -144,6 +144,14 @@ EXPECTED = [
     ("medium", "database audit_bad", "jwt_rls.audience is not set"),
 ]
 
+# A view over an isolated table is correct only when it runs as its caller
+# (security_invoker, new in PostgreSQL 15). On 14 no view over such a table
+# is correct, so the correct schema has none there (README: audit()'s
+# advice to use security_invoker views needs 15 or later).
+ACCOUNT_NAMES_VIEW = "" if pg.MAJOR < 15 else """CREATE VIEW account_names WITH (security_invoker = true) AS SELECT tenant_id, name FROM accounts;
+ALTER VIEW account_names OWNER TO aud_owner;
+"""
+
 GOOD_SCHEMA = f"""
 GRANT USAGE ON SCHEMA jwt_rls TO aud_app, aud_login, aud_admin;
 GRANT EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text), jwt_rls.start_session(text, jsonb) TO aud_login;
@@ -164,13 +172,11 @@ ALTER TABLE parted_1 OWNER TO aud_owner;
 {ISOLATE.format('notes')};
 CREATE POLICY not_archived ON notes AS RESTRICTIVE USING (NOT archived);
 {ISOLATE.format('parted')};
-CREATE VIEW account_names WITH (security_invoker = true) AS SELECT tenant_id, name FROM accounts;
-ALTER VIEW account_names OWNER TO aud_owner;
-CREATE FUNCTION account_count() RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER
+{ACCOUNT_NAMES_VIEW}CREATE FUNCTION account_count() RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $$ SELECT count(*) FROM public.accounts $$;
 CREATE FUNCTION note_count() RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = public, pg_temp AS $$ SELECT count(*) FROM notes $$;
-GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, notes, parted, account_names TO aud_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, notes, parted{", account_names" if ACCOUNT_NAMES_VIEW else ""} TO aud_app;
 GRANT SELECT ON plans TO aud_app;
 GRANT SELECT ON notes TO PUBLIC;                      -- RLS decides the rows; PUBLIC makes no role an application role
 """
@@ -241,6 +247,10 @@ def test_the_suggested_fixes_clear_the_findings(cluster, databases):
     conn = databases["audit_bad"]
     fixable = [r for r in audit(conn) if r[3].startswith(("ALTER TABLE", "ALTER VIEW", "ALTER FUNCTION", "REVOKE", "SELECT jwt_rls.isolate"))
                and "<" not in r[3]]
+    if pg.MAJOR < 15:
+        # SET (security_invoker = true) is new in 15: on 14 that advice
+        # cannot be followed (README), and applying it fails.
+        fixable = [r for r in fixable if "security_invoker" not in r[3]]
     assert len(fixable) >= 8
     failures = []
     for severity, obj, finding, fix in fixable:

@@ -13,7 +13,7 @@ import uuid
 import psycopg
 import pytest
 
-from support import error, sqlstate
+from support import error, pg, sqlstate
 from support.pgcluster import Cluster
 from support.schema import TENANT_A, TENANT_B
 from support.tokens import Signer
@@ -176,9 +176,11 @@ def test_forged_request_jwt_values_are_ignored(supa, conn):
         assert conn.execute("SELECT auth.uid(), current_setting('request.jwt.claim.sub')").fetchone() == (
             ALICE, str(ALICE))
         assert rows(conn, "SELECT body FROM notes") == [("by sub",)]
-    # Other request.* names cannot be created at all.
+    # Other request.* names cannot be created at all (from PostgreSQL 15 on;
+    # 14 cannot reserve a prefix, and they become placeholders: SECURITY.md).
     for name in ["request.jwt.claim.tenant", "request.jwt.claim", "request.jwt.other", "request.tenant"]:
-        assert sqlstate(conn, f"SELECT set_config('{name}', 'x', true)") == "42602", name
+        expected = "42602" if pg.RESERVES_PREFIXES else None
+        assert sqlstate(conn, f"SELECT set_config('{name}', 'x', true)") == expected, name
 
 
 def test_a_postgrest_style_request_sees_nothing_without_a_token(supa, conn):

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from support import b64url, claim, error
+from support import b64url, claim, error, pg
 from support.schema import TENANT_A, TENANT_B, tenants
 from support.tokens import Signer
 
@@ -65,6 +65,12 @@ def test_attempt_changes_nothing(app, hs, label, sql):
             failed = None
         except psycopg.Error as e:
             failed = e.sqlstate
+        if label == "invent a setting" and not pg.RESERVES_PREFIXES:
+            # PostgreSQL 14 cannot refuse it: the placeholder is created and
+            # changes nothing jwt_rls reads.
+            assert failed is None, (label, failed)
+            assert claim(app) == str(TENANT_A) and tenants(app) == {TENANT_A}, label
+            failed = "42602"
         app.execute("ROLLBACK TO SAVEPOINT attempt")
         assert failed in {"28000", "22023", "42501", "42602", "0A000", "42883", "55P02"}, (label, failed)
         assert claim(app) == str(TENANT_A), label

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+from .pg import PG_BIN, SERVER_ENV  # noqa: F401 (the major under test; importers use PG_BIN)
 
 
 def free_port():
@@ -21,7 +21,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+def with_env(args):
+    """args run with the server environment this major needs."""
+    return ["env", *[f"{k}={v}" for k, v in SERVER_ENV.items()], *args] if SERVER_ENV else args
+
+
 def as_postgres(args, **kw):
+    args = with_env(args)
     if os.geteuid() == 0:
         args = ["sudo", "-n", "-u", "postgres", "--"] + args
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
@@ -57,7 +63,7 @@ class Cluster:
 
     def stop(self, mode="fast"):
         subprocess.run((["sudo", "-n", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
-                       + [f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
+                       + with_env([f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"]),
                        capture_output=True)
 
     def remove(self):
