@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from support import b64url_decode  # noqa: E402
 from support.pgbouncer import PgBouncer  # noqa: E402
+from support.pg import MAJOR as PG_MAJOR  # noqa: E402
 from support.pgcluster import PG_BIN, Cluster  # noqa: E402
 from support.tokens import AUDIENCE, ISSUER, Signer  # noqa: E402
 
@@ -780,6 +781,12 @@ def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
 
 
 # --- the README table ---------------------------------------------------------
+#
+# A run is what one bench.py run measured on one PostgreSQL major:
+# {"major", "version", "date", "machine", "workloads", "smoke", "results"}.
+# --json writes it and --combine reads several back. The table shows one run,
+# or several side by side: a figure that involves PostgreSQL gets a column per
+# major; the core figures (no PostgreSQL) come from the first run that has them.
 
 def verdict(ok):
     return "met" if ok else ("—" if ok is None else "**not met**")
@@ -790,85 +797,160 @@ def pg_version():
     return re.search(r"\(PostgreSQL\) (\S+)", out).group(1)
 
 
-def readme_table():
-    """The README's table from `results`; a section whose workload did not
-    run (bench.py --only) is left out."""
-    now = datetime.date.today().isoformat()
+def machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
     except (OSError, AttributeError):
         pass
-    lines = [f"Measured {now} on {os.cpu_count()} cores ({cpu}), PostgreSQL "
-             f"{pg_version()}"
-             ", by `make bench`. Ratios compare two things measured side by side in the same run."]
-    if "core" in results:
+    return f"{os.cpu_count()} cores ({cpu})"
+
+
+def this_run(workloads, smoke):
+    """`results`, with the major and machine they were measured on."""
+    return {"major": PG_MAJOR, "version": pg_version(), "date": datetime.date.today().isoformat(),
+            "machine": machine(), "workloads": sorted(workloads), "smoke": smoke, "results": results}
+
+
+def read_run(path):
+    with open(path) as f:
+        run = json.load(f)
+    # JSON keys are strings; pooled_setup's are whether jwt_rls was preloaded.
+    setup = run["results"].get("pooled_setup")
+    if setup:
+        run["results"]["pooled_setup"] = {key == "true": value for key, value in setup.items()}
+    return run
+
+
+def table(runs, rows_of, columns, key=lambda row: row[0]):
+    """A Markdown table of the rows rows_of(results) of each run. columns:
+    (header, cell, per_major), cell(row, results) giving one cell's text.
+    With several runs, a per-major column appears once per major, side by
+    side ("PG 18: ratio"), so that a regression on one major shows beside
+    the others; the other columns (labels, figures that do not involve
+    PostgreSQL) appear once. Rows are matched across runs by key(row)."""
+    several = len(runs) > 1
+    rows = {}  # key -> {index of the run: (row, that run's results)}
+    for i, run in enumerate(runs):
+        for row in rows_of(run["results"]):
+            rows.setdefault(key(row), {})[i] = (row, run["results"])
+    heads = []
+    for header, _, per_major in columns:
+        heads += [f"PG {run['major']}: {header}" for run in runs] if per_major and several else [header]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for found in rows.values():
+        cells = []
+        for _, cell, per_major in columns:
+            if per_major and several:
+                cells += [cell(*found[i]) if i in found else "" for i in range(len(runs))]
+            else:
+                cells.append(cell(*next(iter(found.values()))))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def and_list(items):
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def readme_table(runs):
+    """The README's table from one run or several (bench.py --combine); a
+    section no run measured (bench.py --only) is left out."""
+    several = len(runs) > 1
+    core_run = next((run for run in runs if "core" in run["results"]), None)
+    core = core_run["results"] if core_run else {}
+
+    def measured(name):
+        return [run for run in runs if name in run["results"]]
+
+    def on(run):  # after a figure of one run, when there are several
+        return f" (PostgreSQL {run['major']})" if several else ""
+
+    date = and_list(sorted({run["date"] for run in runs}))
+    versions = and_list(run["version"] for run in runs)
+    how = ""
+    if several:
+        majors = ", ".join(f"PG {run['major']}" for run in runs)
+        how = f": a figure that involves PostgreSQL has a column per major ({majors})"
+        if core_run:
+            how += f"; the core figures, measured without PostgreSQL, come from the PostgreSQL {core_run['major']} run"
+    lines = [f"Measured {date} on {runs[0]['machine']}, PostgreSQL {versions}, by `make bench`{how}. "
+             "Ratios compare two things measured side by side in the same run."]
+    if core:
         lines += ["", "| core verification | jwt_rls µs | signature alone µs | reference (same run) | ratio | target |",
                   "|---|---|---|---|---|---|"]
-        for alg, v, sig, ref, ratio, ok in results["core"]:
+        for alg, v, sig, ref, ratio, ok in core["core"]:
             target = "≤ 2 µs" if alg == "HS256" else ("≤ 1.25x" if alg in OPENSSL else "")
             lines.append(f"| {alg} | {v:.2f} | {sig:.2f} | {ref} | {ratio:.2f} | "
                          f"{target} {verdict(ok) if target else ''} |")
         lines += ["", "| signing (jwt_rls.sign's core) | jwt_rls µs | reference (same run) | ratio |", "|---|---|---|---|"]
-        for alg, v, label, ratio in results["sign"]:
+        for alg, v, label, ratio in core["sign"]:
             lines.append(f"| {alg} | {v:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
-    if results.get("jwe"):
+    if core.get("jwe"):
         lines += ["", "| encrypted token (JWE), decrypt + verify | µs | beside, in the same run | ratio |",
                   "|---|---|---|---|"]
-        for alg, enc, us, label, ratio in results["jwe"]:
+        for alg, enc, us, label, ratio in core["jwe"]:
             lines.append(f"| {alg} + {enc} | {us:.2f} | {label} | {'%.2f' % ratio if ratio else ''} |")
-    if "sessions" in results:
-        lines += ["", f"Sessions: {results['sessions']:.0f} logins and as many refreshes per second "
+    if measured("sessions"):
+        logins = ", ".join(f"{run['results']['sessions']:.0f}{on(run)}" for run in measured("sessions"))
+        lines += ["", f"Sessions: {logins} logins and as many refreshes per second "
                   "(`start_session` + `CALL refresh`, ES256 access tokens, 2 pgbench clients)."]
-    if "cache_hit_us" in results:
-        hit = results["cache_hit_us"]
+    if "cache_hit_us" in core:
+        hit = core["cache_hit_us"]
         lines += ["", f"Cache hit (same token again): {hit:.3f} µs in the core, target < 2 µs: {verdict(hit < 2)}."]
-    if "tps" in results:
-        lines += ["", "| pgbench, 2 clients, TPS | jwt_rls | PostgREST-style | ratio | target ≥ 0.9x |",
-                  "|---|---|---|---|---|"]
-        for name, a, b, r in results["tps"]:
-            lines.append(f"| {name} | {a:.0f} | {b:.0f} | {r:.2f} | {verdict(r >= 0.9)} |")
-    if "tps" in results or "fresh_added_us" in results:
+    if measured("tps"):
+        lines += [""] + table(runs, lambda r: r.get("tps", []), [
+            ("pgbench, 2 clients, TPS", lambda row, r: row[0], False),
+            ("jwt_rls", lambda row, r: f"{row[1]:.0f}", True),
+            ("PostgREST-style", lambda row, r: f"{row[2]:.0f}", True),
+            ("ratio", lambda row, r: f"{row[3]:.2f}", True),
+            ("target ≥ 0.9x", lambda row, r: verdict(row[3] >= 0.9), True)])
+    if measured("tps") or measured("fresh_added_us"):
         lines += ["", PAIRED_TEXT]
-    if "fresh_added_us" in results and "core" in results:
-        lines += ["", "| never-seen token, default settings | CPU added per transaction µs (server + pgbench) "
-                  "| server-side µs one bind adds (one statement, no pgbench) "
-                  "| primitive µs (openssl, same run) "
-                  "| target ≤ 1.25 × primitive + 10 µs |", "|---|---|---|---|---|"]
-        bind = results.get("bind_added_us", {})
-        for alg, added, prim, bound in fresh_verdicts():
-            server = f"{bind[alg]:.1f}: {verdict(bind[alg] <= bound)}" if alg in bind else ""
-            lines.append(f"| {alg} | {added:.1f}: {verdict(added <= bound)} | {server} | {prim:.1f} | {bound:.1f} |")
-    if "pooled" in results:
-        lines += [""] + pooled_table()
-    if "scan" in results:
-        lines += ["", "| sequential scan, 1M rows / 100 tenants (fastest of 21; revocation rows: with 100k revoked jtis "
-                  "and 1k revoked subjects) | ms | ratio to literal | target |",
-                  "|---|---|---|---|"]
-        for label, ms, ratio, target in results["scan"]:
-            lines.append(f"| {label} | {ms:.1f} | {ratio:.2f} | "
-                         f"{'≤ %.1fx %s' % (target, verdict(ratio <= target)) if target else ''} |")
-    if "explain" in results:
-        lines += ["", "Index use: " + "; ".join(f"`{t}`: Index Cond `{c}`" for t, c in results["explain"].items()) + "."]
-    if "memory" in results:
-        n, entries, limit, est, rss, size = results["memory"]
-        lines += ["", f"Memory: after {n:,} distinct {size}-byte tokens one backend's cache holds {entries} entries "
-                  f"(limit {limit}), {est / 1024:.0f} KiB estimated (bound 512 KiB); the backend's RSS grew "
+    if measured("fresh_added_us") and core:
+        def server(row, r):
+            bind = r.get("bind_added_us", {})
+            return f"{bind[row[0]]:.1f}: {verdict(bind[row[0]] <= row[3])}" if row[0] in bind else ""
+        lines += [""] + table(runs, lambda r: fresh_verdicts(r, core) if "fresh_added_us" in r else [], [
+            ("never-seen token, default settings", lambda row, r: row[0], False),
+            ("CPU added per transaction µs (server + pgbench)",
+             lambda row, r: f"{row[1]:.1f}: {verdict(row[1] <= row[3])}", True),
+            ("server-side µs one bind adds (one statement, no pgbench)", server, True),
+            ("primitive µs (openssl, same run)", lambda row, r: f"{row[2]:.1f}", False),
+            ("target ≤ 1.25 × primitive + 10 µs", lambda row, r: f"{row[3]:.1f}", False)])
+    if measured("pooled"):
+        lines += [""] + pooled_table(measured("pooled"))
+    if measured("scan"):
+        lines += [""] + table(runs, lambda r: r.get("scan", []), [
+            ("sequential scan, 1M rows / 100 tenants (fastest of 21; revocation rows: with 100k revoked jtis "
+             "and 1k revoked subjects)", lambda row, r: row[0], False),
+            ("ms", lambda row, r: f"{row[1]:.1f}", True),
+            ("ratio to literal", lambda row, r: f"{row[2]:.2f}", True),
+            ("target", lambda row, r: f"≤ {row[3]:.1f}x {verdict(row[2] <= row[3])}" if row[3] else "", True)])
+    for run in measured("explain"):
+        lines += ["", f"Index use{on(run)}: "
+                  + "; ".join(f"`{t}`: Index Cond `{c}`" for t, c in run["results"]["explain"].items()) + "."]
+    for run in measured("memory"):
+        n, entries, limit, est, rss, size = run["results"]["memory"]
+        lines += ["", f"Memory{on(run)}: after {n:,} distinct {size}-byte tokens one backend's cache holds {entries} "
+                  f"entries (limit {limit}), {est / 1024:.0f} KiB estimated (bound 512 KiB); the backend's RSS grew "
                   f"{rss} KiB over the run (target < 1 MiB: {verdict(rss < 1024)})."]
     return "\n".join(lines)
 
 
-def fresh_verdicts():
+def fresh_verdicts(r, core):
     """(alg, µs a never-seen token adds, the primitive's µs, the bound
-    1.25 × primitive + 10 µs) for each algorithm of the fresh-token runs."""
-    prim = {row[0]: float(re.search(r"([0-9.]+) µs", row[3]).group(1)) for row in results["core"]}
-    return [(alg, added, prim[alg], 1.25 * prim[alg] + 10) for alg, added in results["fresh_added_us"].items()]
+    1.25 × primitive + 10 µs) for each algorithm of the fresh-token runs in
+    results `r`, the primitives' times from `core`'s results."""
+    prim = {row[0]: float(re.search(r"([0-9.]+) µs", row[3]).group(1)) for row in core["core"]}
+    return [(alg, added, prim[alg], 1.25 * prim[alg] + 10) for alg, added in r["fresh_added_us"].items()]
 
 
-def counters_cost_text(switch):
-    if "counters_cost" in results:
-        on, off, cpu_on, cpu_off = results["counters_cost"]
+def counters_cost_text(r, switch):
+    if "counters_cost" in r:
+        on, off, cpu_on, cpu_off = r["counters_cost"]
         return (f"Counters' cost (RS256 pooled, 2 clients, `{COUNTERS_SWITCH}` on vs off): {on / off:.2f}x TPS, "
                 f"{cpu_on - cpu_off:+.1f} µs CPU per transaction.")
     if switch:
@@ -882,45 +964,68 @@ def floor2(x):
     return f"{math.floor(x * 100) / 100:.2f}"
 
 
-def pooled_table():
-    setup = results["pooled_setup"]
-    users = next(iter(setup.values()))["users"]
-    lines = [f"| pooled: pgbench via PgBouncer (transaction pooling, {POOL_SIZE} server connections), {users:,} users "
-             "each with their own token, random order | clients | jwt_rls TPS | PostgREST-style TPS "
-             "| ratio, target ≥ 0.95x (median; lowest-highest round) | CPU µs per transaction, jwt_rls / PostgREST-style "
-             "| hit rate, target ≥ 99% | signature checks per token, target ≤ 1 |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in results["pooled"]:
-        shared = row["preloaded"] and setup[True]["shared_cache_entries"] is not None
-        if row["preloaded"]:
-            label = f"{row['alg']}, shared cache" if shared else f"{row['alg']}, preloaded (no shared cache in this build)"
-        else:
-            label = f"{row['alg']}, per-backend caches only (comparison)"
-        hit, per_token = row["hit"], row.get("verifications_per_token")
-        # Targets are for the shared cache; the comparison rows have none.
-        mark = (lambda ok: " " + verdict(ok)) if row["preloaded"] else (lambda ok: "")
-        hit_cell = "counters unavailable" if hit is None else f"{hit:.2%}{mark(hit >= 0.99)}"
-        vpt_cell = ("—" if not row["preloaded"] else "counters unavailable") if per_token is None \
-            else f"{per_token:.2f}{mark(per_token <= 1.0)}"
-        lines.append(f"| {label} | {row['clients']} | {row['ours']:.0f} | {row['theirs']:.0f} "
-                     f"| {floor2(row['ratio'])} (rounds {row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f})"
-                     f"{mark(row['ratio'] >= 0.95)} | {row['cpu_ours']:.0f} / {row['cpu_theirs']:.0f} "
-                     f"| {hit_cell} | {vpt_cell} |")
-    counters = any(s["counters"] for s in setup.values())
+def pooled_table(runs):
+    """The pooled rows of runs that measured them, then what they rest on:
+    the harness's resolution, the shared cache's size and the counters'
+    cost of each run."""
+    users = next(iter(runs[0]["results"]["pooled_setup"].values()))["users"]
+
+    def label(row, r):
+        if not row["preloaded"]:
+            return f"{row['alg']}, per-backend caches only (comparison)"
+        if r["pooled_setup"][True]["shared_cache_entries"] is not None:
+            return f"{row['alg']}, shared cache"
+        return f"{row['alg']}, preloaded (no shared cache in this build)"
+
+    def mark(row, ok):  # targets are for the shared cache; the comparison rows have none
+        return " " + verdict(ok) if row["preloaded"] else ""
+
+    def hit(row, r):
+        return "counters unavailable" if row["hit"] is None else f"{row['hit']:.2%}{mark(row, row['hit'] >= 0.99)}"
+
+    def per_token(row, r):
+        n = row.get("verifications_per_token")
+        if n is None:
+            return "counters unavailable" if row["preloaded"] else "—"
+        return f"{n:.2f}{mark(row, n <= 1.0)}"
+
+    lines = table(runs, lambda r: r["pooled"], [
+        (f"pooled: pgbench via PgBouncer (transaction pooling, {POOL_SIZE} server connections), {users:,} users "
+         "each with their own token, random order", label, False),
+        ("clients", lambda row, r: str(row["clients"]), False),
+        ("jwt_rls TPS", lambda row, r: f"{row['ours']:.0f}", True),
+        ("PostgREST-style TPS", lambda row, r: f"{row['theirs']:.0f}", True),
+        ("ratio, target ≥ 0.95x (median; lowest-highest round)",
+         lambda row, r: f"{floor2(row['ratio'])} (rounds {row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f})"
+                        f"{mark(row, row['ratio'] >= 0.95)}", True),
+        ("CPU µs per transaction, jwt_rls / PostgREST-style",
+         lambda row, r: f"{row['cpu_ours']:.0f} / {row['cpu_theirs']:.0f}", True),
+        ("hit rate, target ≥ 99%", hit, True),
+        ("signature checks per token, target ≤ 1", per_token, True)],
+        key=lambda row: (row["alg"], row["preloaded"], row["clients"]))
+    counters = any(s["counters"] for run in runs for s in run["results"]["pooled_setup"].values())
+    common = (("Hit rate: cache hits (local and shared) over binds, from `jwt_rls.stats()` over the measured "
+               "phase; signature checks per token: over warm-up and measurement. " if counters else
+               "Counters unavailable: `jwt_rls.stats()` is missing from this build (or failed). ")
+              + "CPU per transaction: the cluster's, PgBouncer's and pgbench's, over transactions. " + PAIRED_TEXT)
+    if len(runs) == 1:
+        return lines + ["", common + " " + pooled_notes(runs[0]["results"])]
+    lines += ["", common]
+    for run in runs:
+        lines += ["", f"PostgreSQL {run['major']}: " + pooled_notes(run["results"])]
+    return lines
+
+
+def pooled_notes(r):
+    setup = r["pooled_setup"]
     switch = any(s["counters_switch"] for s in setup.values())
     entries = setup.get(True, {}).get("shared_cache_entries")
-    lines += ["", ("Hit rate: cache hits (local and shared) over binds, from `jwt_rls.stats()` over the measured "
-                   "phase; signature checks per token: over warm-up and measurement. " if counters else
-                   "Counters unavailable: `jwt_rls.stats()` is missing from this build (or failed). ")
-              + "CPU per transaction: the cluster's, PgBouncer's and pgbench's, over transactions. "
-              + PAIRED_TEXT + " "
-              + ("Resolution of this harness on this machine: the PostgREST-style transaction against itself "
-                 f"gave ratio {results['pooled_resolution'][0]:.2f} (rounds {results['pooled_resolution'][2][0]:.2f}-"
-                 f"{results['pooled_resolution'][2][1]:.2f}), {results['pooled_resolution'][1]:+.1f} µs CPU "
-                 "per transaction. " if "pooled_resolution" in results else "")
-              + (f"Shared cache: `jwt_rls.shared_cache_entries = {entries}`. " if entries else "")
-              + counters_cost_text(switch)]
-    return lines
+    resolution = r.get("pooled_resolution")
+    return (("Resolution of this harness on this machine: the PostgREST-style transaction against itself "
+             f"gave ratio {resolution[0]:.2f} (rounds {resolution[2][0]:.2f}-{resolution[2][1]:.2f}), "
+             f"{resolution[1]:+.1f} µs CPU per transaction. " if resolution else "")
+            + (f"Shared cache: `jwt_rls.shared_cache_entries = {entries}`. " if entries else "")
+            + counters_cost_text(r, switch))
 
 
 def update_readme(table):
@@ -936,6 +1041,16 @@ def update_readme(table):
         f.write(before + start + "\n" + table + "\n" + end + after)
 
 
+def publish(table, partial):
+    """Prints the table of a partial run (--smoke, --only); writes any other
+    into README.md."""
+    if partial:
+        log("\n" + table)
+    else:
+        update_readme(table)
+        log("\nREADME.md benchmark table updated:\n\n" + table)
+
+
 WORKLOADS = ["core", "sql", "scan", "revocation", "sessions", "explain", "memory", "pooled"]
 
 
@@ -944,8 +1059,22 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="a few seconds; do not touch the README")
     parser.add_argument("--only", nargs="+", choices=WORKLOADS, default=WORKLOADS, metavar="WORKLOAD",
                         help=f"run only these ({', '.join(WORKLOADS)}); prints the table, leaves the README alone")
+    parser.add_argument("--skip", nargs="+", action="extend", choices=WORKLOADS, default=[], metavar="WORKLOAD",
+                        help="leave these out (bench.sh measures core with its first major only)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="write the results, with the PostgreSQL major and version, to PATH; README untouched")
+    parser.add_argument("--combine", nargs="+", metavar="PATH",
+                        help="measure nothing: one table from these --json files, a column per major; rewrites "
+                             "the README unless a file's run was partial (--smoke, --only) or --smoke is given")
     args = parser.parse_args()
-    run = set(args.only)
+    if args.combine:
+        runs = [read_run(path) for path in args.combine]
+        partial = (args.smoke or any(run["smoke"] for run in runs)
+                   or set().union(*(run["workloads"] for run in runs)) != set(WORKLOADS))
+        publish(readme_table(runs), partial)
+        return
+    run = set(args.only) - set(args.skip)
+    log(f"== PostgreSQL {PG_MAJOR} ({pg_version()})")
     if "core" in run:
         bench_core(args.smoke)
     with Cluster(conf=["shared_buffers = 256MB", "synchronous_commit = off", "max_connections = 50"]) as c:
@@ -975,15 +1104,15 @@ def main():
         bench_pooled(args.smoke, preloaded=False)
     if "fresh_added_us" in results and "core" in results:
         log("== never-seen token, default settings: CPU time added per transaction, target ≤ 1.25 × primitive + 10 µs")
-        for alg, added, prim, bound in fresh_verdicts():
+        for alg, added, prim, bound in fresh_verdicts(results, results):
             log(f"  {alg}: adds {added:6.1f} µs; primitive {prim:6.1f} µs; bound {bound:6.1f} µs: "
                 f"{'met' if added <= bound else 'NOT MET'}")
-    table = readme_table()
-    if args.smoke or run != set(WORKLOADS):
-        log("\n" + table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(this_run(run, args.smoke), f, indent=1)
+        log(f"\nresults on PostgreSQL {PG_MAJOR} written to {args.json}")
     else:
-        update_readme(table)
-        log("\nREADME.md benchmark table updated:\n\n" + table)
+        publish(readme_table([this_run(run, args.smoke)]), args.smoke or run != set(WORKLOADS))
 
 
 if __name__ == "__main__":
