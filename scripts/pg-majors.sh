@@ -81,9 +81,12 @@ PY
     rm -rf "$tmp"
     chmod -R a+rX "$JWT_RLS_PG_CACHE"
     # The binaries link to the system's libraries (OpenSSL, ICU, LZ4, ...).
-    if ldd "$home/bin/postgres" | grep -q "not found"; then
-      echo "pg-majors: PostgreSQL $major needs libraries this machine lacks:" >&2
-      ldd "$home/bin/postgres" | grep "not found" >&2
+    # (ldd's output captured first: grep -q in a pipe under pipefail could
+    # read a SIGPIPE'd ldd as "nothing missing".)
+    local libs
+    libs="$(ldd "$home/bin/postgres" 2>&1)" || { echo "pg-majors: cannot run PostgreSQL $major here: $libs" >&2; return 1; }
+    if printf '%s\n' "$libs" | grep "not found" >&2; then
+      echo "pg-majors: PostgreSQL $major needs the libraries above, which this machine lacks" >&2
       return 1
     fi
     echo "$version" > "$stamp"

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_MAJOR="${PG_MAJOR:-15}"
-PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+# Debian's own PostgreSQL is 15 (the system one, whatever PG_MAJOR a
+# caller exports); the other majors come from scripts/pg-majors.sh below.
+DEBIAN_MAJOR=15
 # The one place the pgrx version is read from: Cargo.toml's exact pin.
 PGRX_VERSION="$(sed -n 's/^pgrx = "=\(.*\)"$/\1/p' Cargo.toml)"
 
@@ -14,8 +15,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_apt=()
-dpkg -s "postgresql-server-dev-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-server-dev-${PG_MAJOR}")
-dpkg -s "postgresql-${PG_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-${PG_MAJOR}")
+dpkg -s "postgresql-server-dev-${DEBIAN_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-server-dev-${DEBIAN_MAJOR}")
+dpkg -s "postgresql-${DEBIAN_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-${DEBIAN_MAJOR}")
 # gcc and make: the C compiler and linker Rust and pgrx's build call as `cc`.
 for pkg in gcc make libclang-dev clang sudo pgbouncer; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

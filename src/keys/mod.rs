@@ -4,7 +4,8 @@
 //! issues (`signing`), and keys that follow an OIDC provider (`jwks_worker`,
 //! a background worker).
 //!
-//! Uses settings, shared memory's counters and `pg`; never binding,
+//! Uses settings and `pg` (and, through `jwks_worker`, a region of shared
+//! memory); never binding,
 //! verification or lifecycle, which use it.
 
 pub mod decryption;
