@@ -9,7 +9,8 @@
 //! Modules, each using only those on the lines above it (no module imports
 //! another that imports it back; `scripts/check-imports.py` checks this):
 //! - leaves, using nothing of the crate: `alg` (algorithm names), `limits`
-//!   (key limits), `fingerprint` (SHA-256 helpers);
+//!   (key limits), `fingerprint` (SHA-256 helpers), `thumbprint` (RFC 7638
+//!   JWK thumbprints);
 //! - `error`: the error types and their texts;
 //! - `json` (strict JSON), `compact` (JWS segments), `select` (choosing a
 //!   key by kid);
@@ -34,6 +35,7 @@ pub mod keys;
 pub mod limits;
 pub mod select;
 pub mod sign;
+pub mod thumbprint;
 pub mod verify;
 
 pub use claims::{Policy, Times};
