@@ -9,8 +9,8 @@
 //! Modules, each using only those on the lines above it (no module imports
 //! another that imports it back; `scripts/check-imports.py` checks this):
 //! - leaves, using nothing of the crate: `alg` (algorithm names), `limits`
-//!   (key limits), `fingerprint` (SHA-256 helpers), `thumbprint` (RFC 7638
-//!   JWK thumbprints);
+//!   (key and proof limits), `fingerprint` (SHA-256 helpers), `thumbprint`
+//!   (RFC 7638 JWK thumbprints);
 //! - `error`: the error types and their texts;
 //! - `json` (strict JSON), `compact` (JWS segments), `select` (choosing a
 //!   key by kid);
@@ -39,7 +39,7 @@ pub mod thumbprint;
 pub mod verify;
 
 pub use claims::{Policy, Times};
-pub use error::{Class, Error, KeyError, Result};
+pub use error::{Class, DpopError, Error, KeyError, Result};
 pub use jwe::{encrypt, verify_any};
 pub use jwe_keys::{DecryptionKey, DecryptionKeySet, EncryptionKey};
 pub use keys::{Format, Key, KeySet};

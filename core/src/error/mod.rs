@@ -8,8 +8,9 @@
 //! are in the files below, one concern each:
 //! - `token`: `Error`, every way a token is refused;
 //! - `key`: `KeyError`, every way a key is refused;
-//! - `token_messages`, `key_messages`: their class, message and detail
-//!   texts, pinned by the tests beside them.
+//! - `dpop`: `DpopError`, every way a DPoP proof (RFC 9449) is refused;
+//! - `token_messages`, `key_messages`, `dpop_messages`: their class,
+//!   message and detail texts, pinned by the tests beside them.
 //!
 //! This folder uses only the leaves `alg` and `limits` (for the names and
 //! numbers its messages state), never a module that raises errors: those
@@ -18,11 +19,14 @@
 
 use std::fmt;
 
+mod dpop;
+mod dpop_messages;
 mod key;
 mod key_messages;
 mod token;
 mod token_messages;
 
+pub use dpop::DpopError;
 pub use key::KeyError;
 pub use token::Error;
 
