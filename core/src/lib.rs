@@ -17,7 +17,9 @@
 //! - `header` (the JOSE header), `claims` (policy and claim access);
 //! - `keys` (verification keys), then `sign` (signing keys);
 //! - `verify` (one JWS), then `cache` (verified tokens kept);
-//! - `jwe_keys` (decryption and encryption keys), then `jwe` (nested JWTs).
+//! - `jwe_keys` (decryption and encryption keys), then `jwe` (nested JWTs);
+//! - `dpop` (RFC 9449 proofs of possession), beside `verify`: it uses
+//!   `compact`, `json` and `keys`, and nothing uses it.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +27,7 @@ pub mod alg;
 pub mod cache;
 pub mod claims;
 pub mod compact;
+pub mod dpop;
 pub mod error;
 pub mod fingerprint;
 pub mod header;
@@ -39,6 +42,7 @@ pub mod thumbprint;
 pub mod verify;
 
 pub use claims::{Policy, Times};
+pub use dpop::{verify_proof, Proof, ProofPolicy, Request};
 pub use error::{Class, DpopError, Error, KeyError, Result};
 pub use jwe::{encrypt, verify_any};
 pub use jwe_keys::{DecryptionKey, DecryptionKeySet, EncryptionKey};
