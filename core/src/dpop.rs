@@ -325,11 +325,17 @@ struct Target {
 
 impl Target {
     /// None unless `text` is an absolute http or https URL written with
-    /// RFC 3986 characters only. WHATWG parsing also accepts spellings RFC
-    /// 3986 does not (spaces and tabs removed, '\' read as '/', non-ASCII);
-    /// a URL that needs them is refused rather than guessed at.
+    /// RFC 3986 characters only and "//" and an authority after the scheme.
+    /// WHATWG parsing also accepts spellings RFC 3986 does not (spaces and
+    /// tabs removed, '\' read as '/', non-ASCII, "https:host/" and
+    /// "https:///host/" read as "https://host/"); a URL that needs them is
+    /// refused rather than guessed at.
     fn parse(text: &str) -> Option<Target> {
         if !text.bytes().all(is_uri_byte) {
+            return None;
+        }
+        let (_, after_scheme) = text.split_once("://")?;
+        if after_scheme.is_empty() || after_scheme.starts_with('/') {
             return None;
         }
         let url = Url::parse(text).ok()?;
@@ -664,7 +670,9 @@ mod tests {
         assert_eq!(s.check(&proof).unwrap_err(), DpopError::NoJwk);
         let proof = s.sign(&with(s.header(), "jwk", json!("key")), &claims());
         assert_eq!(s.check(&proof).unwrap_err(), DpopError::HeaderType("jwk"));
-        for member in PRIVATE_MEMBERS {
+        // Listed here, not taken from PRIVATE_MEMBERS, so that a member
+        // dropped from that list fails this test.
+        for member in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
             let jwk = with(s.jwk.clone(), member, json!("AAAA"));
             let proof = s.sign(&with(s.header(), "jwk", jwk), &claims());
             assert_eq!(
@@ -858,6 +866,10 @@ mod tests {
             "https://server example.com/",
             "https://server.example.com\\token",
             "https://server.example.com/caf\u{e9}",
+            "https:server.example.com/token",
+            "https:/server.example.com/token",
+            "https:///server.example.com/token",
+            "https://",
         ] {
             assert_eq!(htu_check(bad, URL).unwrap_err(), DpopError::BadHtu, "{bad}");
             assert_eq!(
