@@ -3,6 +3,7 @@
 //! generate.py, which says how to remake them). Each must verify, giving
 //! back jwcrypto's thumbprint, and each change of the request, the time, the
 //! access token or the proof's bytes must be refused in the expected way.
+//! The two example proofs of RFC 9449 itself are checked too, at the end.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -331,4 +332,77 @@ fn malformed_proofs_are_told_apart_from_refused_ones() {
     };
     assert_eq!(c.check(&request).unwrap_err(), DpopError::BadRequestUrl);
     assert_eq!(DpopError::BadSignature.class(), Class::Rejected);
+}
+
+/// The example proofs of RFC 9449: section 4.1 (figure 2), for a token
+/// request, so without ath; section 7.1 (figure 13), presented with the
+/// access token of figure 12, whose hash it carries as ath. Both are signed
+/// by the key whose thumbprint section 6.1 gives.
+const RFC9449_HEADER: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19";
+const RFC9449_TOKEN_REQUEST: [&str; 2] = [
+    "eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ",
+    "2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg",
+];
+const RFC9449_RESOURCE: [&str; 2] = [
+    "eyJqdGkiOiJlMWozVl9iS2ljOC1MQUVCIiwiaHRtIjoiR0VUIiwiaHR1IjoiaHR0cHM6Ly9yZXNvdXJjZS5leGFtcGxlLm9yZy9wcm90ZWN0ZWRyZXNvdXJjZSIsImlhdCI6MTU2MjI2MjYxOCwiYXRoIjoiZlVIeU8ycjJaM0RaNTNFc05yV0JiMHhXWG9hTnk1OUlpS0NBcWtzbVFFbyJ9",
+    "2oW9RP35yRqzhrtNP86L-Ey71EOptxRimPPToA1plemAgR6pxHF8y6-yqyVnmcw6Fy1dqd-jfxSYoMxhAJpLjA",
+];
+const RFC9449_ACCESS_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+const RFC9449_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+
+fn rfc9449(parts: [&str; 2]) -> String {
+    format!("{RFC9449_HEADER}.{}.{}", parts[0], parts[1])
+}
+
+#[test]
+fn the_rfc9449_example_proofs_verify() {
+    let policy = ProofPolicy::default();
+    let token_request = Request {
+        method: "POST",
+        url: "https://server.example.com/token",
+        access_token: None,
+        jkt: RFC9449_JKT,
+    };
+    let proof = rfc9449(RFC9449_TOKEN_REQUEST);
+    assert_eq!(
+        verify_proof(&proof, &token_request, &policy, 1_562_262_616).unwrap(),
+        Proof {
+            jkt: RFC9449_JKT.into(),
+            jti: "-BwC3ESc6acc2lTc".into(),
+            iat: 1_562_262_616,
+        }
+    );
+    // Presented with an access token, it lacks the ath that would need.
+    let with_token = Request {
+        access_token: Some(RFC9449_ACCESS_TOKEN),
+        ..token_request
+    };
+    assert_eq!(
+        verify_proof(&proof, &with_token, &policy, 1_562_262_616).unwrap_err(),
+        DpopError::MissingClaim("ath")
+    );
+
+    let resource = Request {
+        method: "GET",
+        url: "https://resource.example.org/protectedresource",
+        access_token: Some(RFC9449_ACCESS_TOKEN),
+        jkt: RFC9449_JKT,
+    };
+    let proof = rfc9449(RFC9449_RESOURCE);
+    assert_eq!(
+        verify_proof(&proof, &resource, &policy, 1_562_262_618).unwrap(),
+        Proof {
+            jkt: RFC9449_JKT.into(),
+            jti: "e1j3V_bKic8-LAEB".into(),
+            iat: 1_562_262_618,
+        }
+    );
+    let other_token = Request {
+        access_token: Some("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxV"),
+        ..resource
+    };
+    assert_eq!(
+        verify_proof(&proof, &other_token, &policy, 1_562_262_618).unwrap_err(),
+        DpopError::AthMismatch
+    );
 }
