@@ -324,13 +324,17 @@ struct Target {
 }
 
 impl Target {
-    /// None unless `text` is an absolute http or https URL written with
-    /// RFC 3986 characters only and "//" and an authority after the scheme.
-    /// WHATWG parsing also accepts spellings RFC 3986 does not (spaces and
-    /// tabs removed, '\' read as '/', non-ASCII, "https:host/" and
-    /// "https:///host/" read as "https://host/"); a URL that needs them is
-    /// refused rather than guessed at.
+    /// None unless `text` is an absolute http or https URL whose part
+    /// before any query or fragment is written with RFC 3986 characters only
+    /// and has "//" and an authority after the scheme. WHATWG parsing also
+    /// accepts spellings RFC 3986 does not (spaces and tabs removed, '\'
+    /// read as '/', non-ASCII, "https:host/" and "https:///host/" read as
+    /// "https://host/"); a URL that needs them is refused rather than
+    /// guessed at. The query and fragment are cut off first, unread: they
+    /// are not compared, and clients put characters in queries that RFC
+    /// 3986 does not allow ('|', '^', '{').
     fn parse(text: &str) -> Option<Target> {
+        let text = &text[..text.find(['?', '#']).unwrap_or(text.len())];
         if !text.bytes().all(is_uri_byte) {
             return None;
         }
@@ -824,6 +828,12 @@ mod tests {
                 "https://server.example.com/token?x=y#z",
             ),
             ("https://[::1]:8443/x", "https://[0:0::1]:8443/x"),
+            // Whatever the query and fragment hold, they are not read.
+            (
+                URL,
+                "https://server.example.com/token?a=b|c^d{e}%zz f#\\x y",
+            ),
+            ("https://server.example.com/token?\u{e9}#\u{e9}", URL),
         ] {
             assert!(
                 htu_check(htu, url).is_ok(),
