@@ -709,6 +709,16 @@ mod tests {
         let jwk = with(s.jwk.clone(), "x", json!(b64(&[1; 32])));
         let proof = s.sign(&with(s.header(), "jwk", jwk), &claims());
         assert_eq!(s.check(&proof).unwrap_err(), DpopError::BadSignature);
+        // The jwk's own alg, if any, must be the header's.
+        let jwk = with(s.jwk.clone(), "alg", json!("ES384"));
+        let proof = s.sign(&with(s.header(), "jwk", jwk), &claims());
+        assert!(matches!(
+            s.check(&proof),
+            Err(DpopError::BadJwk(KeyError::JwkAlgMismatch(_)))
+        ));
+        let jwk = with(s.jwk.clone(), "alg", json!("ES256"));
+        let proof = s.sign(&with(s.header(), "jwk", jwk), &claims());
+        assert!(s.check(&proof).is_ok());
         let jwk = with(s.jwk.clone(), "use", json!("enc"));
         let proof = s.sign(&with(s.header(), "jwk", jwk), &claims());
         assert_eq!(
@@ -801,6 +811,7 @@ mod tests {
         for (htu, url) in [
             ("HTTPS://Server.Example.COM/token", URL),
             ("https://server.example.com:443/token", URL),
+            ("https://server.example.com:/token", URL),
             (
                 "http://server.example.com:80/token",
                 "http://server.example.com/token",
