@@ -12,6 +12,7 @@ use serde_json::Value;
 
 /// Read at compile time: the test reads nothing at run time.
 const PROOFS: &str = include_str!("vectors/dpop/proofs.json");
+const REFUSED: &str = include_str!("vectors/dpop/refused.json");
 
 /// Every proof has iat = 1800000000 (generate.py's IAT); ten seconds later,
 /// well within the default window.
@@ -30,7 +31,11 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let all: Vec<Value> = serde_json::from_str(PROOFS).unwrap();
+    cases_of(PROOFS)
+}
+
+fn cases_of(file: &str) -> Vec<Case> {
+    let all: Vec<Value> = serde_json::from_str(file).unwrap();
     let text = |v: &Value, m: &str| v[m].as_str().unwrap().to_string();
     all.iter()
         .map(|v| {
@@ -101,6 +106,22 @@ fn every_proof_verifies_with_the_independent_thumbprint() {
             "{}",
             c.name
         );
+    }
+}
+
+/// Proofs a careless client could make (a 1024-bit RSA key, its private
+/// key as the jwk, typ JWT, a float iat), each refused as expected (the
+/// variant's Debug text starts with "expect").
+#[test]
+fn careless_proofs_are_refused() {
+    let all: Vec<Value> = serde_json::from_str(REFUSED).unwrap();
+    let cases = cases_of(REFUSED);
+    assert_eq!(cases.len(), 4);
+    for (c, v) in cases.iter().zip(&all) {
+        let expect = v["expect"].as_str().unwrap();
+        let e = c.check(&c.request()).unwrap_err();
+        assert!(format!("{e:?}").starts_with(expect), "{}: {e:?}", c.name);
+        assert_eq!(e.class(), Class::Rejected, "{}", c.name);
     }
 }
 

@@ -12,6 +12,11 @@ whose public JWK (from jwcrypto) is in the proof's header, with:
 One proof's htu differs from its request URL only by RFC 3986 normalisation
 and by a query and a fragment, which RFC 9449 section 4.3 says to ignore.
 
+And refused.json: proofs as a careless client might make them, each valid
+but for one thing, with the DpopError variant it must be refused with
+("expect"): an RSA key of 1024 bits, a private JWK in the header (jwcrypto's
+export_private), typ "JWT", and an iat that is not an integer.
+
 Keys are random: rerunning changes every proof, key and thumbprint (the
 Rust test reads whatever this wrote). The private keys are not kept.
 
@@ -24,6 +29,7 @@ import base64
 import hashlib
 import json
 import os
+import warnings
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -68,34 +74,62 @@ CASES = [
 ]
 
 
-def main() -> None:
-    out = []
-    for name, alg, key, method, url, htu in CASES:
-        public = public_jwk(key)
-        jti = b64url(hashlib.sha256(("jti-" + name).encode()).digest()[:16])
-        claims = {
-            "jti": jti,
-            "htm": method,
-            "htu": htu,
-            "iat": IAT,
-            "ath": b64url(hashlib.sha256(ACCESS_TOKEN.encode("ascii")).digest()),
-        }
-        proof = jwt.encode(claims, key, algorithm=alg,
-                           headers={"typ": "dpop+jwt", "jwk": public})
-        out.append({
-            "name": name,
-            "alg": alg,
-            "proof": proof,
-            "method": method,
-            "url": url,
-            "access_token": ACCESS_TOKEN,
-            "jkt": thumbprint(public),
-            "jti": jti,
-            "iat": IAT,
-        })
-    with open(os.path.join(HERE, "proofs.json"), "w") as f:
-        json.dump(out, f, indent=2)
+def proof_case(name, alg, key, method, url, htu, header=None, iat=IAT) -> dict:
+    """One proof, and what it was made for."""
+    public = public_jwk(key)
+    jti = b64url(hashlib.sha256(("jti-" + name).encode()).digest()[:16])
+    claims = {
+        "jti": jti,
+        "htm": method,
+        "htu": htu,
+        "iat": iat,
+        "ath": b64url(hashlib.sha256(ACCESS_TOKEN.encode("ascii")).digest()),
+    }
+    headers = {"typ": "dpop+jwt", "jwk": public}
+    headers.update(header or {})
+    proof = jwt.encode(claims, key, algorithm=alg, headers=headers)
+    return {
+        "name": name,
+        "alg": alg,
+        "proof": proof,
+        "method": method,
+        "url": url,
+        "access_token": ACCESS_TOKEN,
+        "jkt": thumbprint(public),
+        "jti": jti,
+        "iat": IAT,
+    }
+
+
+def refused() -> list:
+    """Proofs that must be refused, each with the variant expected."""
+    url = "https://server.example.com/token"
+    # Too small on purpose: PyJWT's warning about it is expected.
+    warnings.filterwarnings("ignore", message="The RSA key is 1024 bits")
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    es256 = ec.generate_private_key(ec.SECP256R1())
+    private = json.loads(jwk.JWK.from_pyca(es256).export_private())
+    cases = [
+        (proof_case("rsa_1024_bits", "RS256", small, "POST", url, url), "BadJwk(RsaTooSmall"),
+        (proof_case("private_jwk", "ES256", es256, "POST", url, url, header={"jwk": private}),
+         'PrivateJwk("d")'),
+        (proof_case("typ_jwt", "ES256", es256, "POST", url, url, header={"typ": "JWT"}),
+         'BadTyp(Some("JWT"))'),
+        (proof_case("iat_float", "ES256", es256, "POST", url, url, iat=IAT + 0.5),
+         'ClaimType { claim: "iat"'),
+    ]
+    return [dict(case, expect=expect) for case, expect in cases]
+
+
+def write(name: str, data: list) -> None:
+    with open(os.path.join(HERE, name), "w") as f:
+        json.dump(data, f, indent=2)
         f.write("\n")
+
+
+def main() -> None:
+    write("proofs.json", [proof_case(*case) for case in CASES])
+    write("refused.json", refused())
 
 
 if __name__ == "__main__":
