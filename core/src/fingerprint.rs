@@ -23,12 +23,21 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 
 /// A fingerprint of parts separated unambiguously (length-prefixed).
 pub fn fingerprint(parts: &[&[u8]]) -> Fingerprint {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&parts_digest(parts)[..16]);
+    out
+}
+
+/// SHA-256 of parts separated unambiguously: each is preceded by its length
+/// (8 bytes, little-endian), so ("ab", "c") and ("a", "bc") differ, whatever
+/// bytes the parts hold (a separator character could occur inside one).
+pub fn parts_digest(parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&SHA256);
     for part in parts {
         ctx.update(&(part.len() as u64).to_le_bytes());
         ctx.update(part);
     }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
     out
 }
