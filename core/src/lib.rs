@@ -19,7 +19,9 @@
 //! - `verify` (one JWS), then `cache` (verified tokens kept);
 //! - `jwe_keys` (decryption and encryption keys), then `jwe` (nested JWTs);
 //! - `dpop` (RFC 9449 proofs of possession), beside `verify`: it uses
-//!   `compact`, `json` and `keys`, and nothing uses it.
+//!   `compact`, `json` and `keys`, and nothing uses it;
+//! - `replay` (the table of DPoP proofs seen, laid out for shared memory):
+//!   it uses only `fingerprint`, and nothing uses it.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,7 @@ pub mod jwe;
 pub mod jwe_keys;
 pub mod keys;
 pub mod limits;
+pub mod replay;
 pub mod select;
 pub mod sign;
 pub mod thumbprint;
