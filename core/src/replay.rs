@@ -315,6 +315,37 @@ mod tests {
     }
 
     #[test]
+    fn replay_a_key_behind_free_slots_is_still_found() {
+        // Two sets. Eight keys whose both choices are set 0 fill it; a key
+        // that may go to set 0 or 1 then goes to set 1. Once set 0 has
+        // expired, its free slots come first in that key's search, which
+        // must go on to set 1 and find it.
+        let mut t = table(2 * WAYS);
+        let candidates = |want: [usize; 2]| {
+            (0..).map(key).filter(move |k| {
+                ReplayTable::from_bytes([0u8; 2 * SET_BYTES]).sets(k) == Some(want)
+            })
+        };
+        for k in candidates([0, 0]).take(WAYS) {
+            assert_eq!(t.insert_if_new(&k, NOW + 1, NOW), Outcome::Recorded);
+        }
+        let late = candidates([0, 1]).next().unwrap();
+        assert_eq!(t.insert_if_new(&late, NOW + 60, NOW), Outcome::Recorded);
+        assert_eq!(t.insert_if_new(&late, NOW + 60, NOW + 2), Outcome::Replay);
+        // The same within a set: in a one-set table the last key recorded
+        // sits behind the seven that expired.
+        let mut t = table(WAYS);
+        for i in 0..WAYS {
+            let expires = if i == WAYS - 1 { NOW + 60 } else { NOW + 1 };
+            assert_eq!(t.insert_if_new(&key(i), expires, NOW), Outcome::Recorded);
+        }
+        assert_eq!(
+            t.insert_if_new(&key(WAYS - 1), NOW + 60, NOW + 2),
+            Outcome::Replay
+        );
+    }
+
+    #[test]
     fn replay_zeroed_bytes_are_an_empty_table() {
         let mut bytes = vec![0u8; bytes_for(1024)];
         let t = ReplayTable::from_bytes(&bytes[..]);
