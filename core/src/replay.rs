@@ -19,9 +19,9 @@
 //! used). An entry whose expiry is past is free space, reused in place; no
 //! sweeping is needed. Slots are grouped in sets of `WAYS` (8), and a key may
 //! live in either of two sets, picked by two independent words of its
-//! digest; it goes to the one with more free slots. An operation thus reads
-//! at most 16 slots (640 bytes) whatever the table's size, which keeps the
-//! lock short. Why two choices: in a simulation filling tables of 1K to 64K
+//! digest; it goes to the one with more free slots. An insertion thus
+//! reads at most 16 slots (640 bytes) whatever the table's size, which keeps
+//! the lock short. Why two choices: in a simulation filling tables of 1K to 64K
 //! slots with random keys, the first `Full` came with 69-86% of the slots
 //! in use, against 34-68% with 16 slots probed linearly from one position
 //! (the larger the table, the earlier).
@@ -107,7 +107,8 @@ pub fn partition_of(key: &ReplayKey, partitions: usize) -> usize {
 
 /// The bytes of partition `index` in a region of `region_bytes` bytes split
 /// into `partitions` (0 taken as 1): equal runs of whole sets, one after the
-/// other from the region's start.
+/// other from the region's start. Panics if `index` is not below
+/// `partitions`.
 pub fn partition_span(region_bytes: usize, partitions: usize, index: usize) -> Range<usize> {
     let partitions = partitions.max(1);
     assert!(index < partitions, "partition {index} of {partitions}");
@@ -171,7 +172,9 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> ReplayTable<B> {
     /// key's sets the answer is `Full` and the caller must refuse the proof.
     /// An `expires` already before `now` is stored, and is free space at
     /// once: such a proof is outside its window, and `verify_proof` refuses
-    /// it anyway.
+    /// it anyway. That holds when `now` is the one `verify_proof` was given
+    /// and `expires` is at least the proof's `iat + max_age`: an entry then
+    /// outlives every moment its proof verifies.
     pub fn insert_if_new(&mut self, key: &ReplayKey, expires: i64, now: i64) -> Outcome {
         let Some([a, b]) = self.sets(key) else {
             return Outcome::Full;
