@@ -14,9 +14,10 @@
 //! thumbprint) until `iat` leaves the window, and refuses one seen before
 //! (RFC 9449 section 11.1). Nor does it handle server nonces (section 8).
 //!
-//! Uses `compact`, `json`, `keys` (the proof's key is held to the rules of
-//! a stored key), `error`, and the leaves `alg`, `limits`, `fingerprint`
-//! and `thumbprint`.
+//! Uses `compact`, `json`, `header` (a token header's rules for `alg` and
+//! refused members), `keys` (the proof's key is held to the rules of a
+//! stored key), `error`, and the leaves `alg`, `limits`, `fingerprint` and
+//! `thumbprint`.
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,10 +26,11 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::alg::{algorithm, algorithm_name};
+use crate::alg::algorithm_name;
 use crate::compact::{decode, split};
 use crate::error::{DpopError, Error, KeyError, Part};
 use crate::fingerprint::token_digest;
+use crate::header::{check_alg, REFUSED_MEMBERS};
 use crate::json::parse_object;
 use crate::keys::{Format, Key};
 use crate::limits::{MAX_DPOP_JTI_BYTES, MAX_DPOP_PROOF_BYTES};
@@ -172,11 +174,6 @@ fn malformed(e: Error) -> DpopError {
     }
 }
 
-/// Header members that change how a JWS must be processed (RFC 7515
-/// section 4.1.11, RFC 7797) or make it a JWE: no proof needs them, and a
-/// verifier that ignored them could accept what the signer meant otherwise.
-const REFUSED_HEADER: [&str; 4] = ["crit", "b64", "zip", "enc"];
-
 /// Members that only a private or symmetric JWK has (RFC 7518 section 6).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
@@ -192,18 +189,17 @@ fn check_header(header: &Map<String, Value>) -> DpopResult<(Algorithm, &Map<Stri
         Some(_) => return Err(DpopError::HeaderType("typ")),
         None => return Err(DpopError::BadTyp(None)),
     }
-    if let Some(member) = REFUSED_HEADER.iter().find(|m| header.contains_key(**m)) {
+    // Members that change how a JWS must be processed (RFC 7515 section
+    // 4.1.11, RFC 7797) or make it a JWE: refused as in a token's header.
+    if let Some(member) = REFUSED_MEMBERS.iter().find(|m| header.contains_key(**m)) {
         return Err(DpopError::UnsupportedHeader(member));
     }
-    let name = match header.get("alg") {
-        Some(Value::String(a)) => a.as_str(),
-        Some(_) => return Err(DpopError::HeaderType("alg")),
-        None => return Err(DpopError::UnsupportedAlg(String::new())),
-    };
-    if name.eq_ignore_ascii_case("none") {
-        return Err(DpopError::Unsecured);
-    }
-    let alg = algorithm(name).ok_or_else(|| DpopError::UnsupportedAlg(name.to_string()))?;
+    // The token header's own rules for `alg`, with the proof's errors.
+    let alg = check_alg(header.get("alg")).map_err(|e| match e {
+        Error::UnsecuredToken => DpopError::Unsecured,
+        Error::UnsupportedAlg(name) => DpopError::UnsupportedAlg(name),
+        _ => DpopError::HeaderType("alg"),
+    })?;
     if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
         return Err(DpopError::SymmetricAlg(algorithm_name(alg)));
     }

@@ -26,25 +26,21 @@ pub struct Header {
 /// The header members read; the last four are refused when present.
 const MEMBERS: [&str; 7] = ["alg", "kid", "typ", "crit", "b64", "zip", "enc"];
 
+/// Members that change how a JWS must be processed, refused wherever one
+/// is read (tokens here, DPoP proofs in `dpop`): the last four of `MEMBERS`.
+pub(crate) const REFUSED_MEMBERS: [&str; 4] = ["crit", "b64", "zip", "enc"];
+
 /// Parses and checks a decoded header.
 pub fn parse(bytes: &[u8]) -> Result<Header> {
     let found = json::members(bytes, Part::Header, &MEMBERS, &[])?;
     let get =
         |name: &str| found.values[MEMBERS.iter().position(|m| *m == name).unwrap_or(0)].as_ref();
-    for member in &MEMBERS[3..] {
+    for member in &REFUSED_MEMBERS {
         if get(member).is_some() {
             return Err(Error::UnsupportedHeader(member));
         }
     }
-    let alg = match get("alg") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(Error::HeaderType("alg")),
-        None => return Err(Error::UnsupportedAlg(String::new())),
-    };
-    if alg.eq_ignore_ascii_case("none") {
-        return Err(Error::UnsecuredToken);
-    }
-    let alg = algorithm(alg).ok_or_else(|| Error::UnsupportedAlg(alg.to_string()))?;
+    let alg = check_alg(get("alg"))?;
     let kid = match get("kid") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -52,6 +48,20 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     };
     check_typ(get("typ"))?;
     Ok(Header { alg, kid })
+}
+
+/// The `alg` member: a supported algorithm's name; `none` in any case is
+/// an unsecured token. Shared with DPoP proofs, which map the errors.
+pub(crate) fn check_alg(alg: Option<&Value>) -> Result<Algorithm> {
+    let name = match alg {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(Error::HeaderType("alg")),
+        None => return Err(Error::UnsupportedAlg(String::new())),
+    };
+    if name.eq_ignore_ascii_case("none") {
+        return Err(Error::UnsecuredToken);
+    }
+    algorithm(name).ok_or_else(|| Error::UnsupportedAlg(name.to_string()))
 }
 
 /// The `typ` member, when present, must name a JWT (RFC 7519 section 5.1,

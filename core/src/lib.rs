@@ -19,7 +19,7 @@
 //! - `verify` (one JWS), then `cache` (verified tokens kept);
 //! - `jwe_keys` (decryption and encryption keys), then `jwe` (nested JWTs);
 //! - `dpop` (RFC 9449 proofs of possession), beside `verify`: it uses
-//!   `compact`, `json` and `keys`, and nothing uses it;
+//!   `compact`, `json`, `header` and `keys`, and nothing uses it;
 //! - `replay` (the table of DPoP proofs seen, laid out for shared memory):
 //!   it uses only `fingerprint`, and nothing uses it.
 
