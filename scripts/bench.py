@@ -406,15 +406,7 @@ def bench_sql(cluster, smoke):
                  "prepared", hit)
             pair(cluster, f"{alg} SET LOCAL, same token", SCRIPTS["jwt_set"], SCRIPTS["pgrst_set"], seconds,
                  rounds, "simple", hit)
-            admin.execute("TRUNCATE bench_tokens")
-            rng = random.Random(7)
-            rows = []
-            for i in range(1, n_fresh + 1):
-                t = f"t{rng.randrange(TENANTS)}"
-                token = s.token(t, sub=f"user-{i}", ttl=7200)
-                rows.append((i, token, claims_of(token)))
-            with admin.cursor() as cur:
-                cur.executemany("INSERT INTO bench_tokens VALUES (%s, %s, %s)", rows)
+            fill_bench_tokens(admin, s, n_fresh, seed=7)
             # A never-seen token in every transaction, default settings, as
             # TPS beside the PostgREST-style side. What it costs in CPU is
             # measured by the `fresh` workload, one client at a time.
@@ -423,6 +415,20 @@ def bench_sql(cluster, smoke):
                  seconds, rounds, "prepared", {"n": 0})
             pair(cluster, f"{alg} SET LOCAL, fresh token", fresh + SCRIPTS["jwt_set"], fresh + SCRIPTS["pgrst_set"],
                  seconds, rounds, "simple", {"n": 0})
+
+
+def fill_bench_tokens(admin, signer, n, seed):
+    """bench_tokens holds rows 1..n: a token of `signer` each, for user-i of
+    a tenant drawn at random (seeded), with its claims as PostgREST would
+    set them."""
+    admin.execute("TRUNCATE bench_tokens")
+    rng = random.Random(seed)
+    rows = []
+    for i in range(1, n + 1):
+        token = signer.token(f"t{rng.randrange(TENANTS)}", sub=f"user-{i}", ttl=7200)
+        rows.append((i, token, claims_of(token)))
+    with admin.cursor() as cur:
+        cur.executemany("INSERT INTO bench_tokens VALUES (%s, %s, %s)", rows)
 
 
 def bind_cost(cluster, first_id):
@@ -456,7 +462,7 @@ FRESH_ONE = "\\set id :first + :n\n\\set n :n + 1\nSELECT token, claims FROM ben
 
 def bench_fresh(smoke):
     """What a never-seen token adds to a transaction, as server CPU time
-    (every process of the cluster, user and system, from /proc), beside the
+    (every process of the cluster, user and system, see `ServerCpu`), beside the
     same token bound in one statement (no pgbench, no network) and the
     signature primitive from openssl speed, all in this run. jwt_rls
     preloaded, the shared cache on (default) and off
@@ -470,7 +476,6 @@ def bench_fresh(smoke):
             "shared_preload_libraries = 'jwt_rls'"]
     rows = []
     for cache, extra in [("on", []), ("off", ["jwt_rls.shared_cache_entries = 0"])]:
-        meter = None
         with Cluster(conf=base + extra) as c:
             meter = ServerCpu(c)
             if cache == "on":
@@ -482,17 +487,9 @@ def bench_fresh(smoke):
                     signer = Signer(f"fresh-{alg.lower()}", alg)
                     with admin.cursor() as cur:
                         signer.install(cur)
-                    admin.execute("TRUNCATE bench_tokens")
                     # rounds × transactions for pgbench (only ours caches), and
                     # as many again, at most 2,000, for the one-statement bind.
-                    n_bind = min(transactions, 2000)
-                    rng = random.Random(11)
-                    tokens = []
-                    for i in range(1, rounds * transactions + n_bind + 1):
-                        token = signer.token(f"t{rng.randrange(TENANTS)}", sub=f"user-{i}", ttl=7200)
-                        tokens.append((i, token, claims_of(token)))
-                    with admin.cursor() as cur:
-                        cur.executemany("INSERT INTO bench_tokens VALUES (%s, %s, %s)", tokens)
+                    fill_bench_tokens(admin, signer, rounds * transactions + min(transactions, 2000), seed=11)
                     admin.execute("ANALYZE bench_tokens")
                     diffs, diffs_user, cpus = [], [], {True: [], False: []}
                     for r, order in enumerate(turns(rounds)):
@@ -515,8 +512,7 @@ def bench_fresh(smoke):
                         f"{row['theirs']:6.1f} µs, added {row['added']:6.1f} (user {row['added_user']:6.1f}); "
                         f"in one statement {row['in_statement']:6.1f}; primitive {p:6.1f}; "
                         f"bound {row['bound']:6.1f}: {'met' if row['added'] <= row['bound'] else 'NOT MET'}")
-        if meter:
-            meter.remove()
+        meter.remove()  # the cluster has stopped: the cgroup is empty
     results["fresh"] = rows
 
 
@@ -543,7 +539,7 @@ class ServerCpu:
                 pm = postmaster_pid(cluster)
                 for pid in [pm] + children_of(pm):
                     with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                        f.write(pid if isinstance(pid, str) else str(pid))
+                        f.write(str(pid))
                 self.path, self.kind = path, f"cgroup {kind}"
                 self.v2 = kind == "v2"
                 self.read()
