@@ -22,7 +22,7 @@ MAJORS="${JWT_RLS_MAJORS:-15 14 18 16 17}"
 FULL_MAJORS="${JWT_RLS_FULL_MAJORS-15 14 18}"
 SUBSET=(tests/test_regress.py tests/test_hostile.py tests/test_isolation.py tests/test_revocation.py
         tests/test_sessions.py tests/test_jwe.py tests/test_signing.py tests/test_roles.py
-        tests/test_audit.py tests/test_isolate.py)
+        tests/test_audit.py tests/test_isolate.py tests/test_dpop.py)
 
 # shellcheck disable=SC2086  # lists of words
 JWT_RLS_MAJORS="$MAJORS" bash scripts/setup.sh

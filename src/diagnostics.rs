@@ -1,9 +1,11 @@
 //! What a slow or surprising server can be diagnosed with from SQL: the
-//! counters and the shared cache's size (`stats()`), this backend's cache
+//! counters, the shared cache's and DPoP replay table's sizes (`stats()`), this backend's cache
 //! and the running build. Reads the parts it reports on; nothing uses it.
 
 use pgrx::prelude::*;
 
+use crate::dpop::replay;
+use crate::pg::clock;
 use crate::shared::{cache, counters};
 use crate::verification;
 
@@ -38,6 +40,9 @@ fn stats() -> TableIterator<
     rows.push(("shared_cache_slots".into(), slots as i64, scope));
     rows.push(("shared_cache_used".into(), used as i64, scope));
     rows.push(("shared_cache_bytes".into(), bytes as i64, scope));
+    let (live, slots) = replay::usage(clock::wall_seconds());
+    rows.push(("dpop_replay_slots".into(), slots as i64, scope));
+    rows.push(("dpop_replay_used".into(), live as i64, scope));
     TableIterator::new(rows)
 }
 

@@ -9,6 +9,8 @@
 //!   `audit()`;
 //! - `diagnostics`: `stats()`, `cache_stats()`, `build_info()`;
 //! - `binding/`: the bound token setting, the claims' SQL surface, roles;
+//! - `dpop/`: DPoP proofs (RFC 9449) for tokens bound to a key, and the
+//!   shared table that refuses their replay;
 //! - `lifecycle/`: revocation, login sessions and refresh tokens;
 //! - `verification`: a token against the keys and policy, with the caches;
 //! - `keys/`: the key store, decryption and signing keys, the JWKS worker;
@@ -27,6 +29,7 @@ use pgrx::prelude::*;
 mod adoption;
 mod binding;
 mod diagnostics;
+mod dpop;
 mod keys;
 mod lifecycle;
 mod pg;
@@ -47,12 +50,14 @@ pub extern "C-unwind" fn _PG_init() {
         // The parts define the settings their sizes depend on first.
         shared::cache::init();
         keys::jwks_worker::init();
+        dpop::replay::init();
         shmem::init();
     }
     // The token setting comes last: defining it checks a value stored
     // before the library loaded, against the policy and keys defined here.
     settings::init();
     pg::catalog::init();
+    dpop::init();
     binding::token::init();
     binding::claims::init();
     adoption::compat::init();

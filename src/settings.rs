@@ -24,6 +24,9 @@ static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(10);
 static MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 static CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static DPOP_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(60);
+static DPOP_REQUIRE_PROOF: GucSetting<bool> = GucSetting::<bool>::new(true);
+static DPOP_BASE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SIGN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(900);
 static SESSION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 86400);
 static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(7 * 86400);
@@ -65,7 +68,7 @@ fn guc_records() -> &'static [*mut pg_sys::config_generic] {
 
 /// The superuser-only settings jwt_rls defines (not `jwt_rls.token`, which
 /// anyone may set and which is verified when it is defined).
-const GUARDED: [&str; 16] = [
+const GUARDED: [&str; 18] = [
     "jwt_rls.issuer",
     "jwt_rls.audience",
     "jwt_rls.accept_any_audience",
@@ -74,6 +77,8 @@ const GUARDED: [&str; 16] = [
     "jwt_rls.max_lifetime",
     "jwt_rls.max_token_bytes",
     "jwt_rls.cache_entries",
+    "jwt_rls.dpop_max_age",
+    "jwt_rls.dpop_require_proof",
     "jwt_rls.sign_lifetime",
     "jwt_rls.session_lifetime",
     "jwt_rls.session_idle_timeout",
@@ -195,6 +200,22 @@ pub fn policy() -> Policy {
 /// Entries of the per-backend verification cache (0 turns it off).
 pub fn cache_entries() -> usize {
     CACHE_ENTRIES.get().max(0) as usize
+}
+
+/// Clock skew allowed on time claims (and on a DPoP proof's `iat`).
+pub fn leeway() -> i64 {
+    i64::from(LEEWAY.get())
+}
+
+/// Seconds a DPoP proof's `iat` may lie in the past.
+pub fn dpop_max_age() -> i64 {
+    i64::from(DPOP_MAX_AGE.get())
+}
+
+/// Whether a token naming a DPoP key (`cnf.jkt`) is refused when bound
+/// without a proof by that key.
+pub fn dpop_require_proof() -> bool {
+    DPOP_REQUIRE_PROOF.get()
 }
 
 /// Seconds from `iat` to `exp` of a token jwt_rls.sign() issues.
@@ -344,6 +365,37 @@ pub fn init() {
         (0, 100_000),
         GucFlags::default(),
     );
+    policy_int(
+        c"jwt_rls.dpop_max_age",
+        c"How old a DPoP proof may be: seconds its iat may lie in the past.",
+        &DPOP_MAX_AGE,
+        (1, 3600),
+        GucFlags::UNIT_S,
+    );
+    // SAFETY: as in policy_string: called from _PG_init with 'static names
+    // and storage, and a #[pg_guard] assign hook.
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"jwt_rls.dpop_require_proof",
+            c"Refuse a token bound to a DPoP key (cnf.jkt) when it comes without a proof by that key.",
+            c"",
+            &DPOP_REQUIRE_PROOF,
+            GucContext::Suset,
+            GucFlags::default(),
+            None,
+            Some(bump_policy_bool),
+            None,
+        )
+    };
+    // Read by postgrest_pre_request() (SQL), to make the URL a proof names.
+    GucRegistry::define_string_guc(
+        c"jwt_rls.dpop_base_url",
+        c"The URL clients call, up to where PostgREST's request.path begins, for DPoP proofs through postgrest_pre_request().",
+        c"For example https://api.example.com, or https://project.supabase.co/rest/v1.",
+        &DPOP_BASE_URL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // Not part of the validation policy: no generation bump.
     GucRegistry::define_int_guc(
         c"jwt_rls.sign_lifetime",
@@ -417,6 +469,26 @@ pub fn set_local(name: &CStr, value: &CStr) {
             name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pg_sys::PGERROR as i32,
+            false,
+        );
+    }
+}
+
+/// `SET LOCAL name = value` with a superuser's right to set it, for a
+/// superuser-only setting that jwt_rls itself writes on the caller's behalf
+/// (the caller cannot). The setting's own checks apply.
+pub fn set_local_privileged(name: &CStr, value: &CStr) {
+    // SAFETY: as in set_local; PGC_SUSET is the context whose right this
+    // call exercises, which is what lets it write a superuser-only setting.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_LOCAL,
             true,

@@ -11,6 +11,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::dpop::replay;
 use crate::keys::jwks_worker;
 use crate::pg::region::Region;
 use crate::shared::{cache, counters};
@@ -21,12 +22,27 @@ static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 /// The parts, in the order they lie in the segment, with the bytes each
 /// asks for (read once the postmaster's settings are final).
-fn parts() -> [(&'static Region, usize); 3] {
+fn parts() -> [(&'static Region, usize); 4] {
     [
         (&counters::REGION, counters::SHARED_BYTES),
         (&jwks_worker::REGION, jwks_worker::SHARED_BYTES),
         (&cache::REGION, cache::shared_bytes()),
+        (&replay::REGION, replay::shared_bytes()),
     ]
+}
+
+/// Asks for the LWLocks of the parts that take them (the DPoP replay
+/// table's partitions), with the segment.
+///
+/// # Safety
+/// Only while shared memory is being sized (the request hook, or _PG_init
+/// of a preloaded library before PostgreSQL 15).
+unsafe fn request_locks() {
+    let n = replay::locks_wanted();
+    if n > 0 {
+        // SAFETY: see the function's contract; the name is 'static.
+        unsafe { pg_sys::RequestNamedLWLockTranche(replay::TRANCHE.as_ptr(), n as i32) };
+    }
 }
 
 /// Each part starts on a cache line of its own (ShmemInitStruct's
@@ -54,7 +70,10 @@ pub fn init() {
         }
         // Before 15 there is no request hook: libraries ask from _PG_init.
         #[cfg(any(feature = "pg13", feature = "pg14"))]
-        pg_sys::RequestAddinShmemSpace(size());
+        {
+            pg_sys::RequestAddinShmemSpace(size());
+            request_locks();
+        }
         PREV_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(startup);
     }
@@ -69,6 +88,7 @@ unsafe extern "C-unwind" fn request() {
             prev();
         }
         pg_sys::RequestAddinShmemSpace(size());
+        request_locks();
     }
 }
 
@@ -95,6 +115,9 @@ unsafe extern "C-unwind" fn startup() {
         for (region, bytes) in parts() {
             region.attach(p.add(offset), bytes);
             offset += bytes.next_multiple_of(ALIGN);
+        }
+        if replay::locks_wanted() > 0 {
+            replay::attach_locks(pg_sys::GetNamedLWLockTranche(replay::TRANCHE.as_ptr()));
         }
     }
 }

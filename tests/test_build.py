@@ -3,8 +3,9 @@
 - After the test command (scripts/test.sh), the library PostgreSQL loads is
   the release build of this tree: `cargo pgrx test` installs a debug build,
   which must never be left in place silently.
-- `ALTER EXTENSION jwt_rls UPDATE` from the released 0.1.0 schema gives the
-  same catalog as a fresh install of this version, and keeps the keys.
+- `ALTER EXTENSION jwt_rls UPDATE` from each released schema (0.1.0, 0.2.0)
+  gives the same catalog as a fresh install of this version, and keeps the
+  keys.
 """
 
 import hashlib
@@ -96,16 +97,17 @@ def catalog(dsn):
         return conn.execute(CATALOG).fetchall()
 
 
-def test_update_from_0_1_0_equals_a_fresh_install_and_keeps_keys(cluster, db, hs):
-    # The released 0.1.0 schema, as a package of 0.1.0 shipped it.
+@pytest.mark.parametrize("released", ["0.1.0", "0.2.0"])
+def test_update_from_a_released_schema_equals_a_fresh_install_and_keeps_keys(cluster, db, hs, released):
+    # The released schema, as a package of that version shipped it.
     extdir = os.path.join(pg_config("--sharedir"), "extension")
-    shutil.copy(os.path.join(ROOT, "sql", "generated", "jwt_rls--0.1.0.sql"), extdir)
+    shutil.copy(os.path.join(ROOT, "sql", "generated", f"jwt_rls--{released}.sql"), extdir)
     for name in ["upgraded", "fresh"]:
         db.execute(f"DROP DATABASE IF EXISTS {name}")
         db.execute(f"CREATE DATABASE {name} TEMPLATE template0")
     token = hs.token("aaaaaaaa-0000-4000-8000-000000000001")
     with psycopg.connect(cluster.dsn(dbname="upgraded"), autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION jwt_rls VERSION '0.1.0'")
+        conn.execute(f"CREATE EXTENSION jwt_rls VERSION '{released}'")
         # 0.2.0 refuses a token with aud when no audience is configured.
         conn.execute(f"SET jwt_rls.audience = '{AUDIENCE}'")
         with conn.cursor() as cur:

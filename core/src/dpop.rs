@@ -137,7 +137,7 @@ pub fn verify_proof(
     let iat = check_iat(&claims, policy, now)?;
     if let Some(token) = request.access_token {
         let ath = string_claim(&claims, "ath")?;
-        let expected = URL_SAFE_NO_PAD.encode(token_digest(token));
+        let expected = access_token_hash(token);
         if verify_slices_are_equal(ath.as_bytes(), expected.as_bytes()).is_err() {
             return Err(DpopError::AthMismatch);
         }
@@ -155,6 +155,12 @@ pub fn verify_proof(
         jti: jti.to_string(),
         iat,
     })
+}
+
+/// The `ath` a proof for `token` carries: base64url (unpadded) of the
+/// SHA-256 of the token's text (RFC 9449 section 4.2).
+pub fn access_token_hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(token_digest(token))
 }
 
 /// A token-level refusal of the proof's encoding, as a proof refusal.

@@ -19,6 +19,7 @@ use pgrx::varlena::{text_to_rust_str, varsize_any};
 
 use super::roles;
 use super::token::{self, Conditions};
+use crate::dpop;
 use crate::pg::errors;
 use crate::pg::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
 use crate::settings;
@@ -70,13 +71,64 @@ fmgr_v1!(pg_finfo_authenticate_c);
 #[unsafe(no_mangle)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn authenticate_c(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    refuse_if_restricted();
+    // SAFETY: the SQL function is STRICT with one text argument.
+    let token = unsafe { text_to_rust_str(text_arg(fcinfo, 0)) }
+        .unwrap_or_else(|_| errors::raise!(&Error::BadCharacter));
+    bind(token)
+}
+
+fmgr_v1!(pg_finfo_authenticate_dpop_c);
+
+/// `jwt_rls.authenticate(token, dpop_proof, http_method, http_url)`: as
+/// `authenticate(token)`, for a token bound to a DPoP key: checks the proof
+/// for this request (RFC 9449 section 4.3), records it so that it is never
+/// accepted again, then binds the token. A proof that fails raises 28000,
+/// a malformed one 22023.
+///
+/// # Safety
+/// Called by Postgres through the fmgr with four text arguments, any of
+/// which may be NULL (the function is not STRICT, so that a NULL proof is
+/// an error rather than a NULL result that binds nothing).
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn authenticate_dpop_c(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    refuse_if_restricted();
+    let arg = |n: usize, name: &str| -> &str {
+        // SAFETY: fcinfo is the current call, with four arguments.
+        if unsafe { pgrx::fcinfo::pg_arg_is_null(fcinfo, n) } {
+            errors::null_argument(name);
+        }
+        // SAFETY: a non-null text argument.
+        unsafe { text_to_rust_str(text_arg(fcinfo, n)) }
+            .unwrap_or_else(|_| errors::raise!(&Error::BadCharacter))
+    };
+    let (token, proof, method, url) = (
+        arg(0, "token"),
+        arg(1, "dpop_proof"),
+        arg(2, "http_method"),
+        arg(3, "http_url"),
+    );
+    if token.is_empty() {
+        errors::raise!(&Error::Empty);
+    }
+    let verified = token::verify_unbound(token).unwrap_or_else(|e| errors::raise!(&e));
+    dpop::prove(token, &verified, proof, method, url);
+    bind(token)
+}
+
+fn refuse_if_restricted() {
     // SAFETY: reads a backend-global flag.
     if unsafe { pg_sys::InSecurityRestrictedOperation() } {
         errors::forbidden("cannot bind a token during a security-restricted operation");
     }
-    // SAFETY: the SQL function is STRICT with one text argument.
-    let token = unsafe { text_to_rust_str(text_arg(fcinfo, 0)) }
-        .unwrap_or_else(|_| errors::raise!(&Error::BadCharacter));
+}
+
+/// Binds `token` to the current transaction (as `SET LOCAL jwt_rls.token`)
+/// and returns its claims as jsonb.
+fn bind(token: &str) -> pg_sys::Datum {
     // An empty value unbinds when SET; to authenticate() it is an error.
     if token.is_empty() {
         errors::raise!(&Error::Empty);
@@ -210,6 +262,12 @@ CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
     LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
 COMMENT ON FUNCTION jwt_rls.authenticate(text) IS
     'Verifies a JWT now, binds it to the current transaction and returns its claims';
+CREATE FUNCTION jwt_rls.authenticate(token text, dpop_proof text, http_method text, http_url text)
+    RETURNS jsonb
+    VOLATILE PARALLEL UNSAFE
+    LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_dpop_c';
+COMMENT ON FUNCTION jwt_rls.authenticate(text, text, text, text) IS
+    'Verifies a JWT bound to a DPoP key and the DPoP proof of this request (RFC 9449), binds the JWT to the current transaction and returns its claims';
 CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
     STABLE PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';

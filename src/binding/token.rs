@@ -34,6 +34,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::roles;
+use crate::dpop;
 use crate::lifecycle::revocation;
 use crate::pg::{clock, errors};
 use crate::settings::POLICY_GENERATION;
@@ -119,8 +120,20 @@ thread_local! {
     };
 }
 
-/// A verified token, refused when a committed revocation names it.
-fn admit(verified: Arc<Verified>) -> Result<Arc<Verified>, Error> {
+/// A verified token, refused when a committed revocation names it, or
+/// when it names a DPoP key and was not proven in this transaction.
+fn admit(token: &str, verified: Arc<Verified>) -> Result<Arc<Verified>, Error> {
+    if let Err(e) = revocation::check(&verified).and_then(|()| dpop::admit(token, &verified)) {
+        counters::refused(&e);
+        return Err(e);
+    }
+    Ok(verified)
+}
+
+/// `token` verified now and not revoked, without binding it: what a DPoP
+/// proof is checked against before the token is bound.
+pub fn verify_unbound(token: &str) -> Result<Arc<Verified>, Error> {
+    let verified = verification::verify_now(token)?;
     if let Err(e) = revocation::check(&verified) {
         counters::refused(&e);
         return Err(e);
@@ -164,11 +177,12 @@ pub fn current() -> Result<Option<Arc<Verified>>, Error> {
             None
         } else {
             let at = clock::unix_seconds(now.statement);
+            let text = text.to_str().map_err(|_| Error::BadCharacter)?;
             let verified = match handed(&now) {
                 Some(h) => verification::recheck_now(h, at)?,
-                None => verify_at(text.to_str().map_err(|_| Error::BadCharacter)?, at)?,
+                None => verify_at(text, at)?,
             };
-            Some(admit(verified)?)
+            Some(admit(text, verified)?)
         }
     };
     BACKEND.with_borrow_mut(|b| {
@@ -253,7 +267,7 @@ unsafe extern "C-unwind" fn check_token(
         missing
     };
     let verified = match token.to_str() {
-        Ok(token) => verify_at(token, clock::now()).and_then(admit),
+        Ok(token) => verify_at(token, clock::now()).and_then(|v| admit(token, v)),
         Err(_) => Err(Error::BadCharacter),
     };
     if pushed {

@@ -39,3 +39,10 @@ pub fn timestamp(unix_seconds: i64) -> pg_sys::TimestampTz {
 pub fn now() -> i64 {
     unix_seconds(statement_start())
 }
+
+/// The wall clock now, in Unix seconds (not the statement's start), for
+/// state shared between backends whose statements started at other times.
+pub fn wall_seconds() -> i64 {
+    // SAFETY: GetCurrentTimestamp reads the system clock; it cannot raise.
+    unix_seconds(unsafe { pg_sys::GetCurrentTimestamp() })
+}

@@ -6,6 +6,7 @@
 
 use std::ffi::{c_char, CString};
 
+use jwt_rls_core::error::DpopError;
 use jwt_rls_core::{Class, Error};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -13,7 +14,11 @@ use pgrx::prelude::*;
 
 /// The SQLSTATE of each class of core error.
 fn sqlstate(e: &Error) -> PgSqlErrorCode {
-    match e.class() {
+    class_sqlstate(e.class())
+}
+
+fn class_sqlstate(class: Class) -> PgSqlErrorCode {
+    match class {
         Class::Malformed | Class::BadKey => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         Class::Rejected => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
     }
@@ -58,6 +63,12 @@ fn hint(e: &Error) -> Option<&'static str> {
             "An administrator sets jwt_rls.audience to the audience this database serves, or jwt_rls.accept_any_audience = on to accept tokens for any audience."
         }
         BadCharacter => "Pass the bare token, without a \"Bearer \" prefix or whitespace.",
+        ProofRequired => {
+            "Bind it with jwt_rls.authenticate(token, dpop_proof, http_method, http_url) and the request's DPoP proof."
+        }
+        NotSenderConstrained => {
+            "Bind a token without cnf.jkt with jwt_rls.authenticate(token); a DPoP proof goes only with a token bound to its key."
+        }
         _ => return None,
     })
 }
@@ -84,6 +95,62 @@ pub fn raise_in(e: &Error, function: &'static str) -> ! {
     }
     report.report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")
+}
+
+/// Raises a refused DPoP proof as an ERROR: 22023 when it is malformed,
+/// 28000 when it fails a check; the message never quotes the proof.
+#[track_caller]
+pub fn raise_dpop(e: &DpopError) -> ! {
+    let mut report = ErrorReport::new(class_sqlstate(e.class()), e.message(), "jwt_rls");
+    if let Some(d) = e.detail() {
+        report = report.set_detail(d);
+    }
+    if let Some(h) = e.hint() {
+        report = report.set_hint(h);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Raises the refusal of a proof that found no room in the replay table:
+/// recording it would mean forgetting another proof early.
+#[track_caller]
+pub fn dpop_replay_full(slots: usize) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+        "the DPoP replay table is full",
+        "jwt_rls",
+    )
+    .set_detail(format!(
+        "The proof was not accepted: every slot it may use holds a proof still inside its window ({slots} slots in all)."
+    ))
+    .set_hint("Retry with a new proof; an administrator can raise jwt_rls.dpop_replay_entries (takes effect at restart).")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Raises the error of a DPoP proof presented where no replay table exists.
+#[track_caller]
+pub fn dpop_unavailable() -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "DPoP proofs need jwt_rls in shared_preload_libraries",
+        "jwt_rls",
+    )
+    .set_detail("A proof is accepted once; the table of proofs already seen lives in shared memory, which jwt_rls has only when preloaded and jwt_rls.dpop_replay_entries is above 0.")
+    .set_hint("An administrator adds jwt_rls to shared_preload_libraries and restarts the server.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Raises a NULL argument of a function that refuses one.
+#[track_caller]
+pub fn null_argument(name: &str) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{name} must not be null")
+    );
 }
 
 /// A key row as built, or None after a WARNING naming it: one unusable row

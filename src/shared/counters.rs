@@ -43,11 +43,16 @@ pub enum Counter {
     RefusedClaims,
     RefusedRevoked,
     RefusedEncryption,
+    /// DPoP proofs accepted (and recorded against replay).
+    DpopProofs,
+    /// DPoP refusals: a proof that failed, or a token naming a DPoP key
+    /// bound without one.
+    RefusedDpop,
 }
 
 use Counter::*;
 
-const ALL: [Counter; 18] = [
+const ALL: [Counter; 20] = [
     Binds,
     Verifications,
     CacheHitsLocal,
@@ -66,6 +71,8 @@ const ALL: [Counter; 18] = [
     RefusedClaims,
     RefusedRevoked,
     RefusedEncryption,
+    DpopProofs,
+    RefusedDpop,
 ];
 
 impl Counter {
@@ -89,6 +96,8 @@ impl Counter {
             RefusedClaims => "refused_claims",
             RefusedRevoked => "refused_revoked",
             RefusedEncryption => "refused_encryption",
+            DpopProofs => "dpop_proofs",
+            RefusedDpop => "refused_dpop",
         }
     }
 }
@@ -146,6 +155,7 @@ pub fn refused(e: &Error) {
         }
         ClaimType { .. } | MissingClaim(_) | LifetimeTooLong { .. } => RefusedClaims,
         Revoked | RevokedSubject | RevokedSubjectNoIat => RefusedRevoked,
+        ProofRequired | NotSenderConstrained => RefusedDpop,
         EncryptedNotAccepted
         | UnsupportedKeyAlg(_)
         | UnsupportedEnc(_)

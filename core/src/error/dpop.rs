@@ -88,6 +88,9 @@ pub enum DpopError {
     AthMismatch,
     /// The proof's key is not the one the access token is bound to.
     JktMismatch,
+    // --- checked by the extension, after the proof verified ---------------
+    /// The proof (its key and `jti`) was accepted before, inside its window.
+    Replayed,
 }
 
 impl std::error::Error for DpopError {}

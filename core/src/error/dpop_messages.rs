@@ -46,7 +46,8 @@ impl DpopError {
             | IatTooOld { .. }
             | IatInFuture { .. }
             | AthMismatch
-            | JktMismatch => Class::Rejected,
+            | JktMismatch
+            | Replayed => Class::Rejected,
         }
     }
 
@@ -80,6 +81,7 @@ impl DpopError {
             IatInFuture { .. } => "DPoP proof was issued in the future".into(),
             AthMismatch => "DPoP proof is for another access token".into(),
             JktMismatch => "DPoP proof key is not the key the access token is bound to".into(),
+            Replayed => "DPoP proof was used before".into(),
         }
     }
 
@@ -134,6 +136,7 @@ impl DpopError {
             JktMismatch => {
                 "The thumbprint of the proof's jwk is not the access token's cnf.jkt.".into()
             }
+            Replayed => "A proof with this key and jti was accepted before, within its iat window.".into(),
             Empty | Base64(_) | BadRequestUrl | Unsecured | NoJwk | BadSignature | BadHtu => {
                 return None
             }
@@ -168,6 +171,7 @@ impl DpopError {
             }
             AthMismatch => "Set ath to the base64url SHA-256 of the access token sent with the proof.",
             JktMismatch => "Sign the proof with the key the access token was bound to.",
+            Replayed => "Create a new proof, with a new jti, for each request.",
             TooLarge { .. } | BadSignature => return None,
         })
     }
@@ -374,6 +378,12 @@ mod tests {
                 Rejected,
                 "DPoP proof key is not the key the access token is bound to",
                 Some("The thumbprint of the proof's jwk is not the access token's cnf.jkt."),
+            ),
+            (
+                Replayed,
+                Rejected,
+                "DPoP proof was used before",
+                Some("A proof with this key and jti was accepted before, within its iat window."),
             ),
         ];
         for (e, class, message, detail) in cases {

@@ -84,6 +84,12 @@ pub enum Error {
     RevokedSubjectNoIat,
     /// A token without jti was presented for revocation by jti.
     NoJti,
+    // --- sender-constrained tokens (DPoP, RFC 9449; checked by the extension)
+    /// The token names a proof key (`cnf.jkt`) and was bound without a
+    /// DPoP proof by that key.
+    ProofRequired,
+    /// A DPoP proof came with a token that names no proof key (`cnf.jkt`).
+    NotSenderConstrained,
     // --- encrypted tokens (JWE) ----------------------------------------
     /// The JWE key-management algorithm is not one that is accepted.
     UnsupportedKeyAlg(String),

@@ -52,6 +52,8 @@ impl Error {
             | Revoked
             | RevokedSubject
             | RevokedSubjectNoIat
+            | ProofRequired
+            | NotSenderConstrained
             | UnsupportedKeyAlg(_)
             | UnsupportedEnc(_)
             | NotNested(_)
@@ -103,6 +105,8 @@ impl Error {
             Audience | UnexpectedAudience => "token audience is not accepted".into(),
             Revoked | RevokedSubject | RevokedSubjectNoIat => "token has been revoked".into(),
             NoJti => "token has no jti claim to revoke it by".into(),
+            ProofRequired => "token is bound to a dpop key and needs a dpop proof".into(),
+            NotSenderConstrained => "token is not bound to a dpop key".into(),
             EncryptedNotAccepted => "encrypted tokens (JWE) are not accepted".into(),
             JweLength { part, .. } => format!("token {part} has the wrong length"),
             BadEpk(_) => "token ephemeral public key (epk) is invalid".into(),
@@ -163,6 +167,12 @@ impl Error {
             Audience => "The aud claim names no accepted audience.".into(),
             UnexpectedAudience => "The token has an aud claim and no audience is accepted.".into(),
             Revoked => "Its jti is on the revocation list.".into(),
+            ProofRequired => {
+                "Its cnf.jkt claim names the key of a DPoP proof (RFC 9449), and none was presented with it in this transaction.".into()
+            }
+            NotSenderConstrained => {
+                "A DPoP proof was presented with a token that has no cnf.jkt claim naming the proof's key.".into()
+            }
             RevokedSubject => "Tokens of its subject issued before a revocation are refused.".into(),
             RevokedSubjectNoIat => {
                 "Its subject has a revocation cutoff and the token has no iat to show it was issued after it."
@@ -445,6 +455,18 @@ mod tests {
                 Some("Its subject has a revocation cutoff and the token has no iat to show it was issued after it."),
             ),
             (NoJti, Malformed, "token has no jti claim to revoke it by", None),
+            (
+                ProofRequired,
+                Rejected,
+                "token is bound to a dpop key and needs a dpop proof",
+                Some("Its cnf.jkt claim names the key of a DPoP proof (RFC 9449), and none was presented with it in this transaction."),
+            ),
+            (
+                NotSenderConstrained,
+                Rejected,
+                "token is not bound to a dpop key",
+                Some("A DPoP proof was presented with a token that has no cnf.jkt claim naming the proof's key."),
+            ),
             (
                 EncryptedNotAccepted,
                 Malformed,

@@ -1,0 +1,122 @@
+//! DPoP (RFC 9449): sender-constrained access tokens. A token whose
+//! `cnf.jkt` names a key is bound only together with a proof, signed by
+//! that key, for this very request, and never seen before.
+//!
+//! - `prove` checks a proof for a token about to be bound
+//!   (`jwt_rls_core::dpop::verify_proof`), records it in the replay table
+//!   (`replay`), and marks the token as proven for the transaction.
+//! - `admit` is asked whenever a bound token is admitted (at SET and at
+//!   every read that verifies it again): a token naming a key is refused
+//!   unless it was proven in this transaction (or an administrator turned
+//!   `jwt_rls.dpop_require_proof` off).
+//!
+//! The mark is the setting `jwt_rls.dpop_proven`: the `ath` (SHA-256) of
+//! the proven token, set LOCAL beside `jwt_rls.token`, so Postgres scopes
+//! both alike (COMMIT, ROLLBACK, savepoints, RESET ALL) and copies both into
+//! parallel workers. It is superuser-only: a caller cannot set it, and
+//! jwt_rls writes it with a superuser's right, only after a proof passed.
+//! The mark names one token: binding another token naming a key in the
+//! same transaction needs a proof of its own.
+//!
+//! Uses settings and `pg`; used by binding, which calls `prove` before it
+//! binds and `admit` when it admits.
+
+pub mod replay;
+
+use std::ffi::CString;
+
+use jwt_rls_core::dpop::{access_token_hash, verify_proof, ProofPolicy, Request};
+use jwt_rls_core::error::DpopError;
+use jwt_rls_core::limits::MAX_DPOP_PROOF_BYTES;
+use jwt_rls_core::replay::{replay_key, Outcome};
+use jwt_rls_core::{Error, Verified};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use crate::pg::{clock, errors};
+use crate::settings;
+use crate::shared::counters::{self, Counter};
+
+static PROVEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// The key a token is bound to: its `cnf.jkt`, None when it names none.
+fn bound_key(verified: &Verified) -> Option<String> {
+    verified.claim("cnf.jkt")
+}
+
+/// Checks `proof` for binding `token` (verified, not revoked) to the
+/// request (`method`, `url`), records it so that it is never accepted
+/// again, and marks `token` proven for the current transaction. Raises on
+/// any failure, before anything is recorded or marked.
+pub fn prove(token: &str, verified: &Verified, proof: &str, method: &str, url: &str) {
+    if replay::slots() == 0 {
+        errors::dpop_unavailable();
+    }
+    let Some(jkt) = bound_key(verified) else {
+        counters::refused(&Error::NotSenderConstrained);
+        errors::raise!(&Error::NotSenderConstrained);
+    };
+    let leeway = settings::leeway();
+    let policy = ProofPolicy {
+        max_bytes: MAX_DPOP_PROOF_BYTES,
+        max_age: settings::dpop_max_age(),
+        max_ahead: leeway,
+    };
+    // The wall clock, not the statement's start: the replay table is
+    // shared, and an entry another backend finds expired by its clock must
+    // be one this backend's clock also refuses as too old.
+    let now = clock::wall_seconds();
+    let request = Request {
+        method,
+        url,
+        access_token: Some(token),
+        jkt: &jkt,
+    };
+    let accepted = verify_proof(proof, &request, &policy, now).unwrap_or_else(|e| refuse(&e));
+    // Kept past the window by the leeway, in case this server's clock
+    // steps back a little.
+    let expires = accepted.iat + policy.max_age + leeway;
+    match replay::record(&replay_key(&accepted.jkt, &accepted.jti), expires, now) {
+        Some(Outcome::Recorded) => {}
+        Some(Outcome::Replay) => refuse(&DpopError::Replayed),
+        Some(Outcome::Full) => errors::dpop_replay_full(replay::slots()),
+        None => errors::dpop_unavailable(),
+    }
+    let mark = CString::new(access_token_hash(token))
+        .unwrap_or_else(|_| errors::internal("base64url holds a NUL byte"));
+    settings::set_local_privileged(c"jwt_rls.dpop_proven", &mark);
+    counters::add(Counter::DpopProofs);
+}
+
+fn refuse(e: &DpopError) -> ! {
+    counters::add(Counter::Refused);
+    counters::add(Counter::RefusedDpop);
+    errors::raise_dpop(e)
+}
+
+/// Whether `token` (verified as `verified`) may be bound now: refused when
+/// it names a DPoP key and was not proven in this transaction.
+pub fn admit(token: &str, verified: &Verified) -> Result<(), Error> {
+    if !settings::dpop_require_proof() || bound_key(verified).is_none() {
+        return Ok(());
+    }
+    let proven = PROVEN.get();
+    let proven = proven.as_ref().map(|p| p.to_bytes()).unwrap_or_default();
+    // Not secret: the mark is the hash of a token the caller holds.
+    if !proven.is_empty() && proven == access_token_hash(token).as_bytes() {
+        Ok(())
+    } else {
+        Err(Error::ProofRequired)
+    }
+}
+
+/// Defines `jwt_rls.dpop_proven`.
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"jwt_rls.dpop_proven",
+        c"Set by jwt_rls: the token proven with a DPoP proof in this transaction (its ath).",
+        c"Superuser-only; never grant SET on it: whoever can set it can bind a DPoP-bound token without its key.",
+        &PROVEN,
+        GucContext::Suset,
+        GucFlags::NOT_WHILE_SEC_REST | GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE,
+    );
+}
