@@ -3,7 +3,8 @@
 # Debian one and the newest): for each, builds and installs jwt_rls in
 # release mode for that major, then runs scripts/bench.py (core beside
 # openssl speed, pgbench pairs, scans, EXPLAIN, memory, the pooled workload
-# through PgBouncer) with PG_MAJOR set, into target/bench-pgNN.json. Then
+# through PgBouncer, a never-seen token and a DPoP proof per transaction)
+# with PG_MAJOR set, into target/bench-pgNN.json. Then
 # `bench.py --combine` rewrites the table in README.md from those files, a
 # column per major. The core figures do not involve PostgreSQL: they are
 # measured with the first major only. `--smoke` runs in seconds and
