@@ -758,3 +758,125 @@ def test_pre_request_without_dpop_base_url_refuses_dpop_with_55000(dpop, conn):
     e = pre_request(conn, "DPoP " + token, proof)
     assert isinstance(e, psycopg.Error) and e.sqlstate == "55000", e
     assert "dpop_base_url" in said(e) and not leaks(e, token, proof)
+
+
+# --- sessions bound to a DPoP key (RFC 9449 section 5) ------------------------------
+
+TOKEN_URL = "https://auth.example.com/token"
+
+
+@pytest.fixture(scope="module")
+def login(dpop):
+    """A login service: EXECUTE on the session functions (with and without a
+    DPoP key) and on verify_dpop_proof(), nothing else."""
+    with dpop.admin() as admin:
+        admin.execute("DROP ROLE IF EXISTS dpop_login")
+        admin.execute("CREATE ROLE dpop_login LOGIN")
+        admin.execute("GRANT USAGE ON SCHEMA jwt_rls TO dpop_login")
+        admin.execute("GRANT EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb), "
+                      "jwt_rls.start_session(text, jsonb, text), jwt_rls.verify_dpop_proof(text, text, text), "
+                      "jwt_rls.rotate_refresh_token(text), jwt_rls.rotate_refresh_token(text, text, text, text) "
+                      "TO dpop_login")
+        admin.execute("GRANT EXECUTE ON PROCEDURE jwt_rls.refresh(text, text, text, uuid), "
+                      "jwt_rls.refresh_with_proof(text, text, text, text, text, text, uuid) TO dpop_login")
+        if not admin.execute("SELECT count(*) FROM jwt_rls.signing_keys").fetchone()[0]:
+            admin.execute("SELECT jwt_rls.generate_signing_key('dpop-session-es256', 'ES256')")
+    with psycopg.connect(dpop.cluster.dsn(user="dpop_login"), autocommit=True) as conn:
+        yield conn
+
+
+def login_with(login, key, sub="dpop-user"):
+    """The login request's proof (no access token yet) names the key; the
+    session is bound to it. Returns (access, refresh, session id)."""
+    jkt = login.execute("SELECT jwt_rls.verify_dpop_proof(%s, 'POST', %s)",
+                        (key.proof("POST", TOKEN_URL), TOKEN_URL)).fetchone()[0]
+    assert jkt == key.jkt
+    return login.execute("SELECT * FROM jwt_rls.start_session(%s, %s::jsonb, %s)",
+                         (sub, json.dumps({"tenant_id": str(TENANT_A), "aud": AUDIENCE}), jkt)).fetchone()
+
+
+def refresh_with(login, refresh_token, proof):
+    """CALL refresh_with_proof: the new (access, refresh, sid), or the error."""
+    try:
+        return login.execute("CALL jwt_rls.refresh_with_proof(%s, %s, 'POST', %s)",
+                             (refresh_token, proof, TOKEN_URL)).fetchone()
+    except psycopg.Error as e:
+        return e
+
+
+def test_a_session_bound_to_a_dpop_key_issues_access_tokens_that_need_its_proofs(dpop, conn, login):
+    access, refresh_token, sid = login_with(login, dpop.key)
+    assert payload(access)["cnf"] == {"jkt": dpop.key.jkt}
+    assert payload(access)["sid"] == str(sid)
+    e = error(conn, "SELECT jwt_rls.authenticate(%s)", (access,))
+    assert state(e) == "28000" and "dpop" in said(e), describe(e)
+    assert present(conn, access, dpop.key.proof(METHOD, URL, access)) is None
+    e = present(conn, access, dpop.other.proof(METHOD, URL, access))
+    assert state(e) == "28000", describe(e)
+
+
+def test_a_dpop_bound_refresh_token_refreshes_only_with_a_proof_by_its_key(dpop, conn, login):
+    access, refresh_token, sid = login_with(login, dpop.key)
+    # Stolen, without the key: no proof, another client's proof. Each is
+    # refused and changes nothing (no reuse is recorded, nothing revoked).
+    e = refresh_with(login, refresh_token, dpop.other.proof("POST", TOKEN_URL))
+    assert isinstance(e, psycopg.Error) and e.sqlstate == "28000", e
+    assert not leaks(e, refresh_token)
+    try:
+        login.execute("CALL jwt_rls.refresh(%s)", (refresh_token,))
+        raise AssertionError("refreshed a DPoP-bound session without a proof")
+    except psycopg.Error as e:
+        assert e.sqlstate == "28000" and "dpop" in said(e), e
+    # The key holder refreshes: a new pair, still bound to the key.
+    new_access, new_refresh, new_sid = refresh_with(login, refresh_token, dpop.key.proof("POST", TOKEN_URL))
+    assert new_sid == sid and payload(new_access)["cnf"] == {"jkt": dpop.key.jkt}
+    assert present(conn, new_access, dpop.key.proof(METHOD, URL, new_access)) is None
+    # The old refresh token, now used, presented by a thief without the key:
+    # refused without revoking the owner's session.
+    e = refresh_with(login, refresh_token, dpop.other.proof("POST", TOKEN_URL))
+    assert isinstance(e, psycopg.Error) and e.sqlstate == "28000", e
+    again = refresh_with(login, new_refresh, dpop.key.proof("POST", TOKEN_URL))
+    assert not isinstance(again, psycopg.Error), again
+    # Reuse by the key holder still revokes the family.
+    e = refresh_with(login, new_refresh, dpop.key.proof("POST", TOKEN_URL))
+    assert isinstance(e, psycopg.Error) and e.sqlstate == "28000" and "already used" in said(e), e
+    assert present(conn, again[0], dpop.key.proof(METHOD, URL, again[0])) is not None
+
+
+def test_a_refresh_proof_must_be_new_and_for_the_token_request(dpop, login):
+    access, refresh_token, sid = login_with(login, dpop.key)
+    proof = dpop.key.proof("POST", TOKEN_URL)
+    first = refresh_with(login, refresh_token, proof)
+    assert not isinstance(first, psycopg.Error), first
+    e = refresh_with(login, first[1], proof)  # the same proof again
+    assert isinstance(e, psycopg.Error) and e.sqlstate == "28000" and "used before" in said(e), e
+    e = refresh_with(login, first[1], dpop.key.proof("POST", "https://auth.example.com/other"))
+    assert isinstance(e, psycopg.Error) and e.sqlstate == "28000", e
+    # Neither refusal used the refresh token up.
+    assert not isinstance(refresh_with(login, first[1], dpop.key.proof("POST", TOKEN_URL)), psycopg.Error)
+
+
+def test_a_session_without_a_key_refuses_a_proof_and_keeps_plain_refresh(dpop, login):
+    access, refresh_token, sid = login.execute(
+        "SELECT * FROM jwt_rls.start_session('plain-user', %s::jsonb)",
+        (json.dumps({"tenant_id": str(TENANT_A), "aud": AUDIENCE}),)).fetchone()
+    assert "cnf" not in payload(access)
+    e = refresh_with(login, refresh_token, dpop.key.proof("POST", TOKEN_URL))
+    assert isinstance(e, psycopg.Error) and e.sqlstate == "28000" and "not bound" in said(e), e
+    assert login.execute("CALL jwt_rls.refresh(%s)", (refresh_token,)).fetchone()[1]
+
+
+def test_session_dpop_functions_refuse_bad_input_and_public(dpop):
+    with dpop.admin() as admin:
+        e = error(admin, "SELECT jwt_rls.start_session('u', '{}'::jsonb, 'not-a-thumbprint')")
+        assert state(e) == "22023", describe(e)
+        e = error(admin, "SELECT jwt_rls.verify_dpop_proof(NULL, 'POST', 'https://a.example/')")
+        assert state(e) == "22004", describe(e)
+    with dpop.app() as app:
+        for sql in ["SELECT jwt_rls.verify_dpop_proof('x', 'POST', 'https://a.example/')",
+                    "SELECT jwt_rls.start_session('u', '{}'::jsonb, NULL)",
+                    "SELECT jwt_rls.rotate_refresh_token('x', NULL, NULL, NULL)",
+                    "SELECT jwt_rls.session_cnf(NULL)",
+                    "CALL jwt_rls.refresh_with_proof('x', 'p', 'POST', 'https://a.example/')"]:
+            e = error(app, sql)
+            assert state(e) == "42501", (sql, describe(e))

@@ -52,9 +52,11 @@ pub struct Request<'a> {
     /// carry as `ath`; None when there is none (a proof sent to a token
     /// endpoint), and then `ath` is not checked.
     pub access_token: Option<&'a str>,
-    /// The thumbprint the access token is bound to: its `cnf.jkt`, from its
-    /// verified claims.
-    pub jkt: &'a str,
+    /// The thumbprint the proof's key must have: the access token's
+    /// `cnf.jkt`, from its verified claims, or a refresh token's session
+    /// key. None accepts any key (a login, where the proof tells which key
+    /// to bind the session to); `Proof::jkt` says which it was.
+    pub jkt: Option<&'a str>,
 }
 
 /// Limits on a proof. `Default` gives RFC 9449's spirit: a proof is made
@@ -147,8 +149,10 @@ pub fn verify_proof(
     // expected value is not secret, but nothing is lost by not leaking how
     // much of it a forged key matched.
     let jkt = jwk_thumbprint(jwk).ok_or(DpopError::BadJwk(KeyError::JwkMembers))?;
-    if verify_slices_are_equal(jkt.as_bytes(), request.jkt.as_bytes()).is_err() {
-        return Err(DpopError::JktMismatch);
+    if let Some(expected) = request.jkt {
+        if verify_slices_are_equal(jkt.as_bytes(), expected.as_bytes()).is_err() {
+            return Err(DpopError::JktMismatch);
+        }
     }
     Ok(Proof {
         jkt,
@@ -503,7 +507,7 @@ mod tests {
                 method: METHOD,
                 url: URL,
                 access_token: Some(TOKEN),
-                jkt: &jkt,
+                jkt: Some(&jkt),
             };
             verify_proof(proof, &request, &ProofPolicy::default(), NOW)
         }
@@ -517,6 +521,35 @@ mod tests {
     fn without(mut value: Value, member: &str) -> Value {
         value.as_object_mut().unwrap().remove(member);
         value
+    }
+
+    #[test]
+    fn without_an_expected_key_any_key_is_accepted_and_named() {
+        // A login: no token yet, the proof says which key to bind to.
+        let (s, other) = (Signer::new(), Signer::new());
+        let request = Request {
+            method: METHOD,
+            url: URL,
+            access_token: None,
+            jkt: None,
+        };
+        let claims = without(claims(), "ath");
+        for signer in [&s, &other] {
+            let proof = verify_proof(
+                &signer.proof(&claims),
+                &request,
+                &ProofPolicy::default(),
+                NOW,
+            );
+            assert_eq!(proof.unwrap().jkt, signer.jkt());
+        }
+        // Other checks still hold: the method, for one.
+        let get = Request {
+            method: "GET",
+            ..request
+        };
+        let e = verify_proof(&s.proof(&claims), &get, &ProofPolicy::default(), NOW);
+        assert!(matches!(e, Err(DpopError::MethodMismatch { .. })), "{e:?}");
     }
 
     #[test]
@@ -551,7 +584,7 @@ mod tests {
             method: METHOD,
             url: URL,
             access_token: Some(TOKEN),
-            jkt: &jkt,
+            jkt: Some(&jkt),
         };
         let policy = ProofPolicy::default();
         assert_eq!(
@@ -802,7 +835,7 @@ mod tests {
             method: METHOD,
             url,
             access_token: Some(TOKEN),
-            jkt: &jkt,
+            jkt: Some(&jkt),
         };
         let proof = s.proof(&with(claims(), "htu", json!(htu)));
         verify_proof(&proof, &request, &ProofPolicy::default(), NOW)
@@ -941,7 +974,7 @@ mod tests {
             method: METHOD,
             url: URL,
             access_token: Some(TOKEN),
-            jkt: &jkt,
+            jkt: Some(&jkt),
         };
         let narrow = ProofPolicy {
             max_age: 10,
@@ -985,7 +1018,7 @@ mod tests {
             method: METHOD,
             url: URL,
             access_token: None,
-            jkt: &jkt,
+            jkt: Some(&jkt),
         };
         let proof = s.proof(&without(claims(), "ath"));
         assert!(verify_proof(&proof, &request, &ProofPolicy::default(), NOW).is_ok());
@@ -1003,7 +1036,7 @@ mod tests {
             method: METHOD,
             url: URL,
             access_token: Some(TOKEN),
-            jkt: &jkt[1..],
+            jkt: Some(&jkt[1..]),
         };
         assert_eq!(
             verify_proof(&proof, &request, &ProofPolicy::default(), NOW).unwrap_err(),
@@ -1022,7 +1055,7 @@ mod tests {
             method: METHOD,
             url,
             access_token: Some(TOKEN),
-            jkt: &jkt,
+            jkt: Some(&jkt),
         };
         let x = s.jwk["x"].as_str().unwrap().to_string();
         for c in [

@@ -60,7 +60,7 @@ impl Case {
             method: &self.method,
             url: &self.url,
             access_token: Some(&self.access_token),
-            jkt: &self.jkt,
+            jkt: Some(&self.jkt),
         }
     }
 
@@ -225,7 +225,7 @@ fn another_request_is_refused() {
         // Bound to the next case's key.
         let next = &cases[(i + 1) % cases.len()];
         let request = Request {
-            jkt: &next.jkt,
+            jkt: Some(&next.jkt),
             ..c.request()
         };
         assert_eq!(
@@ -281,7 +281,7 @@ fn changed_bytes_are_refused() {
             b64(swapped.to_string().as_bytes())
         );
         let request = Request {
-            jkt: &next.jkt,
+            jkt: Some(&next.jkt),
             ..c.request()
         };
         let e = c.check_at(&proof, &request, NOW).unwrap_err();
@@ -382,7 +382,7 @@ fn the_rfc9449_example_proofs_verify() {
         method: "POST",
         url: "https://server.example.com/token",
         access_token: None,
-        jkt: RFC9449_JKT,
+        jkt: Some(RFC9449_JKT),
     };
     let proof = rfc9449(RFC9449_TOKEN_REQUEST);
     assert_eq!(
@@ -407,7 +407,7 @@ fn the_rfc9449_example_proofs_verify() {
         method: "GET",
         url: "https://resource.example.org/protectedresource",
         access_token: Some(RFC9449_ACCESS_TOKEN),
-        jkt: RFC9449_JKT,
+        jkt: Some(RFC9449_JKT),
     };
     let proof = rfc9449(RFC9449_RESOURCE);
     assert_eq!(

@@ -8,6 +8,15 @@ The ordering of items is not stable, it is driven by a dependency graph.
 
 /* <begin connected objects> */
 
+CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
+    STABLE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
+    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+
 CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
     VOLATILE PARALLEL UNSAFE STRICT
     LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
@@ -23,15 +32,6 @@ CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
     STABLE PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';
 COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL when none is bound';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-
-CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
-    STABLE PARALLEL SAFE STRICT
-    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
-COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
-    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -398,6 +398,17 @@ AS 'MODULE_PATHNAME', 'user_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+CREATE  FUNCTION "verify_dpop_proof"(
+	"dpop_proof" TEXT, /* Option < & str > */
+	"http_method" TEXT, /* Option < & str > */
+	"http_url" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_dpop_proof_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 CREATE FUNCTION "keys_changed"()
 	RETURNS TRIGGER
 	LANGUAGE c
@@ -591,8 +602,11 @@ CREATE TABLE jwt_rls.sessions (
     last_used_at   timestamptz NOT NULL DEFAULT now(),
     expires_at     timestamptz NOT NULL,
     revoked_at     timestamptz,
-    revoked_reason text
+    revoked_reason text,
+    dpop_jkt       text CHECK (dpop_jkt ~ '^[A-Za-z0-9_-]{43}$')
 );
+COMMENT ON COLUMN jwt_rls.sessions.dpop_jkt IS
+    'RFC 7638 thumbprint of the DPoP key the session is bound to (NULL: not bound)';
 CREATE INDEX sessions_sub ON jwt_rls.sessions (sub);
 CREATE INDEX sessions_revoked ON jwt_rls.sessions (id) WHERE revoked_at IS NOT NULL;
 COMMENT ON TABLE jwt_rls.sessions IS
@@ -616,8 +630,19 @@ COMMENT ON TABLE jwt_rls.refresh_tokens IS
 REVOKE ALL ON jwt_rls.refresh_tokens FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('jwt_rls.refresh_tokens', '');
 
--- Logs a subject in: a new session, its first access token and refresh token.
-CREATE FUNCTION jwt_rls.start_session(sub text, claims jsonb DEFAULT '{}',
+-- The cnf claim of a session's access tokens: bound to its DPoP key, if any.
+CREATE FUNCTION jwt_rls.session_cnf(dpop_jkt text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN dpop_jkt IS NULL THEN '{}'::jsonb
+                ELSE jsonb_build_object('cnf', jsonb_build_object('jkt', dpop_jkt)) END
+$$;
+
+-- Logs a subject in: a new session, its first access token and refresh
+-- token; with dpop_jkt, the session is bound to that DPoP key (its access
+-- tokens carry cnf.jkt, and refreshing needs a proof by the key).
+CREATE FUNCTION jwt_rls.start_session(sub text, claims jsonb, dpop_jkt text,
                                       OUT access_token text, OUT refresh_token text, OUT session_id uuid)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -625,6 +650,11 @@ AS $$
 BEGIN
     IF sub IS NULL OR claims IS NULL OR jsonb_typeof(claims) <> 'object' THEN
         RAISE EXCEPTION 'a session needs a subject and a JSON object of claims' USING ERRCODE = '22023';
+    END IF;
+    IF dpop_jkt !~ '^[A-Za-z0-9_-]{43}$' THEN
+        RAISE EXCEPTION 'dpop_jkt is not a key thumbprint' USING ERRCODE = '22023',
+            DETAIL = 'A thumbprint (RFC 7638) is 43 base64url characters.',
+            HINT = 'Pass what jwt_rls.verify_dpop_proof() returned for the login request''s DPoP proof.';
     END IF;
     -- The session decides these: a token of a revoked session must never
     -- outlive the session row that records the revocation.
@@ -646,14 +676,24 @@ BEGIN
          WHERE s.expires_at < now() - interval '1 day' - current_setting('jwt_rls.sign_lifetime')::interval;
     END IF;
     session_id := gen_random_uuid();
-    INSERT INTO jwt_rls.sessions (id, sub, claims, expires_at)
+    INSERT INTO jwt_rls.sessions (id, sub, claims, expires_at, dpop_jkt)
         VALUES (session_id, start_session.sub, start_session.claims,
-                now() + current_setting('jwt_rls.session_lifetime')::interval);
+                now() + current_setting('jwt_rls.session_lifetime')::interval, start_session.dpop_jkt);
     INSERT INTO jwt_rls.refresh_tokens (hash, session_id)
         VALUES (sha256(convert_to(refresh_token, 'UTF8')), session_id);
     access_token := jwt_rls.sign(start_session.claims
-                                 || jsonb_build_object('sub', start_session.sub, 'sid', session_id));
+                                 || jsonb_build_object('sub', start_session.sub, 'sid', session_id)
+                                 || jwt_rls.session_cnf(start_session.dpop_jkt));
 END
+$$;
+
+-- Logs a subject in, without binding the session to a key.
+CREATE FUNCTION jwt_rls.start_session(sub text, claims jsonb DEFAULT '{}',
+                                      OUT access_token text, OUT refresh_token text, OUT session_id uuid)
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM jwt_rls.start_session(sub, claims, NULL)
 $$;
 
 -- One rotation, as the extension owner: the presented refresh token is
@@ -661,8 +701,14 @@ $$;
 -- used-up token presented again is reuse: the session is revoked and the
 -- status is 'reused', with no tokens; jwt_rls.refresh() commits that and
 -- fails. Other refusals raise here.
-CREATE FUNCTION jwt_rls.rotate_refresh_token(presented text, OUT status text,
-                                             OUT access_token text, OUT refresh_token text, OUT session_id uuid)
+-- With a DPoP proof (dpop_proof, http_method, http_url: the token
+-- request's), the session must be bound to the proof's key; a session bound
+-- to a key refuses a refresh without a valid proof by it, before anything
+-- else is looked at, so a stolen refresh token can neither be used nor, by
+-- a reuse, revoke its owner's session.
+CREATE FUNCTION jwt_rls.rotate_refresh_token(presented text, dpop_proof text, http_method text, http_url text,
+                                             OUT status text, OUT access_token text, OUT refresh_token text,
+                                             OUT session_id uuid)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -687,6 +733,20 @@ BEGIN
             DETAIL = 'No session holds this refresh token.', HINT = 'Log in again.';
     END IF;
     SELECT * INTO s FROM jwt_rls.sessions x WHERE x.id = t.session_id FOR UPDATE;
+    IF s.dpop_jkt IS NOT NULL AND dpop_proof IS NULL THEN
+        RAISE EXCEPTION 'refresh token is bound to a dpop key and needs a dpop proof' USING ERRCODE = '28000',
+            DETAIL = 'Its session was started with a DPoP key (RFC 9449 section 5).',
+            HINT = 'Refresh with CALL jwt_rls.refresh_with_proof(refresh_token, dpop_proof, http_method, http_url).';
+    ELSIF s.dpop_jkt IS NULL AND dpop_proof IS NOT NULL THEN
+        RAISE EXCEPTION 'refresh token is not bound to a dpop key' USING ERRCODE = '28000',
+            DETAIL = 'A DPoP proof was presented for a session started without a DPoP key.',
+            HINT = 'Refresh it with CALL jwt_rls.refresh(refresh_token).';
+    ELSIF s.dpop_jkt IS NOT NULL
+          AND jwt_rls.verify_dpop_proof(dpop_proof, http_method, http_url) <> s.dpop_jkt THEN
+        RAISE EXCEPTION 'DPoP proof key is not the key the refresh token is bound to' USING ERRCODE = '28000',
+            DETAIL = 'The thumbprint of the proof''s jwk is not the session''s DPoP key.',
+            HINT = 'Sign the proof with the key the session was started with.';
+    END IF;
     IF s.revoked_at IS NOT NULL THEN
         RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
             DETAIL = 'Its session has been revoked.', HINT = 'Log in again.';
@@ -717,9 +777,19 @@ BEGIN
     INSERT INTO jwt_rls.refresh_tokens (hash, session_id)
         VALUES (sha256(convert_to(refresh_token, 'UTF8')), s.id);
     session_id := s.id;
-    access_token := jwt_rls.sign(s.claims || jsonb_build_object('sub', s.sub, 'sid', s.id));
+    access_token := jwt_rls.sign(s.claims || jsonb_build_object('sub', s.sub, 'sid', s.id)
+                                 || jwt_rls.session_cnf(s.dpop_jkt));
     status := 'ok';
 END
+$$;
+
+-- One rotation without a DPoP proof.
+CREATE FUNCTION jwt_rls.rotate_refresh_token(presented text, OUT status text,
+                                             OUT access_token text, OUT refresh_token text, OUT session_id uuid)
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM jwt_rls.rotate_refresh_token(presented, NULL, NULL, NULL)
 $$;
 
 -- The refresh call: CALL jwt_rls.refresh($1) outside a transaction block.
@@ -738,6 +808,35 @@ DECLARE
 BEGIN
     COMMIT;
     r := jwt_rls.rotate_refresh_token(presented);
+    IF r.status OPERATOR(pg_catalog.=) 'reused' THEN
+        COMMIT;
+        RAISE EXCEPTION 'refresh token was already used' USING ERRCODE = '28000',
+            DETAIL = 'A used refresh token was presented again: its session and every token of it are revoked.',
+            HINT = 'Log in again.';
+    END IF;
+    access_token := r.access_token;
+    refresh_token := r.refresh_token;
+    session_id := r.session_id;
+END
+$$;
+
+-- The refresh call of a session bound to a DPoP key, with the token
+-- request's proof: CALL jwt_rls.refresh_with_proof($1, $2, 'POST', $3)
+-- outside a transaction block. As refresh(), otherwise.
+CREATE PROCEDURE jwt_rls.refresh_with_proof(presented text, dpop_proof text, http_method text, http_url text,
+                                            INOUT access_token text DEFAULT NULL,
+                                            INOUT refresh_token text DEFAULT NULL,
+                                            INOUT session_id uuid DEFAULT NULL)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    r record;
+BEGIN
+    COMMIT;
+    IF dpop_proof IS NULL OR http_method IS NULL OR http_url IS NULL THEN
+        RAISE EXCEPTION 'dpop_proof, http_method and http_url must not be null' USING ERRCODE = '22004';
+    END IF;
+    r := jwt_rls.rotate_refresh_token(presented, dpop_proof, http_method, http_url);
     IF r.status OPERATOR(pg_catalog.=) 'reused' THEN
         COMMIT;
         RAISE EXCEPTION 'refresh token was already used' USING ERRCODE = '28000',
@@ -1548,6 +1647,11 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.import_signing_secret(text, text, bytea, time
 REVOKE EXECUTE ON FUNCTION jwt_rls.sign(jsonb, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.random_token() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.session_cnf(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.verify_dpop_proof(text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text, text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE jwt_rls.refresh_with_proof(text, text, text, text, text, text, uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE jwt_rls.refresh(text, text, text, uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.end_session(uuid) FROM PUBLIC;

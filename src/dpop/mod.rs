@@ -5,6 +5,8 @@
 //! - `prove` checks a proof for a token about to be bound
 //!   (`jwt_rls_core::dpop::verify_proof`), records it in the replay table
 //!   (`replay`), and marks the token as proven for the transaction.
+//! - `verify_dpop_proof()` (SQL) checks and records a proof sent without an
+//!   access token (a login or a refresh) and names its key.
 //! - `admit` is asked whenever a bound token is admitted (at SET and at
 //!   every read that verifies it again): a token naming a key is refused
 //!   unless it was proven in this transaction (or an administrator turned
@@ -31,6 +33,7 @@ use jwt_rls_core::limits::MAX_DPOP_PROOF_BYTES;
 use jwt_rls_core::replay::{replay_key, Outcome};
 use jwt_rls_core::{Error, Verified};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
 
 use crate::pg::{clock, errors};
 use crate::settings;
@@ -55,6 +58,26 @@ pub fn prove(token: &str, verified: &Verified, proof: &str, method: &str, url: &
         counters::refused(&Error::NotSenderConstrained);
         errors::raise!(&Error::NotSenderConstrained);
     };
+    check(proof, method, url, Some(token), Some(&jkt));
+    let mark = CString::new(access_token_hash(token))
+        .unwrap_or_else(|_| errors::internal("base64url holds a NUL byte"));
+    settings::set_local_privileged(c"jwt_rls.dpop_proven", &mark);
+}
+
+/// Checks `proof` for the request (`method`, `url`; with `access_token`,
+/// its `ath`; with `jkt`, its key) and records it so that it is never
+/// accepted again; returns the thumbprint of its key. Raises on any
+/// failure, before anything is recorded.
+fn check(
+    proof: &str,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+    jkt: Option<&str>,
+) -> String {
+    if replay::slots() == 0 {
+        errors::dpop_unavailable();
+    }
     let leeway = settings::leeway();
     let policy = ProofPolicy {
         max_bytes: MAX_DPOP_PROOF_BYTES,
@@ -68,8 +91,8 @@ pub fn prove(token: &str, verified: &Verified, proof: &str, method: &str, url: &
     let request = Request {
         method,
         url,
-        access_token: Some(token),
-        jkt: &jkt,
+        access_token,
+        jkt,
     };
     let accepted = verify_proof(proof, &request, &policy, now).unwrap_or_else(|e| refuse(&e));
     // Kept past the window by the leeway, in case this server's clock
@@ -81,10 +104,26 @@ pub fn prove(token: &str, verified: &Verified, proof: &str, method: &str, url: &
         Some(Outcome::Full) => errors::dpop_replay_full(replay::slots()),
         None => errors::dpop_unavailable(),
     }
-    let mark = CString::new(access_token_hash(token))
-        .unwrap_or_else(|_| errors::internal("base64url holds a NUL byte"));
-    settings::set_local_privileged(c"jwt_rls.dpop_proven", &mark);
     counters::add(Counter::DpopProofs);
+    accepted.jkt
+}
+
+/// `jwt_rls.verify_dpop_proof(dpop_proof, http_method, http_url)`: checks
+/// a DPoP proof sent without an access token (to a login or token
+/// endpoint: no `ath`), records it so that it is never accepted again, and
+/// returns the RFC 7638 thumbprint of its key, the `jkt` to bind a session
+/// to (`start_session`). Not executable by PUBLIC: each call spends a
+/// replay-table entry.
+#[pg_extern(volatile, parallel_unsafe)]
+fn verify_dpop_proof(
+    dpop_proof: Option<&str>,
+    http_method: Option<&str>,
+    http_url: Option<&str>,
+) -> String {
+    let (Some(proof), Some(method), Some(url)) = (dpop_proof, http_method, http_url) else {
+        errors::null_argument("dpop_proof, http_method and http_url");
+    };
+    check(proof, method, url, None, None)
 }
 
 fn refuse(e: &DpopError) -> ! {
