@@ -261,3 +261,11 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.session_cnf(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.verify_dpop_proof(text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text, text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE jwt_rls.refresh_with_proof(text, text, text, text, text, text, uuid) FROM PUBLIC;
+
+-- Introspection for services that ask the database (RFC 7662 shape).
+CREATE FUNCTION jwt_rls.introspect(token text) RETURNS jsonb
+    VOLATILE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'introspect_c';
+COMMENT ON FUNCTION jwt_rls.introspect(text) IS
+    'RFC 7662-shaped introspection: {"active": true} and the claims of a token that verifies and is not revoked, else {"active": false}';
+REVOKE EXECUTE ON FUNCTION jwt_rls.introspect(text) FROM PUBLIC;

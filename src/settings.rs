@@ -27,6 +27,8 @@ static CACHE_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static DPOP_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(60);
 static DPOP_REQUIRE_PROOF: GucSetting<bool> = GucSetting::<bool>::new(true);
 static DPOP_BASE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static REQUIRE_AT_JWT: GucSetting<bool> = GucSetting::<bool>::new(false);
+static SIGN_AT_JWT: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SIGN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(900);
 static SESSION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 86400);
 static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(7 * 86400);
@@ -68,7 +70,7 @@ fn guc_records() -> &'static [*mut pg_sys::config_generic] {
 
 /// The superuser-only settings jwt_rls defines (not `jwt_rls.token`, which
 /// anyone may set and which is verified when it is defined).
-const GUARDED: [&str; 18] = [
+const GUARDED: [&str; 19] = [
     "jwt_rls.issuer",
     "jwt_rls.audience",
     "jwt_rls.accept_any_audience",
@@ -79,6 +81,7 @@ const GUARDED: [&str; 18] = [
     "jwt_rls.cache_entries",
     "jwt_rls.dpop_max_age",
     "jwt_rls.dpop_require_proof",
+    "jwt_rls.require_at_jwt",
     "jwt_rls.sign_lifetime",
     "jwt_rls.session_lifetime",
     "jwt_rls.session_idle_timeout",
@@ -194,6 +197,7 @@ pub fn policy() -> Policy {
         max_lifetime: i64::from(MAX_LIFETIME.get()),
         required: list(&REQUIRED_CLAIMS),
         max_bytes: MAX_TOKEN_BYTES.get() as usize,
+        require_at_jwt: REQUIRE_AT_JWT.get(),
     }
 }
 
@@ -216,6 +220,15 @@ pub fn dpop_max_age() -> i64 {
 /// without a proof by that key.
 pub fn dpop_require_proof() -> bool {
     DPOP_REQUIRE_PROOF.get()
+}
+
+/// The header `typ` of the tokens jwt_rls.sign() issues.
+pub fn sign_typ() -> &'static str {
+    if SIGN_AT_JWT.get() {
+        "at+jwt"
+    } else {
+        "JWT"
+    }
 }
 
 /// Seconds from `iat` to `exp` of a token jwt_rls.sign() issues.
@@ -387,6 +400,30 @@ pub fn init() {
             None,
         )
     };
+    // SAFETY: as in policy_string: called from _PG_init with 'static names
+    // and storage, and a #[pg_guard] assign hook.
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"jwt_rls.require_at_jwt",
+            c"Accept only OAuth access tokens: header typ at+jwt (RFC 9068); ID tokens and other JWTs are refused.",
+            c"",
+            &REQUIRE_AT_JWT,
+            GucContext::Suset,
+            GucFlags::default(),
+            None,
+            Some(bump_policy_bool),
+            None,
+        )
+    };
+    // Not part of the validation policy: no generation bump.
+    GucRegistry::define_bool_guc(
+        c"jwt_rls.sign_at_jwt",
+        c"jwt_rls.sign() (and sessions) issue access tokens with header typ at+jwt (RFC 9068) instead of JWT.",
+        c"",
+        &SIGN_AT_JWT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // Read by postgrest_pre_request() (SQL), to make the URL a proof names.
     GucRegistry::define_string_guc(
         c"jwt_rls.dpop_base_url",

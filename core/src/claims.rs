@@ -44,6 +44,9 @@ pub struct Policy {
     pub required: Vec<String>,
     /// Largest token accepted, in bytes, checked before any decoding.
     pub max_bytes: usize,
+    /// Accept only OAuth access tokens: header `typ` `at+jwt` (RFC 9068),
+    /// which refuses ID tokens and other JWTs presented as access tokens.
+    pub require_at_jwt: bool,
 }
 
 impl Policy {
@@ -65,6 +68,7 @@ impl Default for Policy {
             max_lifetime: 0,
             required: vec![],
             max_bytes: 16 * 1024,
+            require_at_jwt: false,
         }
     }
 }

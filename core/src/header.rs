@@ -21,6 +21,18 @@ use crate::json;
 pub struct Header {
     pub alg: Algorithm,
     pub kid: Option<String>,
+    /// The `typ` as given (one of the accepted spellings), if any.
+    pub typ: Option<String>,
+}
+
+impl Header {
+    /// Whether `typ` says an OAuth access token (RFC 9068 section 2.1:
+    /// `at+jwt`, or its full media type), in any case.
+    pub fn is_at_jwt(&self) -> bool {
+        self.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        })
+    }
 }
 
 /// The header members read; the last four are refused when present.
@@ -47,7 +59,8 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
         Some(_) => return Err(Error::HeaderType("kid")),
     };
     check_typ(get("typ"))?;
-    Ok(Header { alg, kid })
+    let typ = get("typ").and_then(Value::as_str).map(str::to_string);
+    Ok(Header { alg, kid, typ })
 }
 
 /// The `alg` member: a supported algorithm's name; `none` in any case is

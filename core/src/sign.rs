@@ -203,9 +203,16 @@ impl SigningKey {
     /// Signs `claims` (a JSON object's text, kept as given) with a header
     /// naming this key: `{"typ":"JWT","alg":...,"kid":...}`.
     pub fn sign(&self, claims: &str) -> Result<String> {
+        self.sign_as(claims, "JWT")
+    }
+
+    /// As `sign`, with header `typ` `typ` (`at+jwt` for an OAuth access
+    /// token, RFC 9068).
+    pub fn sign_as(&self, claims: &str, typ: &str) -> Result<String> {
         let claims: Box<RawValue> = serde_json::from_str(claims)
             .map_err(|e| crate::error::Error::Json(crate::error::Part::Payload, e.to_string()))?;
         let mut header = Header::new(self.alg);
+        header.typ = Some(typ.to_string());
         header.kid = Some(self.kid.clone());
         let Some(rsa) = &self.rsa else {
             return jsonwebtoken::encode(&header, &claims, &self.encoding)

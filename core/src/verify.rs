@@ -112,6 +112,9 @@ fn parse_header(segment: &str) -> Result<Header> {
 pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<Verified> {
     let seg = split(token, policy.max_bytes)?;
     let header = parse_header(seg.header)?;
+    if policy.require_at_jwt && !header.is_at_jwt() {
+        return Err(Error::NotAccessToken(header.typ));
+    }
     let payload = decode(seg.payload, Part::Payload)?;
     let signature = decode(seg.signature, Part::Signature)?;
 

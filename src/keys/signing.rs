@@ -152,7 +152,7 @@ fn sign(claims: JsonB, kid: default!(Option<&str>, "NULL")) -> String {
     let key = signing_key(kid);
     let text = serde_json::to_string(&claims)
         .unwrap_or_else(|_| errors::internal("claims do not serialize"));
-    check_or_raise(key.sign(&text))
+    check_or_raise(key.sign_as(&text, settings::sign_typ()))
 }
 
 fn fill(claims: &mut Map<String, Value>, now: i64) {

@@ -38,6 +38,10 @@ fn detail(e: &Error) -> Option<String> {
         Error::UnexpectedAudience => {
             "The token has an aud claim and jwt_rls.audience is empty.".into()
         }
+        Error::NotAccessToken(_) => format!(
+            "{} jwt_rls.require_at_jwt is on.",
+            e.detail().unwrap_or_default()
+        ),
         _ => return e.detail(),
     })
 }
@@ -63,6 +67,9 @@ fn hint(e: &Error) -> Option<&'static str> {
             "An administrator sets jwt_rls.audience to the audience this database serves, or jwt_rls.accept_any_audience = on to accept tokens for any audience."
         }
         BadCharacter => "Pass the bare token, without a \"Bearer \" prefix or whitespace.",
+        NotAccessToken(_) => {
+            "Present an OAuth access token (typ at+jwt), not an ID token; an administrator can turn jwt_rls.require_at_jwt off."
+        }
         ProofRequired => {
             "Bind it with jwt_rls.authenticate(token, dpop_proof, http_method, http_url) and the request's DPoP proof."
         }

@@ -39,6 +39,9 @@ pub enum Error {
     UnsupportedAlg(String),
     UnsupportedHeader(&'static str),
     BadTyp(String),
+    /// Access tokens only (RFC 9068) and the header `typ` is not `at+jwt`
+    /// (as given, None when absent).
+    NotAccessToken(Option<String>),
     NoKeys,
     AmbiguousKey(usize),
     UnknownKid(String),

@@ -54,6 +54,7 @@ impl Error {
             | RevokedSubjectNoIat
             | ProofRequired
             | NotSenderConstrained
+            | NotAccessToken(_)
             | UnsupportedKeyAlg(_)
             | UnsupportedEnc(_)
             | NotNested(_)
@@ -106,6 +107,7 @@ impl Error {
             Revoked | RevokedSubject | RevokedSubjectNoIat => "token has been revoked".into(),
             NoJti => "token has no jti claim to revoke it by".into(),
             ProofRequired => "token is bound to a dpop key and needs a dpop proof".into(),
+            NotAccessToken(_) => "token is not an access token".into(),
             NotSenderConstrained => "token is not bound to a dpop key".into(),
             EncryptedNotAccepted => "encrypted tokens (JWE) are not accepted".into(),
             JweLength { part, .. } => format!("token {part} has the wrong length"),
@@ -167,6 +169,13 @@ impl Error {
             Audience => "The aud claim names no accepted audience.".into(),
             UnexpectedAudience => "The token has an aud claim and no audience is accepted.".into(),
             Revoked => "Its jti is on the revocation list.".into(),
+            NotAccessToken(None) => {
+                "The header has no typ; an access token (RFC 9068) has typ \"at+jwt\".".into()
+            }
+            NotAccessToken(Some(t)) => format!(
+                "Header typ is {}; an access token (RFC 9068) has typ \"at+jwt\".",
+                shown(t)
+            ),
             ProofRequired => {
                 "Its cnf.jkt claim names the key of a DPoP proof (RFC 9449), and none was presented with it in this transaction.".into()
             }
@@ -455,6 +464,18 @@ mod tests {
                 Some("Its subject has a revocation cutoff and the token has no iat to show it was issued after it."),
             ),
             (NoJti, Malformed, "token has no jti claim to revoke it by", None),
+            (
+                NotAccessToken(Some("JWT".into())),
+                Rejected,
+                "token is not an access token",
+                Some("Header typ is \"JWT\"; an access token (RFC 9068) has typ \"at+jwt\"."),
+            ),
+            (
+                NotAccessToken(None),
+                Rejected,
+                "token is not an access token",
+                Some("The header has no typ; an access token (RFC 9068) has typ \"at+jwt\"."),
+            ),
             (
                 ProofRequired,
                 Rejected,
