@@ -61,6 +61,14 @@ ALTER TABLE jwt_rls.sessions ADD COLUMN dpop_jkt text CHECK (dpop_jkt ~ '^[A-Za-
 COMMENT ON COLUMN jwt_rls.sessions.dpop_jkt IS
     'RFC 7638 thumbprint of the DPoP key the session is bound to (NULL: not bound)';
 
+-- The reuse grace period (jwt_rls.refresh_reuse_grace): a used refresh
+-- token's successor pair, kept while it may be returned again.
+ALTER TABLE jwt_rls.refresh_tokens ADD COLUMN successor text, ADD COLUMN successor_access_token text;
+COMMENT ON COLUMN jwt_rls.refresh_tokens.successor IS
+    'With jwt_rls.refresh_reuse_grace > 0: the refresh token that replaced this one, returned again if this one is presented again within the grace period; cleared when the successor is used';
+COMMENT ON COLUMN jwt_rls.refresh_tokens.successor_access_token IS
+    'The access token issued with successor, under the same rule';
+
 CREATE FUNCTION jwt_rls.verify_dpop_proof(dpop_proof text, http_method text, http_url text) RETURNS text
     VOLATILE PARALLEL UNSAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'verify_dpop_proof_wrapper';
@@ -193,6 +201,18 @@ BEGIN
             HINT = 'Log in again.';
     END IF;
     IF t.used_at IS NOT NULL THEN
+        -- Presented again within the grace period (two tabs, a retry after
+        -- a lost response) while its successor is unused: the same pair.
+        IF t.successor IS NOT NULL
+           AND t.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval > now()
+           AND EXISTS (SELECT FROM jwt_rls.refresh_tokens r
+                        WHERE r.hash = sha256(convert_to(t.successor, 'UTF8')) AND r.used_at IS NULL) THEN
+            status := 'ok';
+            access_token := t.successor_access_token;
+            refresh_token := t.successor;
+            session_id := s.id;
+            RETURN;
+        END IF;
         UPDATE jwt_rls.sessions x SET revoked_at = now(), revoked_reason = 'refresh token reused'
             WHERE x.id = s.id;
         status := 'reused';
@@ -215,6 +235,14 @@ BEGIN
     access_token := jwt_rls.sign(s.claims || jsonb_build_object('sub', s.sub, 'sid', s.id)
                                  || jwt_rls.session_cnf(s.dpop_jkt));
     status := 'ok';
+    -- Successors are kept only while a grace period may return them: this
+    -- token's, and no earlier one (its successor is used now).
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+        WHERE r.session_id = s.id AND r.successor IS NOT NULL;
+    IF current_setting('jwt_rls.refresh_reuse_grace')::interval > interval '0' THEN
+        UPDATE jwt_rls.refresh_tokens r SET successor = refresh_token, successor_access_token = access_token
+            WHERE r.hash = t.hash;
+    END IF;
 END
 $$;
 

@@ -32,6 +32,7 @@ static SIGN_AT_JWT: GucSetting<bool> = GucSetting::<bool>::new(false);
 static SIGN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(900);
 static SESSION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 86400);
 static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(7 * 86400);
+static REFRESH_REUSE_GRACE: GucSetting<i32> = GucSetting::<i32>::new(0);
 static USER_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"sub"));
 static ROLE_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -468,6 +469,16 @@ pub fn init() {
             GucFlags::UNIT_S,
         );
     }
+    GucRegistry::define_int_guc(
+        c"jwt_rls.refresh_reuse_grace",
+        c"Seconds after a refresh during which the used refresh token, presented again, returns the same new pair instead of revoking its session (0: never).",
+        c"For two tabs or a retry after a lost response; outside it, reuse revokes the session.",
+        &REFRESH_REUSE_GRACE,
+        0,
+        300,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
     for (name, description, setting) in [
         (
             c"jwt_rls.user_id_claim",

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 
 import jwt
 import psycopg
@@ -269,3 +270,62 @@ def test_revoke_subject_also_stops_refreshing_earlier_sessions(db, app, login):
     time.sleep(1.1)
     access2, token2, _ = start(login, sub="user-revoked-subject")
     assert works(app, access2) and refresh(login, token2)[0]
+
+
+@pytest.fixture
+def grace(db):
+    """Sets jwt_rls.refresh_reuse_grace for the login service's new
+    connections (as an administrator would, per role); reset after."""
+    def set_grace(seconds):
+        db.execute(f"ALTER ROLE login_svc SET jwt_rls.refresh_reuse_grace = {seconds}")
+    try:
+        yield set_grace
+    finally:
+        db.execute("ALTER ROLE login_svc RESET jwt_rls.refresh_reuse_grace")
+
+
+def test_with_a_reuse_grace_a_refresh_storm_gives_every_racer_the_same_pair(cluster, db, app, login, grace):
+    grace(30)
+    _, token, sid = start(login)
+    outcomes = race(cluster, token, 16)
+    assert [o for o, _ in outcomes] == ["ok"] * 16, outcomes
+    pairs = {r for _, r in outcomes}
+    assert len(pairs) == 1, pairs  # the same access token, refresh token and session
+    access, successor, same_sid = pairs.pop()
+    assert same_sid == sid
+    assert db.execute("SELECT revoked_at FROM jwt_rls.sessions WHERE id = %s", (sid,)).fetchone()[0] is None
+    assert works(app, access)
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        assert conn.execute(REFRESH, (successor,)).fetchone()[1]
+
+
+def test_reuse_outside_the_grace_period_or_after_the_successor_was_used_revokes(cluster, db, login, grace):
+    grace(1)
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        _, t0, sid = start(conn)
+        refresh(conn, t0)
+        time.sleep(1.5)
+        assert refusal(conn, t0) == "28000"
+    assert db.execute("SELECT revoked_reason FROM jwt_rls.sessions WHERE id = %s", (sid,)).fetchone()[0] \
+        == "refresh token reused"
+    grace(30)
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        _, t0, sid = start(conn)
+        t1 = refresh(conn, t0)[1]
+        assert refresh(conn, t0)[1] == t1  # within the grace period: the same successor
+        refresh(conn, t1)  # the successor is used now
+        assert refusal(conn, t0) == "28000"
+    assert db.execute("SELECT revoked_reason FROM jwt_rls.sessions WHERE id = %s", (sid,)).fetchone()[0] \
+        == "refresh token reused"
+
+
+def test_successors_are_kept_only_with_a_grace_period_and_only_the_latest(cluster, db, login, grace):
+    _, t, sid = start(login)
+    t = refresh(login, t)[1]
+    held = "SELECT count(*) FROM jwt_rls.refresh_tokens WHERE session_id = %s AND successor IS NOT NULL"
+    assert db.execute(held, (sid,)).fetchone()[0] == 0  # grace 0: no plaintext kept
+    grace(30)
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        for _ in range(3):
+            t = refresh(conn, t)[1]
+    assert db.execute(held, (sid,)).fetchone()[0] == 1
