@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use jwt_rls_core::cache::Cache;
 use jwt_rls_core::compact::{decode, split};
 use jwt_rls_core::error::Part;
@@ -32,6 +32,10 @@ pub const JWE_CASES: [(&str, &str); 7] = [
     ("dir-gcm", "A256GCM"),
     ("dir-cbc", "A128CBC-HS256"),
 ];
+/// Bytes written between two cold checks: more than this machine's caches
+/// (L2 1-2 MiB per core, L3 up to 32 MiB shared).
+const EVICT_BYTES: usize = 64 << 20;
+
 pub const ALGS: [&str; 8] = [
     "HS256", "HS384", "HS512", "RS256", "PS256", "ES256", "ES384", "EdDSA",
 ];
@@ -87,6 +91,23 @@ fn benches(c: &mut Criterion) {
             .unwrap();
         c.bench_function(&format!("signature/{alg}"), |b| {
             b.iter(|| assert!(key.verify(black_box(seg.signing_input.as_bytes()), &sig)))
+        });
+        // The same with the CPU caches cold, as a server meets it between
+        // two transactions (the client, the network and other backends ran
+        // meanwhile): a buffer larger than the caches is written before
+        // each check, outside the timing.
+        c.bench_function(&format!("signature_cold/{alg}"), |b| {
+            let mut evict = vec![0u8; EVICT_BYTES];
+            b.iter_batched(
+                || {
+                    for line in evict.chunks_mut(64) {
+                        line[0] = line[0].wrapping_add(1);
+                    }
+                    black_box(&evict);
+                },
+                |()| assert!(key.verify(black_box(seg.signing_input.as_bytes()), &sig)),
+                BatchSize::PerIteration,
+            )
         });
     }
     // What a repeated token costs: cache look-up, time claims, key state.
