@@ -23,6 +23,10 @@ for pkg in gcc make libclang-dev clang sudo pgbouncer; do
 done
 # The tests' virtual environment needs venv with pip (Debian: python3-venv).
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=("python3-venv")
+# Node.js and npm, for the browser-style DPoP client of tests/test_dpop_e2e.py
+# (tests/node; its jose needs Node.js 20 or later, else that test skips).
+command -v node >/dev/null 2>&1 || need_apt+=("nodejs")
+command -v npm >/dev/null 2>&1 || need_apt+=("npm")
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -51,6 +55,13 @@ fi
 if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography, jwcrypto' >/dev/null 2>&1; then
   echo "setup: installing Python test dependencies into .venv"
   .venv/bin/python -m pip install -q -r tests/requirements.txt
+fi
+
+# The Node client's packages, exactly as tests/node/package-lock.json pins
+# them, into tests/node/node_modules (git-ignored).
+if [ ! -d tests/node/node_modules/jose ]; then
+  echo "setup: installing the Node test client's packages (tests/node)"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # Every supported PostgreSQL major (scripts/pg-majors.sh: 15 from Debian,
