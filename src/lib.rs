@@ -9,6 +9,7 @@
 //!   `audit()`;
 //! - `diagnostics`: `stats()`, `cache_stats()`, `build_info()`;
 //! - `binding/`: the bound token setting, the claims' SQL surface, roles;
+//! - `citus`: binding on every node of a Citus cluster;
 //! - `dpop/`: DPoP proofs (RFC 9449) for tokens bound to a key, and the
 //!   shared table that refuses their replay;
 //! - `lifecycle/`: revocation, login sessions and refresh tokens;
@@ -28,6 +29,7 @@ use pgrx::prelude::*;
 
 mod adoption;
 mod binding;
+mod citus;
 mod diagnostics;
 mod dpop;
 mod keys;

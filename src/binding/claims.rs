@@ -19,6 +19,7 @@ use pgrx::varlena::{text_to_rust_str, varsize_any};
 
 use super::roles;
 use super::token::{self, Conditions};
+use crate::citus;
 use crate::dpop;
 use crate::pg::errors;
 use crate::pg::fmgr::{copy_varlena, fmgr_v1, palloc_copy, return_text, text_arg, text_bytes};
@@ -139,7 +140,10 @@ fn bind(token: &str) -> pg_sys::Datum {
     // The setting's check hook verifies the token (raising our error with
     // its SQLSTATE, DETAIL and HINT when it does not verify) and hands the
     // result to the read below, so the signature is checked once.
-    settings::set_local(c"jwt_rls.token", &value);
+    // On Citus, as a statement it forwards to the workers.
+    if !citus::set_local_on_every_node("jwt_rls.token", &value) {
+        settings::set_local(c"jwt_rls.token", &value);
+    }
     match token::current().unwrap_or_else(|e| errors::raise!(&e)) {
         Some(verified) => {
             roles::switch(&verified);
