@@ -297,3 +297,293 @@ CREATE FUNCTION jwt_rls.introspect(token text) RETURNS jsonb
 COMMENT ON FUNCTION jwt_rls.introspect(text) IS
     'RFC 7662-shaped introspection: {"active": true} and the claims of a token that verifies and is not revoked, else {"active": false}';
 REVOKE EXECUTE ON FUNCTION jwt_rls.introspect(text) FROM PUBLIC;
+
+-- isolate(): on a Citus distributed or reference table, the bare policy
+-- form (Citus refuses subqueries in policies).
+CREATE OR REPLACE FUNCTION jwt_rls.isolate(tbl pg_catalog.regclass, col pg_catalog.name, claim pg_catalog.text)
+    RETURNS pg_catalog.text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $isolate$
+DECLARE
+    rel        record;
+    att        record;
+    part       record;
+    tables     oid[];
+    names      text[] := '{}';
+    typ        text;          -- the column's type, without typmod, schema-qualified as needed
+    distributed boolean := false;  -- a Citus distributed or reference table
+    base       oid;           -- the column's type below any domains
+    eqop       text;          -- OPERATOR(schema.=) of the type's default btree (or hash) opclass
+    expr       text;
+    ok         boolean;
+    before     text;
+    after      text;
+    widening   text;
+    changed    boolean := true;
+    cmds       constant text[] := ARRAY['select', 'insert', 'update', 'delete'];
+    cmd        text;
+    pol        text;
+    relid      oid;
+    k          integer;
+    -- What decides that nothing would change: the RLS flags and isolate()'s
+    -- own four policies (command, roles, kind, expressions, comment).
+    state_sql  constant text := $q$
+        SELECT pg_catalog.string_agg(pg_catalog.concat_ws('|', c.oid, c.relrowsecurity, c.relforcerowsecurity,
+                   (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('/', p.polname, p.polcmd, p.polpermissive, p.polroles::pg_catalog.text,
+                                                                      pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                                                      pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid),
+                                                                      pg_catalog.obj_description(p.oid, 'pg_policy')), ';' ORDER BY p.polname)
+                      FROM pg_catalog.pg_policy p
+                     WHERE p.polrelid = c.oid AND p.polname LIKE 'jwt\_rls\_isolate\_%')), E'\n' ORDER BY c.oid)
+          FROM pg_catalog.pg_class c WHERE c.oid = ANY ($1)$q$;
+BEGIN
+    IF tbl IS NULL OR col IS NULL OR claim IS NULL THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() needs a table, a column and a claim'
+            USING ERRCODE = '22004',
+                  HINT = 'For example: SELECT jwt_rls.isolate(''invoices'', ''tenant_id'', ''tenant_id'');';
+    END IF;
+    IF claim = '' THEN
+        RAISE EXCEPTION 'claim name is empty' USING ERRCODE = '22023',
+            HINT = 'Name the claim that holds the tenant, such as ''tenant_id'' (or a path such as ''org.id'').';
+    END IF;
+
+    SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.relowner, c.relispartition,
+           n.nspname, pg_catalog.pg_get_userbyid(c.relowner) AS owner_name,
+           (SELECT e.extname FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+               AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e') AS extname
+      INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        -- A regclass given as a number can name nothing.
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01';
+    END IF;
+
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() protects tables only' USING ERRCODE = '42809',
+            DETAIL = pg_catalog.format('%s is %s.', tbl,
+                CASE rel.relkind WHEN 'v' THEN 'a view' WHEN 'm' THEN 'a materialized view'
+                                 WHEN 'f' THEN 'a foreign table' WHEN 'S' THEN 'a sequence'
+                                 WHEN 'i' THEN 'an index' WHEN 'I' THEN 'a partitioned index'
+                                 WHEN 'c' THEN 'a composite type' WHEN 't' THEN 'a TOAST table'
+                                 ELSE 'not a table' END),
+            HINT = CASE rel.relkind
+                WHEN 'v' THEN 'Isolate the tables the view reads, and make the view run as its caller: ALTER VIEW ... SET (security_invoker = true).'
+                WHEN 'm' THEN 'A materialized view has no row level security: every reader sees every tenant. Use a view WITH (security_invoker = true) over an isolated table instead.'
+                WHEN 'f' THEN 'Foreign tables have no row level security: restrict the rows on the remote server, or copy them into a local table.'
+                ELSE 'Give an ordinary or partitioned table.' END;
+    END IF;
+    IF rel.nspname IN ('pg_catalog', 'information_schema', 'pg_toast', 'jwt_rls') OR rel.extname IS NOT NULL THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() does not protect system or extension tables' USING ERRCODE = '0A000',
+            DETAIL = CASE WHEN rel.extname IS NOT NULL
+                          THEN pg_catalog.format('%s belongs to extension %s.', tbl, rel.extname)
+                          ELSE pg_catalog.format('%s is in schema %s.', tbl, rel.nspname) END,
+            HINT = CASE WHEN rel.nspname = 'jwt_rls' OR rel.extname = 'jwt_rls'
+                        THEN 'jwt_rls''s own tables are readable by no application role; keep them that way (REVOKE, see jwt_rls.audit()).'
+                        ELSE 'Isolate your own tables.' END;
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'jwt_rls.isolate() does not protect temporary tables' USING ERRCODE = '0A000',
+            DETAIL = pg_catalog.format('%s is a temporary table: it belongs to this session and disappears with it.', tbl),
+            HINT = 'Isolate the permanent table the rows come from.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(current_user, rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', rel.relname USING ERRCODE = '42501',
+            DETAIL = pg_catalog.format('%s is owned by %I; role %I is not a member of it.', tbl, rel.owner_name, current_user),
+            HINT = pg_catalog.format('Run jwt_rls.isolate() as %I (or a member of it), the role that runs your migrations.', rel.owner_name);
+    END IF;
+
+    SELECT a.attnum, a.atttypid, a.attgenerated, a.attidentity, t.typnamespace
+      INTO att
+      FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+     WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column % of relation % does not exist', pg_catalog.quote_ident(col), rel.relname
+            USING ERRCODE = '42703',
+                  DETAIL = pg_catalog.format('%s has no column named %I.', tbl, col),
+                  HINT = 'Name the column that holds the tenant, exactly as it is spelled (names are case-sensitive here: no quoting needed).';
+    END IF;
+    IF att.attnum < 0 THEN
+        RAISE EXCEPTION 'column % is a system column', pg_catalog.quote_ident(col) USING ERRCODE = '42P10',
+            DETAIL = pg_catalog.format('%I is maintained by PostgreSQL, not by the rows'' writers.', col),
+            HINT = 'Add a column holding the tenant and isolate on it.';
+    END IF;
+    IF att.attgenerated <> '' OR att.attidentity <> '' THEN
+        RAISE EXCEPTION 'column % is a generated column', pg_catalog.quote_ident(col) USING ERRCODE = '42P10',
+            DETAIL = pg_catalog.format('%I of %s is %s: its value is computed, not written with the row, so WITH CHECK would test the computation, not the writer''s tenant.',
+                                       col, tbl, CASE WHEN att.attidentity <> '' THEN 'an identity column' ELSE 'a generated column' END),
+            HINT = 'Isolate on a plain column that the application writes.';
+    END IF;
+
+    -- The table and every partition / inheritance child below it: queried
+    -- directly, a child is protected by its own policies only.
+    WITH RECURSIVE tree(r) AS (
+        SELECT tbl::oid
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.r
+    )
+    SELECT pg_catalog.array_agg(tree.r ORDER BY tree.r = tbl::oid DESC, tree.r::pg_catalog.regclass::text) INTO tables FROM tree;
+    -- Their names, qualified once here: the search_path changes below.
+    SELECT pg_catalog.array_agg(pg_catalog.format('%I.%I', n.nspname, c.relname) ORDER BY t.n) INTO names
+      FROM pg_catalog.unnest(tables) WITH ORDINALITY t(oid, n)
+      JOIN pg_catalog.pg_class c ON c.oid = t.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+
+    FOR part IN
+        SELECT c.oid, c.relkind, c.relowner, c.relpersistence FROM pg_catalog.pg_class c
+         WHERE c.oid = ANY (tables) AND c.oid <> tbl
+    LOOP
+        IF part.relkind NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION 'jwt_rls.isolate() cannot protect every partition of %', tbl USING ERRCODE = '42809',
+                DETAIL = pg_catalog.format('%s, below %s, is %s, which has no row level security.', part.oid::pg_catalog.regclass, tbl,
+                                           CASE part.relkind WHEN 'f' THEN 'a foreign table' ELSE 'not a table' END),
+                HINT = 'Detach it (ALTER TABLE ... DETACH PARTITION) or restrict its rows where they live, then isolate again.';
+        END IF;
+        IF part.relpersistence = 't' THEN
+            RAISE EXCEPTION 'jwt_rls.isolate() cannot protect every partition of %', tbl USING ERRCODE = '0A000',
+                DETAIL = pg_catalog.format('%s, below %s, is a temporary table.', part.oid::pg_catalog.regclass, tbl),
+                HINT = 'Detach it (ALTER TABLE ... NO INHERIT) then isolate again.';
+        END IF;
+        IF NOT pg_catalog.pg_has_role(current_user, part.relowner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of table %', (SELECT relname FROM pg_catalog.pg_class WHERE oid = part.oid)
+                USING ERRCODE = '42501',
+                      DETAIL = pg_catalog.format('%s, below %s, is owned by %I; role %I is not a member of it.',
+                                                 part.oid::pg_catalog.regclass, tbl, pg_catalog.pg_get_userbyid(part.relowner), current_user),
+                      HINT = 'Run jwt_rls.isolate() as a role that owns the table and all its partitions.';
+        END IF;
+    END LOOP;
+
+    -- Someone else's permissive policies are OR'ed with ours: refuse rather
+    -- than promise an isolation they undo. Restrictive ones only narrow.
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I on %s', p.polname, p.polrelid::pg_catalog.regclass), ', '
+                                 ORDER BY p.polrelid::pg_catalog.regclass::text, p.polname)
+      INTO widening
+      FROM pg_catalog.pg_policy p
+     WHERE p.polrelid = ANY (tables) AND p.polpermissive
+       AND p.polname <> ALL (ARRAY['jwt_rls_isolate_select', 'jwt_rls_isolate_insert',
+                                   'jwt_rls_isolate_update', 'jwt_rls_isolate_delete']);
+    IF widening IS NOT NULL THEN
+        RAISE EXCEPTION 'table % has permissive policies that jwt_rls.isolate() did not create', tbl
+            USING ERRCODE = '55000',
+                  DETAIL = pg_catalog.format('Permissive policies are OR''ed together, so these would let rows of other tenants through: %s.', widening),
+                  HINT = 'Drop them, or recreate them AS RESTRICTIVE (restrictive policies only narrow what the tenant policies allow), then run jwt_rls.isolate() again.';
+    END IF;
+
+    -- The type, without typmod (a cast to varchar(3) or numeric(5,2) would
+    -- truncate or round the claim into a match). format_type() qualifies it
+    -- whenever it is not in pg_catalog (this function's search_path);
+    -- without a typmod it spells bpchar as "character", which is char(1),
+    -- so bpchar is named as itself. "char" and name truncate at 1 and 63
+    -- bytes whatever the cast: refused.
+    IF att.atttypid IN ('pg_catalog."char"'::pg_catalog.regtype, 'pg_catalog.name'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col),
+                        pg_catalog.format_type(att.atttypid, NULL)
+            USING ERRCODE = '42804',
+                  DETAIL = 'Casting a claim to this type truncates it, so a longer tenant id could match a shorter one.',
+                  HINT = 'Isolate on a column of type text, uuid or a number.';
+    END IF;
+    typ := CASE WHEN att.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype THEN 'pg_catalog.bpchar'
+                ELSE pg_catalog.format_type(att.atttypid, NULL) END;
+    -- The comparison uses the equality operator of the type's default btree
+    -- (else hash) operator class, named with its schema: operator classes
+    -- are made by superusers, so nobody who can merely create an operator
+    -- "=" in some schema on the path can put theirs into the policy.
+    base := att.atttypid;
+    WHILE (SELECT t.typtype FROM pg_catalog.pg_type t WHERE t.oid = base) = 'd' LOOP
+        base := (SELECT t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = base);
+    END LOOP;
+    -- (varchar has no class of its own: it is binary-coercible to text
+    -- and uses text's, as Postgres itself does.)
+    SELECT pg_catalog.format('OPERATOR(%I.=)', n.nspname) INTO eqop
+      FROM (SELECT base AS typ, 0 AS rank
+            UNION ALL
+            SELECT c.casttarget, 1 FROM pg_catalog.pg_cast c
+             WHERE c.castsource = base AND c.castmethod = 'b') t
+      JOIN pg_catalog.pg_opclass oc ON oc.opcintype = t.typ AND oc.opcdefault
+      JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod AND am.amname IN ('btree', 'hash')
+      JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoplefttype = t.typ
+                                AND ao.amoprighttype = t.typ AND ao.amopmethod = am.oid
+                                AND ao.amopstrategy = CASE am.amname WHEN 'btree' THEN 3 ELSE 1 END
+      JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+      JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+     ORDER BY t.rank, am.amname = 'btree' DESC
+     LIMIT 1;
+    IF eqop IS NULL THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = '42883',
+                  DETAIL = pg_catalog.format('Type %s has no default btree or hash operator class, so no equality jwt_rls.isolate() can rely on.', typ),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END IF;
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.pg_typeof(NULL::%1$s %2$s (SELECT NULL::pg_catalog.text::%1$s)) = ''pg_catalog.bool''::pg_catalog.regtype', typ, eqop)
+           INTO ok;
+    EXCEPTION WHEN undefined_function OR cannot_coerce OR datatype_mismatch OR wrong_object_type THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = SQLSTATE,
+                  DETAIL = pg_catalog.format('Checking %I = (SELECT jwt_rls.jwt_claim(...)::%s) failed: %s', col, typ, SQLERRM),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END;
+    IF NOT ok THEN
+        RAISE EXCEPTION 'column % has type %, which a claim cannot be compared with', pg_catalog.quote_ident(col), typ
+            USING ERRCODE = '42804',
+                  DETAIL = pg_catalog.format('%I = ... does not yield a boolean for type %s.', col, typ),
+                  HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
+    END IF;
+    -- Citus refuses subqueries in the policies of its distributed and
+    -- reference tables ("unexpected non-SELECT command in SubLink"): there
+    -- the claim is read by the bare call, once per row (each call site
+    -- remembers its answer for the statement).
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+            INTO distributed USING rel.oid;
+    END IF;
+    IF distributed THEN
+        expr := pg_catalog.format('%I %s jwt_rls.jwt_claim(%L)::%s', col, eqop, claim, typ);
+        RAISE NOTICE 'jwt_rls.isolate(): % is a Citus table: its policies read the claim without a subquery', tbl
+            USING DETAIL = 'Citus refuses subqueries in the policies of distributed and reference tables.';
+    ELSE
+        expr := pg_catalog.format('%I %s (SELECT jwt_rls.jwt_claim(%L)::%s)', col, eqop, claim, typ);
+    END IF;
+
+    EXECUTE state_sql INTO before USING tables;
+    BEGIN
+        FOR k IN 1 .. pg_catalog.cardinality(tables) LOOP
+            relid := tables[k];
+            EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY',
+                                      names[k]);
+            FOREACH cmd IN ARRAY cmds LOOP
+                pol := 'jwt_rls_isolate_' || cmd;
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = relid AND p.polname = pol) THEN
+                    EXECUTE pg_catalog.format('DROP POLICY %I ON %s', pol, names[k]);
+                END IF;
+                EXECUTE pg_catalog.format('CREATE POLICY %I ON %s AS PERMISSIVE FOR %s TO PUBLIC %s',
+                    pol, names[k], pg_catalog.upper(cmd),
+                    CASE cmd WHEN 'select' THEN pg_catalog.format('USING (%s)', expr)
+                             WHEN 'insert' THEN pg_catalog.format('WITH CHECK (%s)', expr)
+                             WHEN 'update' THEN pg_catalog.format('USING (%s) WITH CHECK (%s)', expr, expr)
+                             WHEN 'delete' THEN pg_catalog.format('USING (%s)', expr) END);
+                EXECUTE pg_catalog.format('COMMENT ON POLICY %I ON %s IS %L', pol, names[k],
+                    pg_catalog.format('jwt_rls.isolate(): %I = claim %L', col, claim));
+            END LOOP;
+        END LOOP;
+        EXECUTE state_sql INTO after USING tables;
+        IF after IS NOT DISTINCT FROM before THEN
+            -- Already so: undo the rewrite, so that a second call changes
+            -- nothing at all (no new policy OIDs, no invalidation).
+            RAISE EXCEPTION USING ERRCODE = 'JRNOP';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'JRNOP' THEN
+        changed := false;
+    END;
+
+    IF pg_catalog.cardinality(tables) > 1 THEN
+        RAISE NOTICE 'jwt_rls.isolate(): % and the % partitions or children below it are isolated', names[1], pg_catalog.cardinality(tables) - 1
+            USING DETAIL = pg_catalog.format('Isolated: %s. Partitions created later are not: run jwt_rls.isolate() again after adding one.',
+                                             pg_catalog.array_to_string(names, ', '));
+    END IF;
+    RETURN pg_catalog.format('%s %s: row level security enabled and forced; policies jwt_rls_isolate_select, jwt_rls_isolate_insert, jwt_rls_isolate_update, jwt_rls_isolate_delete: %s',
+        CASE WHEN changed THEN 'isolated' ELSE 'already isolated, unchanged:' END,
+        pg_catalog.array_to_string(names, ', '), expr);
+END
+$isolate$;

@@ -110,3 +110,20 @@ def test_without_a_token_or_with_a_forged_one_nothing_is_seen(citus):
         forged = citus.signer.token(TENANT_A)[:-4] + "AAAA"
         e = error(conn, "SELECT jwt_rls.authenticate(%s)", (forged,))
         assert e is not None and e.sqlstate == "28000", e
+
+
+def test_isolate_gives_a_distributed_table_policies_citus_accepts(citus):
+    with citus.admin() as admin:
+        admin.execute("CREATE TABLE notes (tenant_id uuid NOT NULL, body text)")
+        admin.execute("SELECT create_distributed_table('notes', 'tenant_id')")
+        admin.execute("GRANT SELECT, INSERT ON notes TO app")
+        for tenant, n in ROWS.items():
+            admin.execute("INSERT INTO notes SELECT %s, 'n' FROM generate_series(1, %s)", (tenant, n))
+        said = admin.execute("SELECT jwt_rls.isolate('notes', 'tenant_id', 'tenant_id')").fetchone()[0]
+        assert "jwt_rls.jwt_claim('tenant_id')::uuid" in said and "(SELECT" not in said, said
+        # Idempotent there too.
+        again = admin.execute("SELECT jwt_rls.isolate('notes', 'tenant_id', 'tenant_id')").fetchone()[0]
+        assert again.startswith("already isolated"), again
+    with app(citus) as conn:
+        assert seen(conn, citus.signer.token(TENANT_B), "SELECT count(*) FROM notes") == ROWS[TENANT_B]
+        assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0

@@ -24,6 +24,9 @@
 -- typmod, so varchar(n) / char(n) / numeric(p,s) claims are never truncated
 -- or rounded into a match.
 --
+-- On a Citus distributed or reference table, which refuses subqueries in
+-- its policies, the expression is the bare col = jwt_rls.jwt_claim(claim)::type.
+--
 -- Idempotent: when the result would equal what is there, nothing in the
 -- catalogs changes. With another column or claim it replaces its own four
 -- policies; it never drops or alters a policy with another name, and it
@@ -42,6 +45,7 @@ DECLARE
     tables     oid[];
     names      text[] := '{}';
     typ        text;          -- the column's type, without typmod, schema-qualified as needed
+    distributed boolean := false;  -- a Citus distributed or reference table
     base       oid;           -- the column's type below any domains
     eqop       text;          -- OPERATOR(schema.=) of the type's default btree (or hash) opclass
     expr       text;
@@ -259,7 +263,21 @@ BEGIN
                   DETAIL = pg_catalog.format('%I = ... does not yield a boolean for type %s.', col, typ),
                   HINT = 'Isolate on a column whose type has a cast from text and an = operator (uuid, text, bigint, ...).';
     END IF;
-    expr := pg_catalog.format('%I %s (SELECT jwt_rls.jwt_claim(%L)::%s)', col, eqop, claim, typ);
+    -- Citus refuses subqueries in the policies of its distributed and
+    -- reference tables ("unexpected non-SELECT command in SubLink"): there
+    -- the claim is read by the bare call, once per row (each call site
+    -- remembers its answer for the statement).
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+            INTO distributed USING rel.oid;
+    END IF;
+    IF distributed THEN
+        expr := pg_catalog.format('%I %s jwt_rls.jwt_claim(%L)::%s', col, eqop, claim, typ);
+        RAISE NOTICE 'jwt_rls.isolate(): % is a Citus table: its policies read the claim without a subquery', tbl
+            USING DETAIL = 'Citus refuses subqueries in the policies of distributed and reference tables.';
+    ELSE
+        expr := pg_catalog.format('%I %s (SELECT jwt_rls.jwt_claim(%L)::%s)', col, eqop, claim, typ);
+    END IF;
 
     EXECUTE state_sql INTO before USING tables;
     BEGIN
