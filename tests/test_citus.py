@@ -127,3 +127,40 @@ def test_isolate_gives_a_distributed_table_policies_citus_accepts(citus):
     with app(citus) as conn:
         assert seen(conn, citus.signer.token(TENANT_B), "SELECT count(*) FROM notes") == ROWS[TENANT_B]
         assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0
+
+
+def leaks(text, token):
+    return [piece[:12] for piece in [token] + token.split(".") if len(piece) >= 8 and piece in text]
+
+
+def test_a_token_a_worker_refuses_fails_closed_and_no_node_logs_it(citus):
+    """A key the coordinator has and the workers lack (keys are per node):
+    the coordinator binds the token, each worker refuses it when a policy
+    reads it, and the query fails with 28000. Neither the error nor any
+    node's server log holds the token."""
+    only_here = Signer("citus-coordinator-only", "HS256")
+    with citus.admin() as admin, admin.cursor() as cur:
+        only_here.install(cur)
+    token = only_here.token(TENANT_A)
+    with app(citus) as conn:
+        with pytest.raises(psycopg.Error) as e:
+            seen(conn, token)
+        assert e.value.sqlstate == "28000", e.value
+        d = e.value.diag
+        text = " ".join(filter(None, [str(e.value), d.message_primary, d.message_detail, d.message_hint, d.context]))
+        assert not leaks(text, token), text
+    for node in citus.nodes:
+        assert not leaks(node.server_log(), token), node.log
+
+
+def test_a_dpop_bound_token_is_refused_on_citus_without_reaching_the_workers(citus):
+    token = citus.signer.token(TENANT_A, cnf={"jkt": "A" * 43})
+    with citus.admin() as admin:
+        admin.execute("SET jwt_rls.dpop_require_proof = off")  # binds without a proof here
+        with pytest.raises(psycopg.Error) as e:
+            with admin.transaction():
+                admin.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+        assert e.value.sqlstate == "0A000" and "citus" in e.value.diag.message_primary.lower(), e.value
+        assert not leaks(str(e.value), token)
+    for node in citus.nodes:
+        assert not leaks(node.server_log(), token), node.log

@@ -140,17 +140,23 @@ fn bind(token: &str) -> pg_sys::Datum {
     // The setting's check hook verifies the token (raising our error with
     // its SQLSTATE, DETAIL and HINT when it does not verify) and hands the
     // result to the read below, so the signature is checked once.
-    // On Citus, as a statement it forwards to the workers.
-    if !citus::set_local_on_every_node("jwt_rls.token", &value) {
-        settings::set_local(c"jwt_rls.token", &value);
-    }
-    match token::current().unwrap_or_else(|e| errors::raise!(&e)) {
-        Some(verified) => {
-            roles::switch(&verified);
-            claims_jsonb(&verified)
+    settings::set_local(c"jwt_rls.token", &value);
+    let verified = token::current()
+        .unwrap_or_else(|e| errors::raise!(&e))
+        .unwrap_or_else(|| errors::internal("a token was bound but reads as none"));
+    if citus::loaded() {
+        // A worker never saw the DPoP proof, so it would refuse the token
+        // (and log the statement that carries it): refused here instead.
+        if dpop::is_bound(&verified) {
+            errors::not_supported_on_citus(
+                "DPoP-bound tokens are not supported on Citus yet",
+                "The token's cnf.jkt needs a DPoP proof, which only this node checked; the workers cannot.",
+            );
         }
-        None => errors::internal("a token was bound but reads as none"),
+        citus::forward_set_local("jwt_rls.token", &value);
     }
+    roles::switch(&verified);
+    claims_jsonb(&verified)
 }
 
 fmgr_v1!(pg_finfo_jwt_claims_c);

@@ -34,6 +34,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::roles;
+use crate::citus;
 use crate::dpop;
 use crate::lifecycle::revocation;
 use crate::pg::{clock, errors};
@@ -228,7 +229,9 @@ unsafe extern "C-unwind" fn assign_token(value: *const c_char, _extra: *mut c_vo
 /// loudly. Returning false makes Postgres report our message (never the
 /// value, which it would otherwise quote). Where no verification can run
 /// (outside a transaction, while a parallel worker restores the leader's
-/// settings) the value is accepted here and verified at first read.
+/// settings), and on a Citus worker sent the token by the coordinator
+/// (`citus::forwarded_here`), the value is accepted here and verified at
+/// first read.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_token(
     newval: *mut *mut c_char,
@@ -247,7 +250,8 @@ unsafe extern "C-unwind" fn check_token(
         return true;
     }
     // SAFETY: both read backend-global state and cannot raise.
-    let deferred = unsafe { !pg_sys::IsTransactionState() || pg_sys::ParallelWorkerNumber >= 0 };
+    let deferred = unsafe { !pg_sys::IsTransactionState() || pg_sys::ParallelWorkerNumber >= 0 }
+        || citus::forwarded_here();
     BACKEND.with_borrow_mut(|b| b.handed = None);
     if deferred {
         return true;

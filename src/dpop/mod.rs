@@ -46,6 +46,11 @@ fn bound_key(verified: &Verified) -> Option<String> {
     verified.claim("cnf.jkt")
 }
 
+/// Whether a token names a DPoP key (`cnf.jkt`).
+pub fn is_bound(verified: &Verified) -> bool {
+    bound_key(verified).is_some()
+}
+
 /// Checks `proof` for binding `token` (verified, not revoked) to the
 /// request (`method`, `url`), records it so that it is never accepted
 /// again, and marks `token` proven for the current transaction. Raises on

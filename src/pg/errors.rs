@@ -150,6 +150,20 @@ pub fn dpop_unavailable() -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// Raises a feature of jwt_rls that Citus clusters do not have yet.
+#[track_caller]
+pub fn not_supported_on_citus(message: &str, detail: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        message.to_string(),
+        "jwt_rls",
+    )
+    .set_detail(detail)
+    .set_hint("See docs/guides/citus.md for what works on Citus.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
 /// Raises a NULL argument of a function that refuses one.
 #[track_caller]
 pub fn null_argument(name: &str) -> ! {
