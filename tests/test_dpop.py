@@ -880,3 +880,51 @@ def test_session_dpop_functions_refuse_bad_input_and_public(dpop):
                     "CALL jwt_rls.refresh_with_proof('x', 'p', 'POST', 'https://a.example/')"]:
             e = error(app, sql)
             assert state(e) == "42501", (sql, describe(e))
+
+
+# --- what makes a token DPoP-bound, and how long a proof covers it -------------------
+
+def test_only_a_cnf_object_with_jkt_binds_a_token_to_a_key(dpop, conn):
+    """cnf.jkt is read from the cnf object itself: a top-level claim named
+    "cnf.jkt" does not unbind a token, a cnf that is not an object or a jkt
+    that is not a non-empty string binds it to a key no proof matches, and
+    a cnf with another confirmation method only (a certificate's x5t#S256,
+    which the database cannot check) leaves it a bearer token."""
+    bound = dpop.token(**{"cnf.jkt": None})
+    assert state(error(conn, "SELECT jwt_rls.authenticate(%s)", (bound,))) == "28000"
+    assert present(conn, bound, dpop.key.proof(METHOD, URL, bound)) is None
+    for cnf in ["just-a-string", {"jkt": ""}, {"jkt": 42}]:
+        token = dpop.token(cnf=cnf)
+        assert state(error(conn, "SELECT jwt_rls.authenticate(%s)", (token,))) == "28000", cnf
+        assert state(present(conn, token, dpop.key.proof(METHOD, URL, token))) == "28000", cnf
+    certificate_bound = dpop.token(cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"})
+    assert error(conn, "SELECT jwt_rls.authenticate(%s)", (certificate_bound,)) is None
+
+
+def test_a_proof_covers_its_token_only_until_its_transaction_commits_even_inside_a_procedure(dpop):
+    """A procedure that binds a token with its proof, keeps it for the
+    session and commits: from the next transaction in the same CALL the
+    token is refused (the mark ended with the transaction)."""
+    token = dpop.token()
+    with dpop.admin() as admin:
+        admin.execute("""CREATE OR REPLACE PROCEDURE public.dpop_then_commit(tok text, proof text, url text,
+                                                                       INOUT before text DEFAULT NULL,
+                                                                       INOUT after text DEFAULT NULL)
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM jwt_rls.authenticate(tok, proof, 'GET', url);
+                PERFORM set_config('jwt_rls.token', tok, false);
+                before := jwt_rls.jwt_claim('tenant_id');
+                COMMIT;
+                BEGIN
+                    after := jwt_rls.jwt_claim('tenant_id');
+                EXCEPTION WHEN invalid_authorization_specification THEN
+                    after := 'refused: ' || SQLERRM;
+                END;
+            END $$""")
+        admin.execute("GRANT EXECUTE ON PROCEDURE public.dpop_then_commit(text, text, text, text, text) TO app")
+    with dpop.app() as conn:
+        before, after = conn.execute("CALL public.dpop_then_commit(%s, %s, %s)",
+                                     (token, dpop.key.proof(METHOD, URL, token), URL)).fetchone()
+        assert before == str(TENANT_A)
+        assert after.startswith("refused: ") and "dpop" in after, after

@@ -21,7 +21,7 @@
 //! - `Backend.current`: the answer of the last read with the conditions it
 //!   holds under; reads in the same statement with the same token (a
 //!   per-row `user_id()` policy, jwt_claims() and the claim functions of one
-//!   query) cost a comparison of five words instead of hashing the token.
+//!   query) cost a comparison of a few words instead of hashing the token.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -62,6 +62,8 @@ fn token_ptr() -> *const c_char {
 pub struct Conditions {
     pub token: *const c_char,
     pub token_generation: u64,
+    /// The DPoP mark's generation (`dpop::proven_generation`).
+    pub proven_generation: u64,
     pub policy_generation: u64,
     pub keys_generation: u64,
     pub revocations_generation: u64,
@@ -82,6 +84,7 @@ pub fn conditions() -> Conditions {
     Conditions {
         token: token_ptr(),
         token_generation: TOKEN_GENERATION.load(Ordering::Relaxed),
+        proven_generation: dpop::proven_generation(),
         policy_generation: POLICY_GENERATION.load(Ordering::Relaxed),
         keys_generation: keys_generation(),
         revocations_generation: revocation::generation(),

@@ -25,7 +25,8 @@
 
 pub mod replay;
 
-use std::ffi::CString;
+use std::ffi::{c_char, c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jwt_rls_core::dpop::{access_token_hash, verify_proof, ProofPolicy, Request};
 use jwt_rls_core::error::DpopError;
@@ -41,9 +42,40 @@ use crate::shared::counters::{self, Counter};
 
 static PROVEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
-/// The key a token is bound to: its `cnf.jkt`, None when it names none.
+/// Bumped whenever the mark takes a new value (set, or restored at COMMIT,
+/// ROLLBACK and ROLLBACK TO SAVEPOINT): binding's memory of what the bound
+/// token verified to holds only while it stands still, since the mark can
+/// end while the token setting (a session-level SET) does not change.
+static PROVEN_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// See `PROVEN_GENERATION`.
+pub fn proven_generation() -> u64 {
+    PROVEN_GENERATION.load(Ordering::Relaxed)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_proven(_value: *const c_char, _extra: *mut c_void) {
+    PROVEN_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The key a token is bound to: the `jkt` of its `cnf` claim (RFC 9449
+/// section 6.1), None when it has no `cnf` or a `cnf` without `jkt` (a
+/// confirmation method the database cannot check, such as a client
+/// certificate's `x5t#S256`). Read from the `cnf` member itself, not by the
+/// dotted lookup policies use (which a top-level claim named "cnf.jkt"
+/// would answer). A `cnf` that is not an object, or a `jkt` that is not a
+/// non-empty string, names a key no proof can match: the token is bound,
+/// and refused.
 fn bound_key(verified: &Verified) -> Option<String> {
-    verified.claim("cnf.jkt")
+    let cnf = verified.claims().get(&verified.payload, "cnf")?;
+    let Ok(serde_json::Value::Object(cnf)) = serde_json::from_str::<serde_json::Value>(cnf) else {
+        return Some(String::new());
+    };
+    match cnf.get("jkt") {
+        None => None,
+        Some(serde_json::Value::String(jkt)) if !jkt.is_empty() => Some(jkt.clone()),
+        Some(_) => Some(String::new()),
+    }
 }
 
 /// Whether a token names a DPoP key (`cnf.jkt`).
@@ -155,12 +187,19 @@ pub fn admit(token: &str, verified: &Verified) -> Result<(), Error> {
 
 /// Defines `jwt_rls.dpop_proven`.
 pub fn init() {
-    GucRegistry::define_string_guc(
-        c"jwt_rls.dpop_proven",
-        c"Set by jwt_rls: the token proven with a DPoP proof in this transaction (its ath).",
-        c"Superuser-only; never grant SET on it: whoever can set it can bind a DPoP-bound token without its key.",
-        &PROVEN,
-        GucContext::Suset,
-        GucFlags::NOT_WHILE_SEC_REST | GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE,
-    );
+    // SAFETY: called from _PG_init with 'static names and storage; the
+    // assign hook is a #[pg_guard] function.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"jwt_rls.dpop_proven",
+            c"Set by jwt_rls: the token proven with a DPoP proof in this transaction (its ath).",
+            c"Superuser-only; never grant SET on it: whoever can set it can bind a DPoP-bound token without its key.",
+            &PROVEN,
+            GucContext::Suset,
+            GucFlags::NOT_WHILE_SEC_REST | GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE,
+            None,
+            Some(assign_proven),
+            None,
+        );
+    }
 }
