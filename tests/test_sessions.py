@@ -329,3 +329,30 @@ def test_successors_are_kept_only_with_a_grace_period_and_only_the_latest(cluste
         for _ in range(3):
             t = refresh(conn, t)[1]
     assert db.execute(held, (sid,)).fetchone()[0] == 1
+
+
+def test_successors_are_forgotten_once_the_grace_period_passes_or_the_session_ends(cluster, db, login, grace):
+    held = "SELECT count(*) FROM jwt_rls.refresh_tokens WHERE session_id = %s AND successor IS NOT NULL"
+    grace(1)
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        _, t, idle = start(conn)
+        refresh(conn, t)
+        assert db.execute(held, (idle,)).fetchone()[0] == 1
+        time.sleep(1.5)
+        start(conn, sub="someone-else")  # any later login or refresh clears expired ones
+        assert db.execute(held, (idle,)).fetchone()[0] == 0
+    grace(30)
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        _, t, ended = start(conn)
+        refresh(conn, t)
+        assert db.execute(held, (ended,)).fetchone()[0] == 1
+        db.execute("GRANT EXECUTE ON FUNCTION jwt_rls.end_session(uuid) TO login_svc")
+        conn.execute("SELECT jwt_rls.end_session(%s)", (ended,))
+        assert db.execute(held, (ended,)).fetchone()[0] == 0
+        _, t, kept = start(conn)
+        refresh(conn, t)
+    grace(0)  # turned off: the next login or refresh forgets what was kept
+    with psycopg.connect(cluster.dsn(user="login_svc"), autocommit=True) as conn:
+        assert db.execute(held, (kept,)).fetchone()[0] == 1
+        start(conn, sub="someone-else")
+        assert db.execute(held, (kept,)).fetchone()[0] == 0

@@ -522,69 +522,6 @@ CREATE FUNCTION "table_changed"()
 --   catalog::table_changed
 
 
-CREATE TABLE jwt_rls.decryption_keys (
-    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
-    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
-    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
-    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
-    material   text NOT NULL,
-    enabled    boolean NOT NULL DEFAULT true,
-    not_before timestamptz,
-    not_after  timestamptz,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
-    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
-);
-COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
-REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
-
-CREATE VIEW jwt_rls.decryption_key_list AS
-    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
-COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
-REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
-
-CREATE TRIGGER decryption_keys_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
-
-CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
-                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
-                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
-                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
-COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
-COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
-REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- requires:
---   catalog::table_changed
-
-
 CREATE TABLE jwt_rls.revoked_tokens (
     jti        text PRIMARY KEY CHECK (octet_length(jti) BETWEEN 1 AND 1024),
     expires_at timestamptz NOT NULL,
@@ -706,6 +643,22 @@ COMMENT ON COLUMN jwt_rls.refresh_tokens.successor IS
     'With jwt_rls.refresh_reuse_grace > 0: the refresh token that replaced this one, returned again if this one is presented again within the grace period; cleared when the successor is used';
 COMMENT ON COLUMN jwt_rls.refresh_tokens.successor_access_token IS
     'The access token issued with successor, under the same rule';
+CREATE INDEX refresh_tokens_successor ON jwt_rls.refresh_tokens (used_at) WHERE successor IS NOT NULL;
+
+-- Clears the successors kept for the reuse grace period once it has passed
+-- (or when it is 0), so that live tokens are not kept in clear longer than
+-- the period. Called at every login and refresh; rows another transaction
+-- holds are left for the next call.
+CREATE FUNCTION jwt_rls.forget_successors() RETURNS void
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.hash IN (SELECT x.hash FROM jwt_rls.refresh_tokens x
+                       WHERE x.successor IS NOT NULL
+                         AND x.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval <= clock_timestamp()
+                         FOR UPDATE SKIP LOCKED)
+$$;
 CREATE INDEX refresh_tokens_session ON jwt_rls.refresh_tokens (session_id);
 COMMENT ON TABLE jwt_rls.refresh_tokens IS
     'SHA-256 of each refresh token issued; readable by no application role';
@@ -747,6 +700,7 @@ BEGIN
     -- First a call into the library, which loads it: the settings read
     -- below exist only once it is loaded.
     refresh_token := jwt_rls.random_token();
+    PERFORM jwt_rls.forget_successors();
     -- Sessions are pruned here once they can no longer be refreshed and
     -- their last access token has expired (a revoked session's row is what
     -- refuses its tokens). Only when there is something to prune: a DELETE
@@ -806,15 +760,19 @@ BEGIN
             DETAIL = 'A refresh token is 43 base64url characters.',
             HINT = 'Pass the refresh token jwt_rls.start_session() or jwt_rls.refresh() returned, not an access token.';
     END IF;
-    -- The row lock makes concurrent refreshes of one token take turns: the
-    -- first rotates it, the next finds it used (reuse).
-    SELECT * INTO t FROM jwt_rls.refresh_tokens r
-        WHERE r.hash = sha256(convert_to(presented, 'UTF8')) FOR UPDATE;
+    PERFORM jwt_rls.forget_successors();
+    -- The session's row lock makes concurrent refreshes of its tokens take
+    -- turns: the first rotates a token, the next finds it used (reuse). The
+    -- session first, then the token, in every path, so that they never wait
+    -- for each other in opposite orders.
+    SELECT * INTO t FROM jwt_rls.refresh_tokens r WHERE r.hash = sha256(convert_to(presented, 'UTF8'));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
             DETAIL = 'No session holds this refresh token.', HINT = 'Log in again.';
     END IF;
     SELECT * INTO s FROM jwt_rls.sessions x WHERE x.id = t.session_id FOR UPDATE;
+    -- Read again under the session's lock: another refresh may have used it.
+    SELECT * INTO t FROM jwt_rls.refresh_tokens r WHERE r.hash = t.hash FOR UPDATE;
     IF s.dpop_jkt IS NOT NULL AND dpop_proof IS NULL THEN
         RAISE EXCEPTION 'refresh token is bound to a dpop key and needs a dpop proof' USING ERRCODE = '28000',
             DETAIL = 'Its session was started with a DPoP key (RFC 9449 section 5).',
@@ -843,7 +801,7 @@ BEGIN
         -- Presented again within the grace period (two tabs, a retry after
         -- a lost response) while its successor is unused: the same pair.
         IF t.successor IS NOT NULL
-           AND t.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval > now()
+           AND t.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval > clock_timestamp()
            AND EXISTS (SELECT FROM jwt_rls.refresh_tokens r
                         WHERE r.hash = sha256(convert_to(t.successor, 'UTF8')) AND r.used_at IS NULL) THEN
             status := 'ok';
@@ -854,6 +812,8 @@ BEGIN
         END IF;
         UPDATE jwt_rls.sessions x SET revoked_at = now(), revoked_reason = 'refresh token reused'
             WHERE x.id = s.id;
+        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+            WHERE r.session_id = s.id AND r.successor IS NOT NULL;
         status := 'reused';
         refresh_token := NULL;
         RETURN;
@@ -959,7 +919,10 @@ CREATE FUNCTION jwt_rls.end_session(session_id uuid) RETURNS boolean
 AS $$
     WITH ended AS (
         UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
-         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING 1)
+         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING s.id),
+    forgotten AS (
+        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
     SELECT count(*) > 0 FROM ended
 $$;
 
@@ -970,9 +933,75 @@ CREATE FUNCTION jwt_rls.end_sessions(sub text) RETURNS integer
 AS $$
     WITH ended AS (
         UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
-         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING 1)
+         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING s.id),
+    forgotten AS (
+        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
     SELECT count(*)::integer FROM ended
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   catalog::table_changed
+
+
+CREATE TABLE jwt_rls.decryption_keys (
+    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
+    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
+    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
+    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
+    material   text NOT NULL,
+    enabled    boolean NOT NULL DEFAULT true,
+    not_before timestamptz,
+    not_after  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
+    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
+);
+COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
+REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
+
+CREATE VIEW jwt_rls.decryption_key_list AS
+    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
+COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
+REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
+
+CREATE TRIGGER decryption_keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
+                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
+                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
+                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
+    SELECT count(*) > 0 FROM changed
+$$;
+COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
+COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
+COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
+REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1706,6 +1735,7 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.random_token() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.start_session(text, jsonb, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.session_cnf(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.forget_successors() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.verify_dpop_proof(text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text, text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE jwt_rls.refresh_with_proof(text, text, text, text, text, text, uuid) FROM PUBLIC;

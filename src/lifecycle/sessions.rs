@@ -65,6 +65,22 @@ COMMENT ON COLUMN jwt_rls.refresh_tokens.successor IS
     'With jwt_rls.refresh_reuse_grace > 0: the refresh token that replaced this one, returned again if this one is presented again within the grace period; cleared when the successor is used';
 COMMENT ON COLUMN jwt_rls.refresh_tokens.successor_access_token IS
     'The access token issued with successor, under the same rule';
+CREATE INDEX refresh_tokens_successor ON jwt_rls.refresh_tokens (used_at) WHERE successor IS NOT NULL;
+
+-- Clears the successors kept for the reuse grace period once it has passed
+-- (or when it is 0), so that live tokens are not kept in clear longer than
+-- the period. Called at every login and refresh; rows another transaction
+-- holds are left for the next call.
+CREATE FUNCTION jwt_rls.forget_successors() RETURNS void
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.hash IN (SELECT x.hash FROM jwt_rls.refresh_tokens x
+                       WHERE x.successor IS NOT NULL
+                         AND x.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval <= clock_timestamp()
+                         FOR UPDATE SKIP LOCKED)
+$$;
 CREATE INDEX refresh_tokens_session ON jwt_rls.refresh_tokens (session_id);
 COMMENT ON TABLE jwt_rls.refresh_tokens IS
     'SHA-256 of each refresh token issued; readable by no application role';
@@ -106,6 +122,7 @@ BEGIN
     -- First a call into the library, which loads it: the settings read
     -- below exist only once it is loaded.
     refresh_token := jwt_rls.random_token();
+    PERFORM jwt_rls.forget_successors();
     -- Sessions are pruned here once they can no longer be refreshed and
     -- their last access token has expired (a revoked session's row is what
     -- refuses its tokens). Only when there is something to prune: a DELETE
@@ -165,15 +182,19 @@ BEGIN
             DETAIL = 'A refresh token is 43 base64url characters.',
             HINT = 'Pass the refresh token jwt_rls.start_session() or jwt_rls.refresh() returned, not an access token.';
     END IF;
-    -- The row lock makes concurrent refreshes of one token take turns: the
-    -- first rotates it, the next finds it used (reuse).
-    SELECT * INTO t FROM jwt_rls.refresh_tokens r
-        WHERE r.hash = sha256(convert_to(presented, 'UTF8')) FOR UPDATE;
+    PERFORM jwt_rls.forget_successors();
+    -- The session's row lock makes concurrent refreshes of its tokens take
+    -- turns: the first rotates a token, the next finds it used (reuse). The
+    -- session first, then the token, in every path, so that they never wait
+    -- for each other in opposite orders.
+    SELECT * INTO t FROM jwt_rls.refresh_tokens r WHERE r.hash = sha256(convert_to(presented, 'UTF8'));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'refresh token is not valid' USING ERRCODE = '28000',
             DETAIL = 'No session holds this refresh token.', HINT = 'Log in again.';
     END IF;
     SELECT * INTO s FROM jwt_rls.sessions x WHERE x.id = t.session_id FOR UPDATE;
+    -- Read again under the session's lock: another refresh may have used it.
+    SELECT * INTO t FROM jwt_rls.refresh_tokens r WHERE r.hash = t.hash FOR UPDATE;
     IF s.dpop_jkt IS NOT NULL AND dpop_proof IS NULL THEN
         RAISE EXCEPTION 'refresh token is bound to a dpop key and needs a dpop proof' USING ERRCODE = '28000',
             DETAIL = 'Its session was started with a DPoP key (RFC 9449 section 5).',
@@ -202,7 +223,7 @@ BEGIN
         -- Presented again within the grace period (two tabs, a retry after
         -- a lost response) while its successor is unused: the same pair.
         IF t.successor IS NOT NULL
-           AND t.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval > now()
+           AND t.used_at + current_setting('jwt_rls.refresh_reuse_grace')::interval > clock_timestamp()
            AND EXISTS (SELECT FROM jwt_rls.refresh_tokens r
                         WHERE r.hash = sha256(convert_to(t.successor, 'UTF8')) AND r.used_at IS NULL) THEN
             status := 'ok';
@@ -213,6 +234,8 @@ BEGIN
         END IF;
         UPDATE jwt_rls.sessions x SET revoked_at = now(), revoked_reason = 'refresh token reused'
             WHERE x.id = s.id;
+        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+            WHERE r.session_id = s.id AND r.successor IS NOT NULL;
         status := 'reused';
         refresh_token := NULL;
         RETURN;
@@ -318,7 +341,10 @@ CREATE FUNCTION jwt_rls.end_session(session_id uuid) RETURNS boolean
 AS $$
     WITH ended AS (
         UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
-         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING 1)
+         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING s.id),
+    forgotten AS (
+        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
     SELECT count(*) > 0 FROM ended
 $$;
 
@@ -329,7 +355,10 @@ CREATE FUNCTION jwt_rls.end_sessions(sub text) RETURNS integer
 AS $$
     WITH ended AS (
         UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
-         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING 1)
+         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING s.id),
+    forgotten AS (
+        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
     SELECT count(*)::integer FROM ended
 $$;
 "#,
