@@ -207,11 +207,6 @@ pub fn cache_entries() -> usize {
     CACHE_ENTRIES.get().max(0) as usize
 }
 
-/// Clock skew allowed on time claims (and on a DPoP proof's `iat`).
-pub fn leeway() -> i64 {
-    i64::from(LEEWAY.get())
-}
-
 /// Seconds a DPoP proof's `iat` may lie in the past.
 pub fn dpop_max_age() -> i64 {
     i64::from(DPOP_MAX_AGE.get())
@@ -379,11 +374,17 @@ pub fn init() {
         (0, 100_000),
         GucFlags::default(),
     );
-    policy_int(
+    // Server-wide (postgresql.conf, ALTER SYSTEM; reload), not per database
+    // or role: the replay table is shared by every backend, and an entry
+    // must outlive its proof's window in every one of them.
+    GucRegistry::define_int_guc(
         c"jwt_rls.dpop_max_age",
-        c"How old a DPoP proof may be: seconds its iat may lie in the past.",
+        c"How old a DPoP proof may be: seconds its iat may lie in the past (server-wide).",
+        c"",
         &DPOP_MAX_AGE,
-        (1, 3600),
+        1,
+        3600,
+        GucContext::Sighup,
         GucFlags::UNIT_S,
     );
     // SAFETY: as in policy_string: called from _PG_init with 'static names

@@ -172,7 +172,7 @@ def test_an_htu_differing_only_in_query_fragment_or_spelling_is_accepted(dpop, c
 
 
 def test_iat_within_max_age_and_leeway_is_accepted_and_beyond_them_refused(dpop, conn):
-    """iat up to dpop_max_age (60 s) in the past and up to leeway (10 s)
+    """iat up to dpop_max_age (60 s) in the past and up to 10 s
     in the future; margins of several seconds either side."""
     now = int(time.time())
     results = {}

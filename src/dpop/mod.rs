@@ -42,6 +42,11 @@ use crate::shared::counters::{self, Counter};
 
 static PROVEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// Seconds a proof's `iat` may lie in the future (a client's clock ahead of
+/// the server's). A constant, like `jwt_rls.dpop_max_age` server-wide: the
+/// replay table's entries must outlive every backend's window.
+const MAX_AHEAD: i64 = 10;
+
 /// Bumped whenever the mark takes a new value (set, or restored at COMMIT,
 /// ROLLBACK and ROLLBACK TO SAVEPOINT): binding's memory of what the bound
 /// token verified to holds only while it stands still, since the mark can
@@ -115,11 +120,10 @@ fn check(
     if replay::slots() == 0 {
         errors::dpop_unavailable();
     }
-    let leeway = settings::leeway();
     let policy = ProofPolicy {
         max_bytes: MAX_DPOP_PROOF_BYTES,
         max_age: settings::dpop_max_age(),
-        max_ahead: leeway,
+        max_ahead: MAX_AHEAD,
     };
     // The wall clock, not the statement's start: the replay table is
     // shared, and an entry another backend finds expired by its clock must
@@ -132,9 +136,19 @@ fn check(
         jkt,
     };
     let accepted = verify_proof(proof, &request, &policy, now).unwrap_or_else(|e| refuse(&e));
-    // Kept past the window by the leeway, in case this server's clock
-    // steps back a little.
-    let expires = accepted.iat + policy.max_age + leeway;
+    // The clock again, for the record: had this backend stalled since the
+    // check, another could already have reused the slot of an entry that
+    // expired meanwhile; the proof must still be inside its window now.
+    let now = clock::wall_seconds();
+    if now - accepted.iat > policy.max_age {
+        refuse(&DpopError::IatTooOld {
+            iat: accepted.iat,
+            now,
+            max_age: policy.max_age,
+        });
+    }
+    // Kept past the window a little, in case this server's clock steps back.
+    let expires = accepted.iat + policy.max_age + MAX_AHEAD;
     match replay::record(&replay_key(&accepted.jkt, &accepted.jti), expires, now) {
         Some(Outcome::Recorded) => {}
         Some(Outcome::Replay) => refuse(&DpopError::Replayed),

@@ -51,7 +51,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"jwt_rls.dpop_replay_entries",
         c"DPoP proofs remembered in shared memory to refuse their replay (0: DPoP proofs are refused).",
-        c"Needs jwt_rls in shared_preload_libraries; 40 bytes each; rounded up to a multiple of 128. A proof holds its entry for jwt_rls.dpop_max_age + 2 x jwt_rls.leeway seconds; when every entry a proof may use is held, proofs are refused.",
+        c"Needs jwt_rls in shared_preload_libraries; 40 bytes each; rounded up to a multiple of 128. A proof holds its entry for at most jwt_rls.dpop_max_age + 20 seconds; when every entry a proof may use is held, proofs are refused.",
         &ENTRIES,
         0,
         4 * 1024 * 1024,
