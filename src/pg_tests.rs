@@ -66,13 +66,16 @@ mod tests {
 
     #[pg_test]
     fn labels_in_pg_proc() {
-        let labels = |f: &str| {
-            text(&format!(
+        let labels =
+            |f: &str| {
+                text(&format!(
                 "SELECT provolatile::text || proparallel::text || proisstrict::text FROM pg_proc
-                 WHERE oid = 'jwt_rls.{f}'::regproc"
+                 WHERE oid = 'jwt_rls.{f}'::{}",
+                // An overloaded name needs its argument types.
+                if f.contains('(') { "regprocedure" } else { "regproc" }
             ))
-            .unwrap()
-        };
+                .unwrap()
+            };
         // STABLE and PARALLEL SAFE: claims are fixed within a statement and
         // parallel workers see the leader's token. STRICT where there are
         // arguments, so a NULL name or token is NULL, not an error.
@@ -81,7 +84,10 @@ mod tests {
             assert!(labels(reader).starts_with("ss"), "{reader}");
         }
         // Binding sets a setting: VOLATILE and PARALLEL UNSAFE.
-        assert_eq!(labels("authenticate"), "vutrue");
+        assert_eq!(labels("authenticate(text)"), "vutrue");
+        // With a DPoP proof: not STRICT, so a NULL proof is an error rather
+        // than a NULL that binds nothing.
+        assert_eq!(labels("authenticate(text, text, text, text)"), "vufalse");
         for admin in ["import_jwks", "disable_key", "enable_key", "remove_key"] {
             assert!(labels(admin).starts_with("vu"), "{admin}");
         }
