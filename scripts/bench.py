@@ -95,11 +95,13 @@ def openssl_sha256_us(seconds, size):
     raise RuntimeError(f"openssl speed sha256 gave no figure: {out[-400:]}")
 
 
-def criterion_us(smoke):
+def criterion_us(smoke, only=None):
+    """Median µs of each criterion bench run (`only`: a regex of the benches
+    to run, default all), by its name ("verify/HS256" as "verify_HS256")."""
     args = ["cargo", "bench", "-p", "jwt_rls_core", "--bench", "verify", "--"]
     args += ["--warm-up-time", "0.1", "--measurement-time", "0.2"] if smoke else \
             ["--warm-up-time", "1", "--measurement-time", "3"]
-    subprocess.run(args, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(args + ([only] if only else []), cwd=ROOT, check=True, capture_output=True)
     found = {}
     for path in glob.glob(os.path.join(ROOT, "target", "criterion", "*", "new", "estimates.json")):
         name = path.split(os.sep)[-3]  # criterion writes "verify/HS256" as "verify_HS256"
@@ -115,17 +117,8 @@ def cold_signature_us(smoke, algs):
     never-seen token's signature this way: between two transactions the
     client, the network stack and other processes ran and evicted what the
     last check left in the caches, while openssl speed checks in a hot loop."""
-    pattern = "signature_cold/(" + "|".join(algs) + ")$"
-    args = ["cargo", "bench", "-p", "jwt_rls_core", "--bench", "verify", "--"]
-    args += ["--warm-up-time", "0.1", "--measurement-time", "0.2"] if smoke else \
-            ["--warm-up-time", "1", "--measurement-time", "3"]
-    subprocess.run(args + [pattern], cwd=ROOT, check=True, capture_output=True)
-    found = {}
-    for alg in algs:
-        path = os.path.join(ROOT, "target", "criterion", f"signature_cold_{alg}", "new", "estimates.json")
-        with open(path) as f:
-            found[alg] = json.load(f)["median"]["point_estimate"] / 1000
-    return found
+    found = criterion_us(smoke, "signature_cold/(" + "|".join(algs) + ")$")
+    return {alg: found[f"signature_cold_{alg}"] for alg in algs}
 
 
 def bench_core(smoke):
