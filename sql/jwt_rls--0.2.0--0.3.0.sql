@@ -318,30 +318,42 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.forget_successors() FROM PUBLIC;
 -- Logs one session out: its refresh tokens stop working, and its access
 -- tokens are refused from every backend's next statement.
 CREATE OR REPLACE FUNCTION jwt_rls.end_session(session_id uuid) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ended AS (
-        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
-         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING s.id),
-    forgotten AS (
-        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
-         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
-    SELECT count(*) > 0 FROM ended
+BEGIN
+    -- Two statements, the session first (the lock order of rotation), not
+    -- one with two modifying CTEs, which Citus cannot plan once the tables
+    -- are shared (share_with_citus()).
+    UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
+     WHERE s.id = end_session.session_id AND s.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.session_id = end_session.session_id AND r.successor IS NOT NULL;
+    RETURN true;
+END
 $$;
 
 -- Logs a subject out everywhere: every session of it; returns how many.
 CREATE OR REPLACE FUNCTION jwt_rls.end_sessions(sub text) RETURNS integer
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ended AS (
-        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
-         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING s.id),
-    forgotten AS (
-        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
-         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
-    SELECT count(*)::integer FROM ended
+DECLARE
+    ended integer;
+BEGIN
+    -- As end_session(): sessions first, then their kept successors.
+    UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
+     WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL;
+    GET DIAGNOSTICS ended = ROW_COUNT;
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.successor IS NOT NULL
+       AND r.session_id IN (SELECT s.id FROM jwt_rls.sessions s
+                             WHERE s.sub = end_sessions.sub AND s.revoked_at IS NOT NULL);
+    RETURN ended;
+END
 $$;
 
 -- Introspection for services that ask the database (RFC 7662 shape).
@@ -641,3 +653,122 @@ BEGIN
         pg_catalog.array_to_string(names, ', '), expr);
 END
 $isolate$;
+
+-- Functions Citus can run on shared tables (share_with_citus()): no
+-- function call in ON CONFLICT DO UPDATE, no counted modifying CTE.
+CREATE OR REPLACE FUNCTION jwt_rls.revoke_subject(sub text, issued_before timestamptz DEFAULT now(), reason text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF sub IS NULL OR issued_before IS NULL THEN
+        RAISE EXCEPTION 'sub and issued_before are required' USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO jwt_rls.revoked_subjects AS r (sub, issued_before, reason)
+        VALUES (revoke_subject.sub, revoke_subject.issued_before, revoke_subject.reason)
+        ON CONFLICT ON CONSTRAINT revoked_subjects_pkey DO UPDATE
+        SET issued_before = greatest(r.issued_before, excluded.issued_before),
+            -- The new row's default (now()): Citus refuses a function call here.
+            revoked_at = excluded.revoked_at,
+            reason = coalesce(excluded.reason, r.reason);
+END
+$$;
+CREATE OR REPLACE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE jwt_rls.decryption_keys k SET enabled = false
+     WHERE k.kid = disable_decryption_key.kid;
+    RETURN FOUND;
+END
+$$;
+CREATE OR REPLACE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE jwt_rls.decryption_keys k SET enabled = true
+     WHERE k.kid = enable_decryption_key.kid;
+    RETURN FOUND;
+END
+$$;
+CREATE OR REPLACE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM jwt_rls.decryption_keys k
+     WHERE k.kid = remove_decryption_key.kid;
+    RETURN FOUND;
+END
+$$;
+
+-- Citus: the extension's tables shared with every node (src/citus/sharing.rs).
+CREATE FUNCTION jwt_rls.share_with_citus()
+    RETURNS SETOF regclass
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $share$
+DECLARE
+    tables regclass[] := ARRAY['jwt_rls.jwks_sources', 'jwt_rls.keys', 'jwt_rls.signing_keys',
+                               'jwt_rls.decryption_keys', 'jwt_rls.revoked_tokens',
+                               'jwt_rls.revoked_subjects', 'jwt_rls.sessions',
+                               'jwt_rls.refresh_tokens']::regclass[];
+    t regclass;
+    k int;
+    rels regclass[];
+    names name[];
+    defs text[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'citus is not installed in this database'
+            USING ERRCODE = '0A000',
+                  HINT = 'Run CREATE EXTENSION citus and add the workers first; share_with_citus() is for Citus clusters.';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'share_with_citus() runs on the coordinator'
+            USING ERRCODE = '0A000',
+                  HINT = 'Connect to the coordinator and call it there.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(tables) u(t)
+                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                                       WHERE p.logicalrelid OPERATOR(pg_catalog.=) u.t)) THEN
+        RETURN;
+    END IF;
+
+    SELECT coalesce(pg_catalog.array_agg(c.conrelid::regclass ORDER BY c.conname), '{}'),
+           coalesce(pg_catalog.array_agg(c.conname ORDER BY c.conname), '{}'),
+           coalesce(pg_catalog.array_agg(pg_catalog.pg_get_constraintdef(c.oid) ORDER BY c.conname), '{}')
+      INTO rels, names, defs
+      FROM pg_catalog.pg_constraint c
+     WHERE c.contype = 'f' AND c.conrelid OPERATOR(pg_catalog.=) ANY (tables);
+    FOR k IN 1 .. pg_catalog.cardinality(rels) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', rels[k], names[k]);
+    END LOOP;
+
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    FOREACH t IN ARRAY tables LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                        WHERE p.logicalrelid OPERATOR(pg_catalog.=) t) THEN
+            PERFORM pg_catalog.create_reference_table(t);
+            -- The rows now live in the placements; the copy Citus leaves
+            -- in the table itself (key material among them) goes.
+            PERFORM pg_catalog.truncate_local_data_after_distributing_table(t);
+            RETURN NEXT t;
+        END IF;
+    END LOOP;
+
+    -- The workers' own tables, made by CREATE EXTENSION there, still have
+    -- the keys: dropped there too now that Citus sends the DDL to every
+    -- node, then made again on every node and placement.
+    FOR k IN 1 .. pg_catalog.cardinality(rels) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', rels[k], names[k]);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', rels[k], names[k], defs[k]);
+    END LOOP;
+END
+$share$;
+COMMENT ON FUNCTION jwt_rls.share_with_citus() IS
+    'On a Citus coordinator: makes the key, revocation and session tables reference tables, one copy on every node; returns the tables it shared';
+REVOKE EXECUTE ON FUNCTION jwt_rls.share_with_citus() FROM PUBLIC;

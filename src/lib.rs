@@ -9,7 +9,8 @@
 //!   `audit()`;
 //! - `diagnostics`: `stats()`, `cache_stats()`, `build_info()`;
 //! - `binding/`: the bound token setting, the claims' SQL surface, roles;
-//! - `citus`: binding on every node of a Citus cluster;
+//! - `citus/`: binding on every node of a Citus cluster, and sharing the
+//!   key, revocation and session tables with every node;
 //! - `dpop/`: DPoP proofs (RFC 9449) for tokens bound to a key, and the
 //!   shared table that refuses their replay;
 //! - `lifecycle/`: revocation, login sessions and refresh tokens;

@@ -3,24 +3,41 @@ jwt_rls preloaded on each): a table distributed by tenant_id, FORCE RLS,
 the bare `jwt_claim()` policy, the application role connected to the
 coordinator. Skipped where Citus is not installed (support/citus.py).
 
-What holds today, and what is checked:
+What is checked:
 - the documented binding, `authenticate()` inside a transaction, reaches
   every worker the transaction touches, and each worker verifies the token
   itself: router and multi-shard reads see exactly the token's tenant, a
   write into another tenant is refused, no token sees nothing;
-- a token no node accepts binds nowhere."""
+- a token no node accepts binds nowhere;
+- after `share_with_citus()` on the coordinator, keys, revocations and
+  sessions are one store for the cluster: a key added, disabled or
+  removed, a token or subject revoked, a session ended or its refresh token
+  reused, through the coordinator, holds on every node from the next
+  transaction, in connections that verified the token before; a node added
+  later gets the current state;
+- a node whose copy disagrees (changed behind Citus's back) fails closed."""
+
+import json
+import threading
 
 import psycopg
 import pytest
+from jwt.algorithms import ECAlgorithm
 
 from support import error
+from support.citus import CONF as CITUS_CONF
 from support.citus import CitusCluster, skip_reason
+from support.jwks_server import JwksServer
+from support.pgcluster import Cluster, wait_for
 from support.schema import TENANT_A, TENANT_B
 from support.tokens import AUDIENCE, ISSUER, Signer
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
 ROWS = {TENANT_A: 30, TENANT_B: 50}
+
+SHARED = ["jwt_rls.jwks_sources", "jwt_rls.keys", "jwt_rls.signing_keys", "jwt_rls.decryption_keys",
+          "jwt_rls.revoked_tokens", "jwt_rls.revoked_subjects", "jwt_rls.sessions", "jwt_rls.refresh_tokens"]
 
 SCHEMA = f"""
 CREATE EXTENSION jwt_rls;
@@ -41,7 +58,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON docs TO app;
 
 @pytest.fixture(scope="module")
 def citus():
-    c = CitusCluster().start()
+    # A JWKS endpoint the cluster trusts, and a JWKS worker configured on
+    # every node (as a uniform postgresql.conf would have it).
+    server = JwksServer()
+    c = CitusCluster(conf=["jwt_rls.jwks_database = 'postgres'", f"jwt_rls.jwks_ca_file = '{server.ca_file}'",
+                           "jwt_rls.jwks_refresh_interval = 2", "jwt_rls.jwks_timeout = 2"]).start()
+    c.jwks = server
     try:
         signer = Signer("citus-hs256", "HS256")
         with c.admin() as admin:
@@ -51,14 +73,16 @@ def citus():
                 admin.execute(statement)
             for tenant, n in ROWS.items():
                 admin.execute("INSERT INTO docs SELECT %s, g, 'doc' FROM generate_series(1, %s) g", (tenant, n))
-        # Keys do not reach the workers yet: each node gets the key here.
-        for node in c.nodes:
-            with c.admin(node) as admin, admin.cursor() as cur:
-                signer.install(cur)
+        # One key store for the cluster, then the key, on the coordinator only.
+        with c.admin() as admin, admin.cursor() as cur:
+            shared = {r[0] for r in admin.execute("SELECT * FROM jwt_rls.share_with_citus()")}
+            assert shared == set(SHARED), shared
+            signer.install(cur)
         c.signer = signer
         yield c
     finally:
         c.remove()
+        server.stop()
 
 
 def app(c):
@@ -133,24 +157,278 @@ def leaks(text, token):
     return [piece[:12] for piece in [token] + token.split(".") if len(piece) >= 8 and piece in text]
 
 
+def placement(conn, table):
+    """The name of `table`'s placement (Citus shard) on the node of conn."""
+    shard = conn.execute("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = %s::regclass",
+                         (table,)).fetchone()[0]
+    return f"{table}_{shard}"
+
+
 def test_a_token_a_worker_refuses_fails_closed_and_no_node_logs_it(citus):
-    """A key the coordinator has and the workers lack (keys are per node):
-    the coordinator binds the token, each worker refuses it when a policy
-    reads it, and the query fails with 28000. Neither the error nor any
-    node's server log holds the token."""
-    only_here = Signer("citus-coordinator-only", "HS256")
+    """A key one worker's copy has disabled (changed behind Citus's back,
+    directly in that node's placement): the coordinator binds the token,
+    that worker refuses it when a policy reads it, and the query fails with
+    28000. Neither the error nor any node's server log holds the token."""
+    only_here = Signer("citus-diverged", "HS256")
     with citus.admin() as admin, admin.cursor() as cur:
         only_here.install(cur)
+    worker = citus.workers[0]
+    with citus.admin(worker) as admin:
+        admin.execute(f"UPDATE {placement(admin, 'jwt_rls.keys')} SET enabled = false WHERE kid = %s",
+                      (only_here.kid,))
     token = only_here.token(TENANT_A)
-    with app(citus) as conn:
-        with pytest.raises(psycopg.Error) as e:
-            seen(conn, token)
-        assert e.value.sqlstate == "28000", e.value
-        d = e.value.diag
-        text = " ".join(filter(None, [str(e.value), d.message_primary, d.message_detail, d.message_hint, d.context]))
-        assert not leaks(text, token), text
+    try:
+        with app(citus) as conn:
+            with pytest.raises(psycopg.Error) as e:
+                seen(conn, token)
+            assert e.value.sqlstate == "28000", e.value
+            d = e.value.diag
+            text = " ".join(filter(None, [str(e.value), d.message_primary, d.message_detail, d.message_hint,
+                                          d.context]))
+            assert not leaks(text, token), text
+    finally:
+        with citus.admin() as admin:
+            admin.execute("SELECT jwt_rls.remove_key(%s)", (only_here.kid,))
     for node in citus.nodes:
         assert not leaks(node.server_log(), token), node.log
+
+
+def test_share_with_citus_makes_the_tables_reference_tables_once_from_the_coordinator(citus):
+    with citus.admin() as admin:
+        kinds = dict(admin.execute("SELECT logicalrelid::text, partmethod::text || repmodel::text FROM pg_dist_partition "
+                                   "WHERE logicalrelid::text LIKE 'jwt_rls.%'").fetchall())
+        assert kinds == {t: "nt" for t in SHARED}, kinds
+        assert admin.execute("SELECT count(*) FROM jwt_rls.share_with_citus()").fetchone()[0] == 0
+        # The foreign keys are back, on every node.
+        for node in citus.nodes:
+            with citus.admin(node) as there:
+                fks = there.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+                                    "AND conrelid::regclass::text IN ('jwt_rls.keys', 'jwt_rls.signing_keys', "
+                                    "'jwt_rls.refresh_tokens')").fetchone()[0]
+                assert fks == 3, (node.port, fks)
+    with citus.admin(citus.workers[0]) as worker:
+        e = error(worker, "SELECT jwt_rls.share_with_citus()")
+        assert e is not None and e.sqlstate == "0A000" and "coordinator" in e.diag.message_primary, e
+    with app(citus) as conn:
+        e = error(conn, "SELECT jwt_rls.share_with_citus()")
+        assert e is not None and e.sqlstate == "42501", e
+
+
+def verifies(conn, token):
+    """None when `token` binds on conn's node (a superuser connection
+    straight to it), else the SQLSTATE it is refused with."""
+    e = error(conn, "SELECT jwt_rls.authenticate(%s)", (token,))
+    return None if e is None else e.sqlstate
+
+
+def on_every_node(citus):
+    """Superuser connections straight to every node, opened now: they verify
+    tokens before a change and must see the change after it."""
+    return [citus.admin(node) for node in citus.nodes]
+
+
+def test_a_key_added_then_disabled_on_the_coordinator_holds_on_every_node(citus):
+    signer = Signer("citus-rotated", "ES256")
+    with citus.admin() as admin, admin.cursor() as cur:
+        signer.install(cur)
+    token = signer.token(TENANT_A)
+    conns = on_every_node(citus)
+    try:
+        assert [verifies(c, token) for c in conns] == [None] * len(conns)
+        with citus.admin() as admin:
+            assert admin.execute("SELECT jwt_rls.disable_key(%s)", (signer.kid,)).fetchone()[0]
+        assert [verifies(c, token) for c in conns] == ["28000"] * len(conns)
+        with app(citus) as conn:
+            assert error(conn, "SELECT jwt_rls.authenticate(%s)", (token,)).sqlstate == "28000"
+        with citus.admin() as admin:
+            admin.execute("SELECT jwt_rls.enable_key(%s)", (signer.kid,))
+        assert [verifies(c, token) for c in conns] == [None] * len(conns)
+        with citus.admin() as admin:
+            admin.execute("SELECT jwt_rls.remove_key(%s)", (signer.kid,))
+        assert [verifies(c, token) for c in conns] == ["28000"] * len(conns)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_revocation_on_the_coordinator_holds_on_every_node_and_in_shard_queries(citus):
+    revoked = citus.signer.token(TENANT_A, jti="citus-revoked-1")
+    subject = citus.signer.token(TENANT_B, sub="citus-subject-1", jti="citus-kept-1")
+    kept = citus.signer.token(TENANT_B, jti="citus-kept-2")
+    conns = on_every_node(citus)
+    try:
+        assert [verifies(c, revoked) for c in conns] == [None] * len(conns)
+        assert [verifies(c, subject) for c in conns] == [None] * len(conns)
+        with citus.admin() as admin:
+            admin.execute("SELECT jwt_rls.revoke_jti('citus-revoked-1', now() + interval '1 hour')")
+            admin.execute("SELECT jwt_rls.revoke_subject('citus-subject-1')")
+        assert [verifies(c, revoked) for c in conns] == ["28000"] * len(conns)
+        assert [verifies(c, subject) for c in conns] == ["28000"] * len(conns)
+        # The workers look the lists up inside the shard queries a policy
+        # runs in (their own placements, not a distributed query).
+        with app(citus) as conn:
+            assert seen(conn, kept) == ROWS[TENANT_B]
+            assert seen(conn, kept, "SELECT count(*) FROM docs WHERE tenant_id = %s", (TENANT_B,)) == ROWS[TENANT_B]
+            assert error(conn, "SELECT jwt_rls.authenticate(%s)", (revoked,)).sqlstate == "28000"
+    finally:
+        for c in conns:
+            c.close()
+
+
+def claims(tenant):
+    return json.dumps({"tenant_id": str(tenant), "iss": ISSUER, "aud": AUDIENCE})
+
+
+def test_sessions_started_on_the_coordinator_end_and_detect_reuse_on_every_node(citus):
+    with citus.admin() as admin:
+        admin.execute("SELECT jwt_rls.generate_signing_key('citus-signing', 'ES256')")
+        ended = admin.execute("SELECT access_token, session_id FROM jwt_rls.start_session(%s, %s)",
+                              ("citus-user-1", claims(TENANT_A))).fetchone()
+        reused = admin.execute("SELECT access_token, refresh_token FROM jwt_rls.start_session(%s, %s)",
+                               ("citus-user-2", claims(TENANT_B))).fetchone()
+    conns = on_every_node(citus)
+    try:
+        with app(citus) as conn:
+            assert seen(conn, ended[0]) == ROWS[TENANT_A]
+        assert [verifies(c, ended[0]) for c in conns] == [None] * len(conns)
+        assert [verifies(c, reused[0]) for c in conns] == [None] * len(conns)
+        with citus.admin() as admin:
+            assert admin.execute("SELECT jwt_rls.end_session(%s)", (ended[1],)).fetchone()[0]
+            # One rotation, then the same refresh token again: reuse.
+            fresh = admin.execute("SELECT access_token FROM jwt_rls.rotate_refresh_token(%s)",
+                                  (reused[1],)).fetchone()[0]
+            assert fresh is not None
+            with pytest.raises(psycopg.Error) as e:
+                admin.execute("CALL jwt_rls.refresh(%s, NULL, NULL, NULL)", (reused[1],))
+            assert e.value.sqlstate == "28000", e.value
+        assert [verifies(c, ended[0]) for c in conns] == ["28000"] * len(conns)
+        # Reuse revoked the whole family, the rotated token's too, everywhere.
+        assert [verifies(c, reused[0]) for c in conns] == ["28000"] * len(conns)
+        assert [verifies(c, fresh) for c in conns] == ["28000"] * len(conns)
+        with app(citus) as conn:
+            assert error(conn, "SELECT jwt_rls.authenticate(%s)", (fresh,)).sqlstate == "28000"
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_keys_of_a_shared_jwks_source_are_fetched_once_for_the_cluster(citus):
+    """Every node runs a JWKS worker; once the sources are shared, only the
+    coordinator's fetches, and its keys verify on every node."""
+    provider = Signer("citus-provider-1", "ES256")
+    jwk = json.loads(ECAlgorithm.to_jwk(provider.key.public_key()))
+    citus.jwks.keys = [dict(jwk, kid=provider.kid, alg="ES256", use="sig")]
+    with citus.admin() as admin:
+        admin.execute("INSERT INTO jwt_rls.jwks_sources (jwks_uri) VALUES (%s)", (citus.jwks.issuer + "/jwks.json",))
+        assert wait_for(lambda: admin.execute("SELECT count(*) FROM jwt_rls.keys WHERE kid = %s",
+                                              (provider.kid,)).fetchone()[0] == 1, timeout=20)
+        assert admin.execute("SELECT last_error FROM jwt_rls.jwks_sources").fetchone()[0] is None
+    conns = on_every_node(citus)
+    try:
+        assert [verifies(c, provider.token(TENANT_A)) for c in conns] == [None] * len(conns)
+    finally:
+        for c in conns:
+            c.close()
+    following = "the coordinator's worker fetches them"
+    assert following not in citus.coordinator.server_log()
+    for node in citus.workers:
+        log = node.server_log()
+        assert following in log, node.log
+        assert "fetching JWKS source" not in log, node.log
+
+
+def test_refresh_and_revocation_through_a_worker_hold_on_every_node(citus):
+    """Citus lets a worker (it holds the metadata) write reference tables:
+    a session rotated and a token revoked through one worker hold on the
+    other nodes."""
+    with citus.admin() as admin:
+        admin.execute("SELECT jwt_rls.generate_signing_key('citus-signing-w', 'ES256')")
+    with citus.admin(citus.workers[0]) as worker:
+        access, refresh = worker.execute("SELECT access_token, refresh_token FROM jwt_rls.start_session(%s, %s)",
+                                          ("citus-user-3", claims(TENANT_A))).fetchone()
+        rotated = worker.execute("SELECT access_token FROM jwt_rls.rotate_refresh_token(%s)",
+                                 (refresh,)).fetchone()[0]
+        revoked = citus.signer.token(TENANT_A, jti="citus-revoked-w")
+        worker.execute("SELECT jwt_rls.revoke_jti('citus-revoked-w', now() + interval '1 hour')")
+    conns = on_every_node(citus)
+    try:
+        assert [verifies(c, rotated) for c in conns] == [None] * len(conns)
+        assert [verifies(c, revoked) for c in conns] == ["28000"] * len(conns)
+        with citus.admin(citus.workers[1]) as other:
+            with pytest.raises(psycopg.Error) as e:
+                other.execute("CALL jwt_rls.refresh(%s, NULL, NULL, NULL)", (refresh,))
+            assert e.value.sqlstate == "28000", e.value
+        assert [verifies(c, rotated) for c in conns] == ["28000"] * len(conns)
+        assert [verifies(c, access) for c in conns] == ["28000"] * len(conns)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_refresh_storm_across_the_nodes_has_one_winner_and_revokes_the_family(citus):
+    """Eight clients present one refresh token at once, through the
+    coordinator and both workers: one rotation wins, every other is reuse,
+    and the family is revoked on every node."""
+    with citus.admin() as admin:
+        admin.execute("SELECT jwt_rls.generate_signing_key('citus-signing-s', 'ES256')")
+        access, refresh, sid = admin.execute(
+            "SELECT access_token, refresh_token, session_id FROM jwt_rls.start_session(%s, %s)",
+            ("citus-user-storm", claims(TENANT_A))).fetchone()
+    n = 8
+    barrier = threading.Barrier(n)
+    outcomes = []
+
+    def racer(node):
+        with citus.admin(node) as conn:
+            barrier.wait()
+            try:
+                outcomes.append(("ok", conn.execute("CALL jwt_rls.refresh(%s, NULL, NULL, NULL)",
+                                                    (refresh,)).fetchone()))
+            except psycopg.Error as e:
+                outcomes.append((e.sqlstate, None))
+
+    threads = [threading.Thread(target=racer, args=(citus.nodes[i % 3],)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for o, r in outcomes if o == "ok"]
+    assert len(winners) == 1 and [o for o, _ in outcomes].count("28000") == n - 1, outcomes
+    with citus.admin() as admin:
+        assert admin.execute("SELECT revoked_reason FROM jwt_rls.sessions WHERE id = %s",
+                             (sid,)).fetchone()[0] == "refresh token reused"
+        assert admin.execute("SELECT count(*) FROM jwt_rls.refresh_tokens WHERE session_id = %s",
+                             (sid,)).fetchone()[0] == 2
+    conns = on_every_node(citus)
+    try:
+        assert [verifies(c, winners[0][0]) for c in conns] == ["28000"] * len(conns)
+        assert [verifies(c, access) for c in conns] == ["28000"] * len(conns)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_node_added_later_gets_the_current_keys_and_revocations(citus):
+    late = Cluster(conf=CITUS_CONF)
+    try:
+        late.start()
+        with citus.admin(late) as admin:
+            admin.execute("CREATE EXTENSION citus")
+        with citus.admin() as admin:
+            admin.execute("SELECT citus_add_node('127.0.0.1', %s)", (late.port,))
+            # Citus copies reference tables to a new node when asked (or
+            # when a distributed table's shards move there); without
+            # logical replication here, by blocking writes for the copy.
+            admin.execute("SELECT replicate_reference_tables('block_writes')")
+            admin.execute("SELECT jwt_rls.revoke_jti('citus-late-1', now() + interval '1 hour')")
+        with citus.admin(late) as there:
+            assert there.execute("SHOW jwt_rls.audience").fetchone()[0] == AUDIENCE
+            assert verifies(there, citus.signer.token(TENANT_A)) is None
+            assert verifies(there, citus.signer.token(TENANT_A, jti="citus-late-1")) == "28000"
+    finally:
+        with citus.admin() as admin:
+            admin.execute("SELECT citus_remove_node('127.0.0.1', %s)", (late.port,))
+        late.remove()
 
 
 def test_a_dpop_bound_token_is_refused_on_citus_without_reaching_the_workers(citus):

@@ -8,15 +8,6 @@ The ordering of items is not stable, it is driven by a dependency graph.
 
 /* <begin connected objects> */
 
-CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
-    STABLE PARALLEL SAFE STRICT
-    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
-COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
-    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
-/* </end connected objects> */
-
-/* <begin connected objects> */
-
 CREATE FUNCTION jwt_rls.authenticate(token text) RETURNS jsonb
     VOLATILE PARALLEL UNSAFE STRICT
     LANGUAGE c AS 'MODULE_PATHNAME', 'authenticate_c';
@@ -32,6 +23,28 @@ CREATE FUNCTION jwt_rls.jwt_claims() RETURNS jsonb
     STABLE PARALLEL SAFE
     LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claims_c';
 COMMENT ON FUNCTION jwt_rls.jwt_claims() IS 'All claims of the bound token; NULL when none is bound';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   authenticate
+
+
+CREATE FUNCTION jwt_rls.introspect(token text) RETURNS jsonb
+    VOLATILE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'introspect_c';
+COMMENT ON FUNCTION jwt_rls.introspect(text) IS
+    'RFC 7662-shaped introspection: {"active": true} and the claims of a token that verifies and is not revoked, else {"active": false}';
+REVOKE EXECUTE ON FUNCTION jwt_rls.introspect(text) FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+
+CREATE FUNCTION jwt_rls.jwt_claim(name text) RETURNS text
+    STABLE PARALLEL SAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'jwt_claim_c';
+COMMENT ON FUNCTION jwt_rls.jwt_claim(text) IS
+    'A claim of the bound token as text (dotted paths reach inside); NULL when absent, empty or no token is bound';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -168,19 +181,6 @@ END
 $body$;
 COMMENT ON FUNCTION jwt_rls.postgrest_pre_request() IS
     'PostgREST db-pre-request hook: binds the bearer or DPoP token of the request, with its DPoP proof (none: nothing bound)';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- requires:
---   authenticate
-
-
-CREATE FUNCTION jwt_rls.introspect(token text) RETURNS jsonb
-    VOLATILE PARALLEL SAFE STRICT
-    LANGUAGE c AS 'MODULE_PATHNAME', 'introspect_c';
-COMMENT ON FUNCTION jwt_rls.introspect(text) IS
-    'RFC 7662-shaped introspection: {"active": true} and the claims of a token that verifies and is not revoked, else {"active": false}';
-REVOKE EXECUTE ON FUNCTION jwt_rls.introspect(text) FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -522,6 +522,77 @@ CREATE FUNCTION "table_changed"()
 --   catalog::table_changed
 
 
+CREATE TABLE jwt_rls.decryption_keys (
+    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
+    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
+    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
+    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
+    material   text NOT NULL,
+    enabled    boolean NOT NULL DEFAULT true,
+    not_before timestamptz,
+    not_after  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
+    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
+);
+COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
+REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
+
+CREATE VIEW jwt_rls.decryption_key_list AS
+    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
+COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
+REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
+
+CREATE TRIGGER decryption_keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
+
+-- plpgsql with FOUND rather than SQL counting a modifying CTE: Citus
+-- cannot plan the CTE once the table is shared (share_with_citus()).
+CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE jwt_rls.decryption_keys k SET enabled = false
+     WHERE k.kid = disable_decryption_key.kid;
+    RETURN FOUND;
+END
+$$;
+CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE jwt_rls.decryption_keys k SET enabled = true
+     WHERE k.kid = enable_decryption_key.kid;
+    RETURN FOUND;
+END
+$$;
+CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM jwt_rls.decryption_keys k
+     WHERE k.kid = remove_decryption_key.kid;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
+COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
+COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
+REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   catalog::table_changed
+
+
 CREATE TABLE jwt_rls.revoked_tokens (
     jti        text PRIMARY KEY CHECK (octet_length(jti) BETWEEN 1 AND 1024),
     expires_at timestamptz NOT NULL,
@@ -592,7 +663,8 @@ BEGIN
         VALUES (revoke_subject.sub, revoke_subject.issued_before, revoke_subject.reason)
         ON CONFLICT ON CONSTRAINT revoked_subjects_pkey DO UPDATE
         SET issued_before = greatest(r.issued_before, excluded.issued_before),
-            revoked_at = now(),
+            -- The new row's default (now()): Citus refuses a function call here.
+            revoked_at = excluded.revoked_at,
             reason = coalesce(excluded.reason, r.reason);
 END
 $$;
@@ -914,94 +986,117 @@ $$;
 -- Logs one session out: its refresh tokens stop working, and its access
 -- tokens are refused from every backend's next statement.
 CREATE FUNCTION jwt_rls.end_session(session_id uuid) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ended AS (
-        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
-         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING s.id),
-    forgotten AS (
-        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
-         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
-    SELECT count(*) > 0 FROM ended
+BEGIN
+    -- Two statements, the session first (the lock order of rotation), not
+    -- one with two modifying CTEs, which Citus cannot plan once the tables
+    -- are shared (share_with_citus()).
+    UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
+     WHERE s.id = end_session.session_id AND s.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.session_id = end_session.session_id AND r.successor IS NOT NULL;
+    RETURN true;
+END
 $$;
 
 -- Logs a subject out everywhere: every session of it; returns how many.
 CREATE FUNCTION jwt_rls.end_sessions(sub text) RETURNS integer
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ended AS (
-        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
-         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING s.id),
-    forgotten AS (
-        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
-         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
-    SELECT count(*)::integer FROM ended
+DECLARE
+    ended integer;
+BEGIN
+    -- As end_session(): sessions first, then their kept successors.
+    UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
+     WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL;
+    GET DIAGNOSTICS ended = ROW_COUNT;
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.successor IS NOT NULL
+       AND r.session_id IN (SELECT s.id FROM jwt_rls.sessions s
+                             WHERE s.sub = end_sessions.sub AND s.revoked_at IS NOT NULL);
+    RETURN ended;
+END
 $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- requires:
---   catalog::table_changed
+--   jwks_sources
+--   sessions
 
 
-CREATE TABLE jwt_rls.decryption_keys (
-    kid        text PRIMARY KEY CHECK (octet_length(kid) BETWEEN 1 AND 256),
-    alg        text NOT NULL CHECK (alg IN ('RSA-OAEP-256', 'ECDH-ES', 'ECDH-ES+A256KW', 'A256KW', 'dir')),
-    enc        text CHECK (enc IN ('A256GCM', 'A128CBC-HS256')),
-    format     text NOT NULL CHECK (format IN ('secret', 'pem', 'jwk')),
-    material   text NOT NULL,
-    enabled    boolean NOT NULL DEFAULT true,
-    not_before timestamptz,
-    not_after  timestamptz,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    CHECK ((alg = 'dir') = (enc IS NOT NULL)),
-    CHECK (not_before IS NULL OR not_after IS NULL OR not_before < not_after)
-);
-COMMENT ON TABLE jwt_rls.decryption_keys IS 'Private keys that decrypt encrypted tokens (JWE); readable by no application role';
-REVOKE ALL ON jwt_rls.decryption_keys FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('jwt_rls.decryption_keys', '');
-
-CREATE VIEW jwt_rls.decryption_key_list AS
-    SELECT kid, alg, enc, format, enabled, not_before, not_after, created_at FROM jwt_rls.decryption_keys;
-COMMENT ON VIEW jwt_rls.decryption_key_list IS 'The decryption key table without key material';
-REVOKE ALL ON jwt_rls.decryption_key_list FROM PUBLIC;
-
-CREATE TRIGGER decryption_keys_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
-
-CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+CREATE FUNCTION jwt_rls.share_with_citus()
+    RETURNS SETOF regclass
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
-                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
-                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
-                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
-$$;
-COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
-COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';
-COMMENT ON FUNCTION jwt_rls.remove_decryption_key(text) IS 'Deletes a decryption key';
-REVOKE EXECUTE ON FUNCTION jwt_rls.disable_decryption_key(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION jwt_rls.enable_decryption_key(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION jwt_rls.remove_decryption_key(text) FROM PUBLIC;
+AS $share$
+DECLARE
+    tables regclass[] := ARRAY['jwt_rls.jwks_sources', 'jwt_rls.keys', 'jwt_rls.signing_keys',
+                               'jwt_rls.decryption_keys', 'jwt_rls.revoked_tokens',
+                               'jwt_rls.revoked_subjects', 'jwt_rls.sessions',
+                               'jwt_rls.refresh_tokens']::regclass[];
+    t regclass;
+    k int;
+    rels regclass[];
+    names name[];
+    defs text[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'citus is not installed in this database'
+            USING ERRCODE = '0A000',
+                  HINT = 'Run CREATE EXTENSION citus and add the workers first; share_with_citus() is for Citus clusters.';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'share_with_citus() runs on the coordinator'
+            USING ERRCODE = '0A000',
+                  HINT = 'Connect to the coordinator and call it there.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.unnest(tables) u(t)
+                    WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                                       WHERE p.logicalrelid OPERATOR(pg_catalog.=) u.t)) THEN
+        RETURN;
+    END IF;
+
+    SELECT coalesce(pg_catalog.array_agg(c.conrelid::regclass ORDER BY c.conname), '{}'),
+           coalesce(pg_catalog.array_agg(c.conname ORDER BY c.conname), '{}'),
+           coalesce(pg_catalog.array_agg(pg_catalog.pg_get_constraintdef(c.oid) ORDER BY c.conname), '{}')
+      INTO rels, names, defs
+      FROM pg_catalog.pg_constraint c
+     WHERE c.contype = 'f' AND c.conrelid OPERATOR(pg_catalog.=) ANY (tables);
+    FOR k IN 1 .. pg_catalog.cardinality(rels) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', rels[k], names[k]);
+    END LOOP;
+
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    FOREACH t IN ARRAY tables LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
+                        WHERE p.logicalrelid OPERATOR(pg_catalog.=) t) THEN
+            PERFORM pg_catalog.create_reference_table(t);
+            -- The rows now live in the placements; the copy Citus leaves
+            -- in the table itself (key material among them) goes.
+            PERFORM pg_catalog.truncate_local_data_after_distributing_table(t);
+            RETURN NEXT t;
+        END IF;
+    END LOOP;
+
+    -- The workers' own tables, made by CREATE EXTENSION there, still have
+    -- the keys: dropped there too now that Citus sends the DDL to every
+    -- node, then made again on every node and placement.
+    FOR k IN 1 .. pg_catalog.cardinality(rels) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', rels[k], names[k]);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', rels[k], names[k], defs[k]);
+    END LOOP;
+END
+$share$;
+COMMENT ON FUNCTION jwt_rls.share_with_citus() IS
+    'On a Citus coordinator: makes the key, revocation and session tables reference tables, one copy on every node; returns the tables it shared';
+REVOKE EXECUTE ON FUNCTION jwt_rls.share_with_citus() FROM PUBLIC;
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -16,7 +16,7 @@ use pgrx::JsonB;
 use serde_json::{Map, Value};
 
 use super::store::{check_or_raise, modify, seconds};
-use crate::pg::catalog::{self, DECRYPTION_KEYS};
+use crate::pg::catalog::{self, Relation, DECRYPTION_KEYS};
 use crate::pg::errors;
 
 struct Row {
@@ -30,13 +30,13 @@ struct Row {
     not_after: Option<i64>,
 }
 
-fn read_rows() -> Vec<Row> {
+fn read_rows(keys: &Relation) -> Vec<Row> {
+    let query = format!(
+        "SELECT kid, alg, enc, format, material, enabled, not_before, not_after FROM {}",
+        keys.name()
+    );
     Spi::connect(|client| {
-        let table = client.select(
-            "SELECT kid, alg, enc, format, material, enabled, not_before, not_after FROM jwt_rls.decryption_keys",
-            None,
-            &[],
-        )?;
+        let table = client.select(&query, None, &[])?;
         let mut rows = Vec::new();
         for row in table {
             rows.push(Row {
@@ -58,10 +58,10 @@ fn read_rows() -> Vec<Row> {
 /// Reads every decryption key, as the table owner. Rows that fail the
 /// import checks (written around the functions) are skipped with a WARNING.
 pub fn load() -> DecryptionKeySet {
-    let Some(table) = DECRYPTION_KEYS.oid() else {
+    let Some(keys) = DECRYPTION_KEYS.relation() else {
         return DecryptionKeySet::default();
     };
-    let rows = catalog::as_owner_of(table, read_rows);
+    let rows = catalog::as_owner_of(keys.oid, || read_rows(&keys));
     let keys = rows.into_iter().filter_map(|row| {
         let built = Format::from_name(&row.format)
             .and_then(|f| {
@@ -106,29 +106,37 @@ CREATE TRIGGER decryption_keys_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jwt_rls.decryption_keys
     FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
 
+-- plpgsql with FOUND rather than SQL counting a modifying CTE: Citus
+-- cannot plan the CTE once the table is shared (share_with_citus()).
 CREATE FUNCTION jwt_rls.disable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = false
-                      WHERE k.kid = disable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
+BEGIN
+    UPDATE jwt_rls.decryption_keys k SET enabled = false
+     WHERE k.kid = disable_decryption_key.kid;
+    RETURN FOUND;
+END
 $$;
 CREATE FUNCTION jwt_rls.enable_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH changed AS (UPDATE jwt_rls.decryption_keys k SET enabled = true
-                      WHERE k.kid = enable_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
+BEGIN
+    UPDATE jwt_rls.decryption_keys k SET enabled = true
+     WHERE k.kid = enable_decryption_key.kid;
+    RETURN FOUND;
+END
 $$;
 CREATE FUNCTION jwt_rls.remove_decryption_key(kid text) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH changed AS (DELETE FROM jwt_rls.decryption_keys k
-                      WHERE k.kid = remove_decryption_key.kid RETURNING 1)
-    SELECT count(*) > 0 FROM changed
+BEGIN
+    DELETE FROM jwt_rls.decryption_keys k
+     WHERE k.kid = remove_decryption_key.kid;
+    RETURN FOUND;
+END
 $$;
 COMMENT ON FUNCTION jwt_rls.disable_decryption_key(text) IS 'Stops a decryption key from decrypting, from the next transaction in every backend';
 COMMENT ON FUNCTION jwt_rls.enable_decryption_key(text) IS 'Lets a disabled decryption key decrypt again';

@@ -10,11 +10,13 @@
 //! removes a key; a key no longer published is retired after a grace
 //! period; keys an administrator added or disabled are never touched) are
 //! in `fetch/src/plan.rs`. The worker runs only on a primary: standbys get
-//! the keys through replication.
+//! the keys through replication; on a Citus cluster that shares the key
+//! tables, only on the coordinator: the other nodes get the keys in their
+//! placements.
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jwt_rls_fetch::{
@@ -164,6 +166,15 @@ const TRUSTED_SOURCES: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend
        AND d.objid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('jwt_rls.jwks_sources') \
        AND d.deptype OPERATOR(pg_catalog.=) 'e' AND e.extname OPERATOR(pg_catalog.=) 'jwt_rls')";
 
+/// Whether Citus shares the sources and this node is not the coordinator
+/// (asked only where Citus's metadata exists).
+const CITUS_FOLLOWER: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p \
+       WHERE p.logicalrelid OPERATOR(pg_catalog.=) 'jwt_rls.jwks_sources'::pg_catalog.regclass) \
+     AND NOT pg_catalog.citus_is_coordinator()";
+
+/// Set once this worker has said it leaves the fetching to the coordinator.
+static FOLLOWING: AtomicBool = AtomicBool::new(false);
+
 /// Pins this session's search_path, over the database's and role's own
 /// settings (which the database owner controls).
 fn pin_search_path() {
@@ -176,6 +187,26 @@ fn sources() -> Vec<SourceRow> {
         let trusted: Option<bool> = client.select(TRUSTED_SOURCES, None, &[])?.first().get(1)?;
         if trusted != Some(true) {
             return Ok(vec![]);
+        }
+        // On a Citus cluster whose sources are shared (share_with_citus()),
+        // the coordinator's worker fetches for every node; another node's
+        // would write the same keys again, racing it.
+        let citus: Option<bool> = client
+            .select(
+                "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+                None,
+                &[],
+            )?
+            .first()
+            .get(1)?;
+        if citus == Some(true) {
+            let follower: Option<bool> = client.select(CITUS_FOLLOWER, None, &[])?.first().get(1)?;
+            if follower != Some(false) {
+                if !FOLLOWING.swap(true, Ordering::Relaxed) {
+                    log!("jwt_rls: JWKS sources are shared by Citus; the coordinator's worker fetches them");
+                }
+                return Ok(vec![]);
+            }
         }
         let mut out = vec![];
         for row in client.select(

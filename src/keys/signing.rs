@@ -15,7 +15,7 @@ use pgrx::JsonB;
 use serde_json::{Map, Value};
 
 use super::store::{check_or_raise, insert_key, modify};
-use crate::pg::catalog::{self, SIGNING_KEYS};
+use crate::pg::catalog::{self, Relation, KEYS, SIGNING_KEYS};
 use crate::pg::{clock, errors};
 use crate::settings;
 
@@ -101,22 +101,31 @@ fn import_signing_secret(
     )
 }
 
-/// Enabled signing keys usable now, newest first: (kid, alg, private key).
-const USABLE: &str = "SELECT k.kid, k.alg, s.private_key FROM jwt_rls.signing_keys s \
-     JOIN jwt_rls.keys k ON k.kid OPERATOR(pg_catalog.=) s.kid \
-     WHERE k.enabled \
-       AND (k.not_before IS NULL OR k.not_before OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()) \
-       AND (k.not_after IS NULL OR k.not_after OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) \
-       AND ($1 IS NULL OR k.kid OPERATOR(pg_catalog.=) $1) \
-     ORDER BY s.created_at DESC, k.kid LIMIT 1";
+/// The signing keys and the key table, where this backend reads them
+/// (their Citus placements on a node that shares them, catalog.rs).
+fn tables() -> Option<(Relation, Relation)> {
+    Some((SIGNING_KEYS.relation()?, KEYS.relation()?))
+}
 
 fn signing_key(kid: Option<&str>) -> SigningKey {
-    let Some(table) = SIGNING_KEYS.oid() else {
+    let Some((signing, keys)) = tables() else {
         errors::raise!(&Error::Key(KeyError::NoSigningKey));
     };
-    let row = catalog::as_owner_of(table, || {
+    // Enabled signing keys usable now, newest first: (kid, alg, private key).
+    let usable = format!(
+        "SELECT k.kid, k.alg, s.private_key FROM {} s \
+         JOIN {} k ON k.kid OPERATOR(pg_catalog.=) s.kid \
+         WHERE k.enabled \
+           AND (k.not_before IS NULL OR k.not_before OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()) \
+           AND (k.not_after IS NULL OR k.not_after OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp()) \
+           AND ($1 IS NULL OR k.kid OPERATOR(pg_catalog.=) $1) \
+         ORDER BY s.created_at DESC, k.kid LIMIT 1",
+        signing.name(),
+        keys.name()
+    );
+    let row = catalog::as_owner_of(signing.oid, || {
         Spi::connect(|client| {
-            let rows = client.select(USABLE, Some(1), &[kid.into()])?;
+            let rows = client.select(&usable, Some(1), &[kid.into()])?;
             let mut found = None;
             for row in rows {
                 found = Some((
@@ -174,18 +183,18 @@ fn fill(claims: &mut Map<String, Value>, now: i64) {
 /// are never included.
 #[pg_extern(stable, parallel_safe)]
 fn jwks() -> JsonB {
-    let Some(table) = SIGNING_KEYS.oid() else {
+    let Some((signing, keys)) = tables() else {
         return JsonB(serde_json::json!({ "keys": [] }));
     };
-    let keys: Vec<Value> = catalog::as_owner_of(table, || {
+    let query = format!(
+        "SELECT k.material FROM {} k JOIN {} s ON s.kid OPERATOR(pg_catalog.=) k.kid \
+         WHERE k.enabled AND k.format OPERATOR(pg_catalog.=) 'jwk' ORDER BY k.kid",
+        keys.name(),
+        signing.name()
+    );
+    let keys: Vec<Value> = catalog::as_owner_of(signing.oid, || {
         Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT k.material FROM jwt_rls.keys k JOIN jwt_rls.signing_keys s \
-                 ON s.kid OPERATOR(pg_catalog.=) k.kid \
-                 WHERE k.enabled AND k.format OPERATOR(pg_catalog.=) 'jwk' ORDER BY k.kid",
-                None,
-                &[],
-            )?;
+            let rows = client.select(&query, None, &[])?;
             let mut out = Vec::new();
             for row in rows {
                 if let Some(material) = row.get::<String>(1)? {

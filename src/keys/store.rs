@@ -12,7 +12,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::pg::catalog::{self, KEYS};
+use crate::pg::catalog::{self, Relation, JWKS_SOURCES, KEYS};
 use crate::pg::clock::unix_seconds;
 use crate::pg::errors;
 use crate::settings;
@@ -34,19 +34,25 @@ pub(crate) fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
         .map(|t| unix_seconds(pg_sys::TimestampTz::from(t)))
 }
 
-fn read_rows() -> Vec<Row> {
+fn read_rows(keys: &Relation) -> Vec<Row> {
     // The source's issuer binds a fetched key to it (a JWKS URL source has
     // none). Plain equality: search_path is pinned to pg_catalog for
     // owner-rights reads (catalog.rs). Before ALTER EXTENSION UPDATE to
     // 0.2.0 there are no sources.
-    let query = if catalog::has_table(c"jwks_sources") {
-        "SELECT k.kid, k.alg, k.format, k.material, k.enabled, k.not_before, k.not_after, s.issuer \
-         FROM jwt_rls.keys k LEFT JOIN jwt_rls.jwks_sources s ON s.id = k.source_id"
-    } else {
-        "SELECT kid, alg, format, material, enabled, not_before, not_after, NULL::pg_catalog.text FROM jwt_rls.keys"
+    let query = match JWKS_SOURCES.relation() {
+        Some(sources) => format!(
+            "SELECT k.kid, k.alg, k.format, k.material, k.enabled, k.not_before, k.not_after, s.issuer \
+             FROM {} k LEFT JOIN {} s ON s.id = k.source_id",
+            keys.name(),
+            sources.name()
+        ),
+        None => format!(
+            "SELECT kid, alg, format, material, enabled, not_before, not_after, NULL::pg_catalog.text FROM {}",
+            keys.name()
+        ),
     };
     Spi::connect(|client| {
-        let table = client.select(query, None, &[])?;
+        let table = client.select(&query, None, &[])?;
         let mut rows = Vec::new();
         for row in table {
             rows.push(Row {
@@ -68,10 +74,10 @@ fn read_rows() -> Vec<Row> {
 /// Reads every key, as the table owner. Rows that fail the import checks
 /// (written around the key functions) are skipped with a WARNING.
 pub fn load() -> KeySet {
-    let Some(table) = KEYS.oid() else {
+    let Some(keys) = KEYS.relation() else {
         return KeySet::default();
     };
-    let rows = catalog::as_owner_of(table, read_rows);
+    let rows = catalog::as_owner_of(keys.oid, || read_rows(&keys));
 
     let keys = rows.into_iter().filter_map(|row| {
         let built = Format::from_name(&row.format)

@@ -48,7 +48,12 @@ fn occupancy(generation: u64) -> Occupancy {
         return o;
     }
     // The tables have the extension's owner; reading as one owner reads all.
-    let Some(tokens) = REVOKED_TOKENS.oid() else {
+    let lists = (
+        REVOKED_TOKENS.relation(),
+        REVOKED_SUBJECTS.relation(),
+        SESSIONS.relation(),
+    );
+    let (Some(tokens), Some(subjects), Some(sessions)) = lists else {
         return Occupancy {
             generation,
             tokens: false,
@@ -56,17 +61,16 @@ fn occupancy(generation: u64) -> Occupancy {
             sessions: false,
         };
     };
-    let flags = catalog::as_owner_of(tokens, || {
+    let query = format!(
+        "SELECT EXISTS (SELECT FROM {}), EXISTS (SELECT FROM {}), \
+                EXISTS (SELECT FROM {} WHERE revoked_at IS NOT NULL)",
+        tokens.name(),
+        subjects.name(),
+        sessions.name()
+    );
+    let flags = catalog::as_owner_of(tokens.oid, || {
         Spi::connect(|client| {
-            let row = client
-                .select(
-                    "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens), \
-                            EXISTS (SELECT FROM jwt_rls.revoked_subjects), \
-                            EXISTS (SELECT FROM jwt_rls.sessions WHERE revoked_at IS NOT NULL)",
-                    Some(1),
-                    &[],
-                )?
-                .first();
+            let row = client.select(&query, Some(1), &[])?.first();
             // Unknown (NULL) reads as "may hold entries": look the token up.
             Ok::<_, pgrx::spi::Error>([
                 row.get::<bool>(1)?.unwrap_or(true),
@@ -90,13 +94,14 @@ fn occupancy(generation: u64) -> Occupancy {
 
 /// Microseconds since the Unix epoch of the subject's cutoff, if any.
 fn subject_cutoff(sub: &str) -> Option<i64> {
-    let table = REVOKED_SUBJECTS.oid()?;
-    catalog::as_owner_of(table, || {
-        catalog::read_row::<i64, bool>(
-            "SELECT (SELECT ((extract(epoch FROM issued_before) OPERATOR(pg_catalog.*) 1000000)::bigint) \
-             FROM jwt_rls.revoked_subjects WHERE sub OPERATOR(pg_catalog.=) $1), NULL::pg_catalog.bool",
-            &[sub.into()],
-        )
+    let table = REVOKED_SUBJECTS.relation()?;
+    let query = format!(
+        "SELECT (SELECT ((extract(epoch FROM issued_before) OPERATOR(pg_catalog.*) 1000000)::bigint) \
+         FROM {} WHERE sub OPERATOR(pg_catalog.=) $1), NULL::pg_catalog.bool",
+        table.name()
+    );
+    catalog::as_owner_of(table.oid, || {
+        catalog::read_row::<i64, bool>(&query, &[sub.into()])
     })
     .0
 }
@@ -110,29 +115,31 @@ fn session_revoked(sid: &str) -> bool {
             8 | 13 | 18 | 23 => c == '-',
             _ => c.is_ascii_hexdigit(),
         });
-    let Some(table) = SESSIONS.oid().filter(|_| uuid_shaped) else {
+    let Some(table) = uuid_shaped.then(|| SESSIONS.relation()).flatten() else {
         return false;
     };
-    catalog::as_owner_of(table, || {
-        catalog::read_row::<bool, bool>(
-            "SELECT EXISTS (SELECT FROM jwt_rls.sessions WHERE revoked_at IS NOT NULL \
-             AND id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid), NULL::pg_catalog.bool",
-            &[sid.into()],
-        )
+    let query = format!(
+        "SELECT EXISTS (SELECT FROM {} WHERE revoked_at IS NOT NULL \
+         AND id OPERATOR(pg_catalog.=) $1::pg_catalog.uuid), NULL::pg_catalog.bool",
+        table.name()
+    );
+    catalog::as_owner_of(table.oid, || {
+        catalog::read_row::<bool, bool>(&query, &[sid.into()])
     })
     .0
     .unwrap_or(true)
 }
 
 fn jti_revoked(jti: &str) -> bool {
-    let Some(table) = REVOKED_TOKENS.oid() else {
+    let Some(table) = REVOKED_TOKENS.relation() else {
         return false;
     };
-    catalog::as_owner_of(table, || {
-        catalog::read_row::<bool, bool>(
-            "SELECT EXISTS (SELECT FROM jwt_rls.revoked_tokens WHERE jti OPERATOR(pg_catalog.=) $1), NULL::pg_catalog.bool",
-            &[jti.into()],
-        )
+    let query = format!(
+        "SELECT EXISTS (SELECT FROM {} WHERE jti OPERATOR(pg_catalog.=) $1), NULL::pg_catalog.bool",
+        table.name()
+    );
+    catalog::as_owner_of(table.oid, || {
+        catalog::read_row::<bool, bool>(&query, &[jti.into()])
     })
     .0
     .unwrap_or(true)
@@ -253,7 +260,8 @@ BEGIN
         VALUES (revoke_subject.sub, revoke_subject.issued_before, revoke_subject.reason)
         ON CONFLICT ON CONSTRAINT revoked_subjects_pkey DO UPDATE
         SET issued_before = greatest(r.issued_before, excluded.issued_before),
-            revoked_at = now(),
+            -- The new row's default (now()): Citus refuses a function call here.
+            revoked_at = excluded.revoked_at,
             reason = coalesce(excluded.reason, r.reason);
 END
 $$;

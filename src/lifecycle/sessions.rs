@@ -336,30 +336,42 @@ $$;
 -- Logs one session out: its refresh tokens stop working, and its access
 -- tokens are refused from every backend's next statement.
 CREATE FUNCTION jwt_rls.end_session(session_id uuid) RETURNS boolean
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ended AS (
-        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
-         WHERE s.id = end_session.session_id AND s.revoked_at IS NULL RETURNING s.id),
-    forgotten AS (
-        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
-         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
-    SELECT count(*) > 0 FROM ended
+BEGIN
+    -- Two statements, the session first (the lock order of rotation), not
+    -- one with two modifying CTEs, which Citus cannot plan once the tables
+    -- are shared (share_with_citus()).
+    UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout'
+     WHERE s.id = end_session.session_id AND s.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.session_id = end_session.session_id AND r.successor IS NOT NULL;
+    RETURN true;
+END
 $$;
 
 -- Logs a subject out everywhere: every session of it; returns how many.
 CREATE FUNCTION jwt_rls.end_sessions(sub text) RETURNS integer
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ended AS (
-        UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
-         WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL RETURNING s.id),
-    forgotten AS (
-        UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
-         WHERE r.session_id IN (SELECT id FROM ended) AND r.successor IS NOT NULL)
-    SELECT count(*)::integer FROM ended
+DECLARE
+    ended integer;
+BEGIN
+    -- As end_session(): sessions first, then their kept successors.
+    UPDATE jwt_rls.sessions s SET revoked_at = now(), revoked_reason = 'logout everywhere'
+     WHERE s.sub = end_sessions.sub AND s.revoked_at IS NULL;
+    GET DIAGNOSTICS ended = ROW_COUNT;
+    UPDATE jwt_rls.refresh_tokens r SET successor = NULL, successor_access_token = NULL
+     WHERE r.successor IS NOT NULL
+       AND r.session_id IN (SELECT s.id FROM jwt_rls.sessions s
+                             WHERE s.sub = end_sessions.sub AND s.revoked_at IS NOT NULL);
+    RETURN ended;
+END
 $$;
 "#,
     name = "sessions",

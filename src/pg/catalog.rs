@@ -9,8 +9,18 @@
 //! invalidation for the table; Postgres delivers it to every backend (and,
 //! through WAL, to hot standbys) at commit, and the callback below bumps
 //! the table's generation, so the next read reloads or re-checks.
+//!
+//! On a Citus node where a table has been made a reference table
+//! (`share_with_citus()`), the rows live in a placement, a table named
+//! `<table>_<shardid>` on every node, and the table itself is an empty
+//! shell Citus plans around. The verification path reads and watches the
+//! placement directly: Citus refuses a distributed query (which a read of
+//! the shell is) from inside a shard query, where a worker evaluates a
+//! policy, and the placement is written on every node in the same
+//! two-phase commit, so each node's copy is the cluster's. Writes keep
+//! going through the table itself, which Citus sends to every placement.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -18,12 +28,31 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
-/// One watched table: its name, its OID once looked up (0 before), and
-/// the generation bumped when it changes.
+/// One watched table: its name, the OIDs of the table and of the relation
+/// read here once looked up (0 before; the same table without Citus), the
+/// generation bumped when either changes, and the Citus shard found at a
+/// generation (`placed_at` is that generation + 1, 0 before any lookup).
 pub struct Watched {
     name: &'static CStr,
     oid: AtomicU32,
+    shell: AtomicU32,
     generation: AtomicU64,
+    shard: AtomicU64,
+    placed_at: AtomicU64,
+}
+
+/// Where this backend reads a watched table: the table itself, or its
+/// local Citus placement.
+pub struct Relation {
+    pub oid: pg_sys::Oid,
+    name: String,
+}
+
+impl Relation {
+    /// The schema-qualified name to put in a query.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Watched {
@@ -31,7 +60,10 @@ impl Watched {
         Watched {
             name,
             oid: AtomicU32::new(0),
+            shell: AtomicU32::new(0),
             generation: AtomicU64::new(0),
+            shard: AtomicU64::new(0),
+            placed_at: AtomicU64::new(0),
         }
     }
 
@@ -40,26 +72,85 @@ impl Watched {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// The table's OID, None when the extension is not installed in this
-    /// database. Remembered for the invalidation callback.
-    pub fn oid(&self) -> Option<pg_sys::Oid> {
-        let oid = table_oid(self.name)?;
-        self.oid.store(oid.to_u32(), Ordering::Relaxed);
-        Some(oid)
+    /// The relation to read this table from (see the module comment),
+    /// remembered for the invalidation callback; None when the extension
+    /// is not installed in this database. The Citus lookup runs again
+    /// only after the table (or its metadata) changed.
+    pub fn relation(&self) -> Option<Relation> {
+        let table = table_oid(self.name)?;
+        self.shell.store(table.to_u32(), Ordering::Relaxed);
+        let generation = self.generation();
+        let shard = if self.placed_at.load(Ordering::Relaxed) == generation.wrapping_add(1) {
+            self.shard.load(Ordering::Relaxed)
+        } else {
+            let shard = citus_shard(table).unwrap_or(0);
+            self.shard.store(shard, Ordering::Relaxed);
+            self.placed_at
+                .store(generation.wrapping_add(1), Ordering::Relaxed);
+            shard
+        };
+        let name = self.name.to_string_lossy();
+        if shard != 0 {
+            let local = format!("{name}_{shard}");
+            let placement = CString::new(local.as_str())
+                .ok()
+                .and_then(|local| table_oid(&local));
+            if let Some(oid) = placement {
+                self.oid.store(oid.to_u32(), Ordering::Relaxed);
+                return Some(Relation {
+                    oid,
+                    name: format!("jwt_rls.{local}"),
+                });
+            }
+        }
+        // Without a local placement (no Citus, not shared, or a node that
+        // holds none) the table itself is read.
+        self.oid.store(table.to_u32(), Ordering::Relaxed);
+        Some(Relation {
+            oid: table,
+            name: format!("jwt_rls.{name}"),
+        })
     }
 
     fn changed(&self, relid: pg_sys::Oid) {
         let known = self.oid.load(Ordering::Relaxed);
-        if relid == pg_sys::InvalidOid || known == 0 || relid.to_u32() == known {
+        let shell = self.shell.load(Ordering::Relaxed);
+        if relid == pg_sys::InvalidOid
+            || known == 0
+            || relid.to_u32() == known
+            || relid.to_u32() == shell
+        {
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Whether the extension's schema holds a table of this name (a newer
-/// library can run on an older schema during ALTER EXTENSION UPDATE).
-pub fn has_table(name: &CStr) -> bool {
-    table_oid(name).is_some()
+/// The one shard of `table` when Citus manages it (a reference table has
+/// exactly one, placed on every node); None without Citus or for a table
+/// it does not manage. Citus keeps its metadata in pg_catalog.pg_dist_shard
+/// in a database where its extension exists; elsewhere nothing is read.
+fn citus_shard(table: pg_sys::Oid) -> Option<u64> {
+    // SAFETY: a catalog lookup by NUL-terminated name; InvalidOid when absent.
+    let metadata = unsafe {
+        pg_sys::get_relname_relid(
+            c"pg_dist_shard".as_ptr(),
+            pg_sys::Oid::from(pg_sys::PG_CATALOG_NAMESPACE),
+        )
+    };
+    if metadata == pg_sys::InvalidOid {
+        return None;
+    }
+    let (shard, count) = as_owner_of(table, || {
+        read_row::<i64, i64>(
+            "SELECT pg_catalog.min(shardid), pg_catalog.count(*) FROM pg_catalog.pg_dist_shard \
+             WHERE logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+            &[table.into()],
+        )
+    });
+    match (shard, count) {
+        (Some(shard), Some(1)) => u64::try_from(shard).ok(),
+        _ => None,
+    }
 }
 
 /// The OID of table `name` in schema jwt_rls; None when there is none.
@@ -82,9 +173,11 @@ pub static REVOKED_SUBJECTS: Watched = Watched::new(c"revoked_subjects");
 pub static SIGNING_KEYS: Watched = Watched::new(c"signing_keys");
 pub static SESSIONS: Watched = Watched::new(c"sessions");
 pub static DECRYPTION_KEYS: Watched = Watched::new(c"decryption_keys");
+pub static JWKS_SOURCES: Watched = Watched::new(c"jwks_sources");
 
-static WATCHED: [&Watched; 6] = [
+static WATCHED: [&Watched; 7] = [
     &DECRYPTION_KEYS,
+    &JWKS_SOURCES,
     &KEYS,
     &REVOKED_TOKENS,
     &REVOKED_SUBJECTS,

@@ -30,6 +30,8 @@ use pgrx::spi::{quote_literal, Spi};
 
 use crate::pg::errors;
 
+mod sharing;
+
 /// Citus's setting that turns SET LOCAL propagation on; it exists only in a
 /// backend that loaded Citus.
 const PROPAGATE: &CStr = c"citus.propagate_set_commands";
