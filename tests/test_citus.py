@@ -28,6 +28,7 @@ from support import error
 from support.citus import CONF as CITUS_CONF
 from support.citus import CitusCluster, skip_reason
 from support.jwks_server import JwksServer
+from support.pgbouncer import PgBouncer
 from support.pgcluster import Cluster, wait_for
 from support.schema import TENANT_A, TENANT_B
 from support.tokens import AUDIENCE, ISSUER, Signer
@@ -442,3 +443,80 @@ def test_a_dpop_bound_token_is_refused_on_citus_without_reaching_the_workers(cit
         assert not leaks(str(e.value), token)
     for node in citus.nodes:
         assert not leaks(node.server_log(), token), node.log
+
+
+def test_behind_pgbouncer_pooled_transactions_of_two_tenants_see_only_their_own(citus):
+    """PgBouncer in transaction mode (two server connections) in front of
+    the coordinator, six clients alternating tenants: every transaction
+    sees exactly its token's rows, and one without a token right after sees
+    none, on the coordinator's pooled connections and on the worker
+    connections Citus keeps open between transactions."""
+    tokens = {t: citus.signer.token(t) for t in ROWS}
+    failures = []
+    with PgBouncer(citus.coordinator, "transaction", pool_size=2) as bouncer:
+        def client(k):
+            try:
+                with psycopg.connect(bouncer.dsn(), autocommit=True, prepare_threshold=None) as conn:
+                    for i in range(10):
+                        tenant = list(ROWS)[(k + i) % 2]
+                        if seen(conn, tokens[tenant]) != ROWS[tenant]:
+                            failures.append((k, i, tenant))
+                        if conn.execute("SELECT count(*) FROM docs").fetchone()[0] != 0:
+                            failures.append((k, i, "no token"))
+            except Exception as e:  # noqa: BLE001 (reported below)
+                failures.append((k, repr(e)))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == [], failures[:5]
+
+
+def owner_of(citus, tenant):
+    """The worker whose shard holds `tenant`'s rows of docs."""
+    with citus.admin() as admin:
+        port = admin.execute("SELECT nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) "
+                             "WHERE p.shardid = get_shard_id_for_distribution_column('docs', %s::uuid)",
+                             (str(tenant),)).fetchone()[0]
+    return next(w for w in citus.workers if w.port == port)
+
+
+def test_a_worker_going_down_and_coming_back_leaks_nothing_and_recovers(citus):
+    """Runs last (it stops a worker). While a worker is down: a query that
+    needs it fails, one that does not sees exactly its tenant's rows, a
+    revocation (a write to every copy) fails rather than applying on some
+    nodes only; nothing is seen without a token. Once it is back, every
+    query works again, isolated, and a revocation reaches it."""
+    down = owner_of(citus, TENANT_A)
+    up_tenant = next((t for t in ROWS if owner_of(citus, t) is not down), None)
+    assert up_tenant is not None, "both tenants' shards are on one worker: the scenario needs them apart"
+    token_a = citus.signer.token(TENANT_A, jti="citus-down-a")
+    down.stop()
+    try:
+        with app(citus) as conn:
+            with pytest.raises(psycopg.Error):
+                seen(conn, token_a)
+            token = citus.signer.token(up_tenant)
+            assert seen(conn, token, "SELECT count(*) FROM docs WHERE tenant_id = %s",
+                        (up_tenant,)) == ROWS[up_tenant]
+            assert error(conn, "SELECT count(*) FROM docs WHERE tenant_id = %s", (TENANT_A,)) is not None
+        with citus.admin() as admin:
+            assert error(admin, "SELECT jwt_rls.revoke_jti('citus-down-a', now() + interval '1 hour')") is not None
+            assert admin.execute("SELECT count(*) FROM jwt_rls.revoked_tokens WHERE jti = 'citus-down-a'"
+                                 ).fetchone()[0] == 0
+    finally:
+        down.start()
+    with app(citus) as conn:
+        assert wait_for(lambda: error(conn, "SELECT 1 FROM docs LIMIT 1") is None, timeout=30)
+        for tenant in ROWS:
+            assert seen(conn, citus.signer.token(tenant)) == ROWS[tenant]
+        assert seen(conn, token_a) == ROWS[TENANT_A]
+        assert conn.execute("SELECT count(*) FROM docs").fetchone()[0] == 0
+    with citus.admin() as admin:
+        admin.execute("SELECT jwt_rls.revoke_jti('citus-down-a', now() + interval '1 hour')")
+    with citus.admin(down) as there:
+        assert verifies(there, token_a) == "28000"
+    with app(citus) as conn:
+        assert error(conn, "SELECT jwt_rls.authenticate(%s)", (token_a,)).sqlstate == "28000"
