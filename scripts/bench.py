@@ -450,7 +450,7 @@ def bench_sql(cluster, smoke):
                  seconds, rounds, "simple", {"n": 0})
 
 
-def fill_bench_tokens(admin, signer, n, seed):
+def fill_bench_tokens(admin, signer, n, seed, tenants=TENANTS):
     """bench_tokens holds rows 1..n: a token of `signer` each, for user-i of
     a tenant drawn at random (seeded), with its claims as PostgREST would
     set them."""
@@ -458,7 +458,7 @@ def fill_bench_tokens(admin, signer, n, seed):
     rng = random.Random(seed)
     rows = []
     for i in range(1, n + 1):
-        token = signer.token(f"t{rng.randrange(TENANTS)}", sub=f"user-{i}", ttl=7200)
+        token = signer.token(f"t{rng.randrange(tenants)}", sub=f"user-{i}", ttl=7200)
         rows.append((i, token, claims_of(token)))
     with admin.cursor() as cur:
         cur.executemany("INSERT INTO bench_tokens VALUES (%s, %s, %s)", rows)
@@ -1135,6 +1135,135 @@ def counters_cost(cluster, bouncer, pooler, script, seconds, rounds):
 # or several side by side: a figure that involves PostgreSQL gets a column per
 # major; the core figures (no PostgreSQL) come from the first run that has them.
 
+# --- Citus: a coordinator and two workers on this machine ------------------
+
+CITUS_TENANTS = 100
+CITUS_SCHEMA = f"""
+CREATE EXTENSION jwt_rls;
+SELECT count(*) FROM jwt_rls.share_with_citus();
+ALTER DATABASE postgres SET jwt_rls.issuer = '{ISSUER}';
+ALTER DATABASE postgres SET jwt_rls.audience = '{AUDIENCE}';
+ALTER DATABASE postgres SET citus.propagate_set_commands = 'local';
+CREATE ROLE app LOGIN;
+GRANT USAGE ON SCHEMA jwt_rls TO app;
+CREATE TABLE acc_jwt (tenant_id text NOT NULL, id int NOT NULL, amount int NOT NULL);
+SELECT create_distributed_table('acc_jwt', 'tenant_id');
+CREATE TABLE acc_pgrst (tenant_id text NOT NULL, id int NOT NULL, amount int NOT NULL);
+SELECT create_distributed_table('acc_pgrst', 'tenant_id', colocate_with => 'acc_jwt');
+INSERT INTO acc_jwt SELECT 't' || (g % {CITUS_TENANTS}), g, g FROM generate_series(1, {CITUS_TENANTS * PER_TENANT}) g;
+INSERT INTO acc_pgrst SELECT * FROM acc_jwt;
+CREATE INDEX ON acc_jwt (tenant_id);
+CREATE INDEX ON acc_pgrst (tenant_id);
+ALTER TABLE acc_jwt ENABLE ROW LEVEL SECURITY;
+ALTER TABLE acc_pgrst ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON acc_jwt USING (tenant_id = jwt_rls.jwt_claim('tenant_id'));
+CREATE POLICY p ON acc_pgrst USING (tenant_id = current_setting('request.jwt.claims', true)::json ->> 'tenant_id');
+GRANT SELECT ON acc_jwt, acc_pgrst TO app;
+CREATE TABLE bench_tokens (id int PRIMARY KEY, token text NOT NULL, claims text NOT NULL);
+GRANT SELECT ON bench_tokens TO app
+"""
+# The PostgREST-style side on Citus: `set_config()` from a function does
+# not reach the workers (Citus forwards only SET LOCAL statements), so the
+# claims go in a SET LOCAL statement, which Citus forwards.
+CITUS_SCRIPTS = {
+    "router": ("SELECT id, amount FROM acc_jwt WHERE tenant_id = ':tenant';",
+               "SELECT id, amount FROM acc_pgrst WHERE tenant_id = ':tenant';"),
+    "multi-shard": ("SELECT count(*), sum(amount) FROM acc_jwt;", "SELECT count(*), sum(amount) FROM acc_pgrst;"),
+}
+CITUS_TEXT = ("Citus: a coordinator and two workers on this machine (jwt_rls and Citus preloaded on each, "
+              "`share_with_citus()` done), {rows:,} rows over {tenants} tenants in a table distributed by tenant "
+              "with the bare `jwt_claim()` policy, 4 shards; pgbench, 2 clients, through the coordinator: "
+              "`BEGIN; SELECT jwt_rls.authenticate(token); query; COMMIT` (or `SET LOCAL jwt_rls.token`) beside "
+              "the PostgREST-style `SET LOCAL request.jwt.claims` (the form Citus forwards; `set_config()` does not "
+              "reach the workers) with the policy PostgREST documents, "
+              "`tenant_id = current_setting('request.jwt.claims', true)::json ->> 'tenant_id'`, bare as Citus "
+              "requires, so it parses the claims for every row it filters, where `jwt_claim()` reads claims parsed "
+              "once per token. Router: "
+              "`WHERE tenant_id = ...`, one worker; multi-shard: every shard, both workers. CPU is that of every "
+              "process of the three nodes and pgbench per transaction; the never-seen rows bind a token no node "
+              "has seen, so every node the query touches verifies it.")
+
+
+def citus_cpu_s(nodes):
+    return sum(cluster_cpu_s(n) for n in nodes)
+
+
+def citus_pair(c, name, ours, theirs, seconds, rounds, defines):
+    """`pair` on a Citus cluster: pgbench through the coordinator, CPU summed
+    over every node."""
+    paired = Paired()
+    for order in turns(rounds):
+        for is_ours in order:
+            children = [len(children_of(postmaster_pid(n))) for n in c.nodes]
+            own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            server0 = citus_cpu_s(c.nodes)
+            tps = pgbench(c.coordinator, ours if is_ours else theirs, seconds, "simple", defines)
+            for n, k in zip(c.nodes, children):
+                settle(n, k)
+            server1 = citus_cpu_s(c.nodes)
+            own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            client = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
+            n_tx = tps * seconds
+            paired.add(is_ours, tps, {"server": (server1 - server0) / n_tx * 1e6, "client": client / n_tx * 1e6})
+    log(f"  {name:34} {paired.line()}")
+    (a, b), (cpu_a, cpu_b) = paired.tps, paired.cpu
+    results.setdefault("citus", []).append({"name": name, "ours": a, "theirs": b, "ratio": paired.ratio,
+                                            "ratio_range": paired.ratio_range, "cpu_ours": cpu_a,
+                                            "cpu_theirs": cpu_b, "added": paired.cpu_added})
+
+
+def bench_citus(smoke):
+    from support.citus import CitusCluster, skip_reason
+    reason = skip_reason()
+    if reason:
+        log(f"== Citus: skipped: {reason}")
+        results["citus_skipped"] = reason
+        return
+    log("== Citus: coordinator + 2 workers; pgbench pairs through the coordinator (2 clients)")
+    seconds, rounds = (1, 1) if smoke else (4, 4)
+    c = CitusCluster(conf=CONF).start()
+    try:
+        with psycopg.connect(c.coordinator.dsn(), autocommit=True) as admin:
+            # One statement at a time: Citus does not propagate a multi-statement string.
+            for statement in CITUS_SCHEMA.split(";\n"):
+                admin.execute(statement)
+            for alg in ["HS256", "ES256"]:
+                signer = Signer(f"bench-citus-{alg.lower()}", alg)
+                with admin.cursor() as cur:
+                    signer.install(cur)
+                token = signer.token("t7", ttl=7200)
+                same = {"token": token, "claims": claims_of(token), "tenant": "t7"}
+                for shape, (q_ours, q_theirs) in CITUS_SCRIPTS.items():
+                    citus_pair(c, f"{alg} {shape}, same token",
+                               f"BEGIN;\nSELECT jwt_rls.authenticate(':token');\n{q_ours}\nCOMMIT;\n",
+                               f"BEGIN;\nSET LOCAL request.jwt.claims = ':claims';\n{q_theirs}\nCOMMIT;\n",
+                               seconds, rounds, same)
+                if alg != "ES256":
+                    continue
+                # The same, bound with a SET LOCAL statement (the form
+                # Citus forwards as it is, with no function in between).
+                for shape, (q_ours, q_theirs) in CITUS_SCRIPTS.items():
+                    citus_pair(c, f"{alg} {shape}, same token, SET LOCAL",
+                               f"BEGIN;\nSET LOCAL jwt_rls.token = ':token';\n{q_ours}\nCOMMIT;\n",
+                               f"BEGIN;\nSET LOCAL request.jwt.claims = ':claims';\n{q_theirs}\nCOMMIT;\n",
+                               seconds, rounds, same)
+                n = 200 if smoke else 20000
+                # bench_tokens is a plain table on the coordinator.
+                fill_bench_tokens(admin, signer, n, seed=11, tenants=CITUS_TENANTS)
+                fresh = FRESH.format(n=n, half=n // 2)
+                # The router query names the token's tenant as a constant
+                # (folded from its claims), as an application would.
+                tenant = "(':claims')::json ->> 'tenant_id'"
+                for shape, (q_ours, q_theirs) in CITUS_SCRIPTS.items():
+                    q_ours, q_theirs = q_ours.replace("':tenant'", tenant), q_theirs.replace("':tenant'", tenant)
+                    citus_pair(c, f"{alg} {shape}, never-seen token",
+                               fresh + f"BEGIN;\nSELECT jwt_rls.authenticate(':token');\n{q_ours}\nCOMMIT;\n",
+                               fresh + f"BEGIN;\nSET LOCAL request.jwt.claims = ':claims';\n{q_theirs}\nCOMMIT;\n",
+                               seconds, rounds, {"n": 0})
+    finally:
+        c.remove()
+
+
 def verdict(ok):
     return "met" if ok else ("—" if ok is None else "**not met**")
 
@@ -1293,6 +1422,21 @@ def readme_table(runs):
                   + f" Server CPU read from {meters('dpop')}.", "", replay_text(first["dpop_replay"])]
     if measured("pooled"):
         lines += [""] + pooled_table(measured("pooled"))
+    if measured("citus"):
+        lines += [""] + table(measured("citus"), lambda r: r.get("citus", []), [
+            ("Citus, 3 nodes (pgbench through the coordinator, 2 clients)", lambda row, r: row["name"], False),
+            ("jwt_rls TPS", lambda row, r: f"{row['ours']:.0f}", True),
+            ("PostgREST-style TPS", lambda row, r: f"{row['theirs']:.0f}", True),
+            ("ratio (lowest-highest round)",
+             lambda row, r: f"{row['ratio']:.2f} ({row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f})", True),
+            ("CPU µs per transaction, all nodes: jwt_rls / PostgREST-style (added)",
+             lambda row, r: f"{row['cpu_ours']:.0f} / {row['cpu_theirs']:.0f} ({row['added']:+.0f})", True)],
+            key=lambda row: row["name"])
+        lines += ["", CITUS_TEXT.format(rows=CITUS_TENANTS * PER_TENANT, tenants=CITUS_TENANTS) + " " + PAIRED_TEXT]
+    skipped = [run for run in runs if "citus_skipped" in run["results"]]
+    if skipped:
+        lines += ["", "Citus: not measured (" + "; ".join(
+            f"PostgreSQL {run['major']}: {run['results']['citus_skipped']}" for run in skipped) + ")."]
     if measured("scan"):
         lines += [""] + table(runs, lambda r: r.get("scan", []), [
             ("sequential scan, 1M rows / 100 tenants (fastest of 21; revocation rows: with 100k revoked jtis "
@@ -1414,7 +1558,8 @@ def publish(table, partial):
         log("\nREADME.md benchmark table updated:\n\n" + table)
 
 
-WORKLOADS = ["core", "sql", "scan", "revocation", "sessions", "explain", "memory", "pooled", "fresh", "dpop"]
+WORKLOADS = ["core", "sql", "scan", "revocation", "sessions", "explain", "memory", "pooled", "fresh", "dpop",
+             "citus"]
 
 
 def main():
@@ -1469,6 +1614,8 @@ def main():
         bench_fresh(args.smoke)
     if "dpop" in run:
         bench_dpop(args.smoke)
+    if "citus" in run:
+        bench_citus(args.smoke)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(this_run(run, args.smoke), f, indent=1)
