@@ -705,6 +705,418 @@ BEGIN
 END
 $$;
 
+-- audit() on Citus clusters (src/adoption/isolation.sql).
+CREATE OR REPLACE FUNCTION jwt_rls.audit()
+    RETURNS TABLE (severity pg_catalog.text, object pg_catalog.text, finding pg_catalog.text, fix pg_catalog.text)
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp
+AS $audit$
+DECLARE
+    tenant_claim text := coalesce(nullif(pg_catalog.current_setting('jwt_rls.tenant_id_claim', true), ''), 'tenant_id');
+    -- Is jwt_rls loaded when every session starts? Until it is loaded, its
+    -- settings (jwt_rls.claims, ...) are placeholders any role can SET.
+    preloaded    boolean;
+    sees_conf    boolean := pg_catalog.pg_has_role(current_user, 'pg_read_all_settings', 'USAGE');
+    -- Under jwt_rls.postgrest_compat, request.jwt.claims and the other
+    -- request.* names (but the four PostgREST writes) are jwt_rls's too.
+    compat       boolean := pg_catalog.current_setting('jwt_rls.postgrest_compat', true) = 'on';
+    -- Findings about a Citus cluster, where Citus's metadata exists here.
+    citus_findings jsonb := '[]';
+    shards_shown   text;
+BEGIN
+    preloaded := EXISTS (
+        SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+         WHERE s.setrole = 0
+           AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()))
+           AND c ~ '^(session|shared)_preload_libraries=(.*[ ,"])?jwt_rls([ ,"].*)?$');
+    IF sees_conf THEN
+        preloaded := preloaded OR EXISTS (
+            SELECT 1 FROM pg_catalog.unnest(ARRAY[pg_catalog.current_setting('shared_preload_libraries'),
+                                                  pg_catalog.current_setting('session_preload_libraries')]) v,
+                          pg_catalog.unnest(pg_catalog.string_to_array(v, ',')) lib
+             WHERE pg_catalog.btrim(lib, ' "') = 'jwt_rls');
+    ELSE
+        RAISE NOTICE 'jwt_rls.audit() runs as %, which cannot read the server''s shared_preload_libraries and session_preload_libraries', current_user
+            USING DETAIL = 'The catalogs it reads are readable by every role, so the findings are the same a superuser sees in this database, except that jwt_rls is taken as preloaded only when ALTER DATABASE / ALTER SYSTEM-level settings in pg_db_role_setting say so; it never looks into other databases.',
+                  HINT = 'GRANT pg_read_all_settings to the auditing role, or run it as a superuser.';
+    END IF;
+    -- Citus's catalogs are read through EXECUTE, so that nothing is planned
+    -- against them where Citus is not installed.
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        -- Citus hides the shards on a worker from pg_class; they are what a
+        -- role connected to that worker could query directly.
+        shards_shown := pg_catalog.current_setting('citus.show_shards_for_app_name_prefixes', true);
+        PERFORM pg_catalog.set_config('citus.show_shards_for_app_name_prefixes', '*', true);
+        EXECUTE $findings$
+        SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('severity', f.severity, 'object', f.object,
+                                                                           'finding', f.finding, 'fix', f.fix)), '[]')
+          FROM (
+        -- Keys and revocations per node.
+        SELECT 'high'::pg_catalog.text, 'extension jwt_rls'::pg_catalog.text,
+               'keys, revocations and sessions are per node on this Citus cluster: a key added or disabled, a token revoked or a session ended on the coordinator does not reach the workers, which go on accepting what it refuses'::pg_catalog.text,
+               'SELECT * FROM jwt_rls.share_with_citus();  -- on the coordinator'::pg_catalog.text
+         WHERE pg_catalog.citus_is_coordinator()
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node n WHERE n.groupid > 0 AND n.noderole = 'primary')
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                            WHERE p.logicalrelid = 'jwt_rls.keys'::pg_catalog.regclass)
+        UNION ALL
+        -- Isolated by one column, distributed by another.
+        SELECT 'medium', 'table ' || p.logicalrelid::pg_catalog.text,
+               pg_catalog.format('is distributed by %I, but its row level security compares %I with the tenant claim: every query on it runs on every shard, and each tenant''s rows are spread over every worker',
+                                 d.col, t.col),
+               pg_catalog.format('SELECT alter_distributed_table(%L, distribution_column := %L);', p.logicalrelid::pg_catalog.text, t.col)
+          FROM pg_catalog.pg_dist_partition p
+          CROSS JOIN LATERAL (SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::pg_catalog.text AS col) d
+          JOIN LATERAL (SELECT a.attname::pg_catalog.text AS col FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = p.logicalrelid AND a.attnum > 0 AND NOT a.attisdropped
+                           AND a.attname IN ($1, 'tenant_id') ORDER BY a.attname = $1 DESC LIMIT 1) t ON true
+         WHERE p.partmethod = 'h' AND d.col <> t.col
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy pol WHERE pol.polrelid = p.logicalrelid
+                          AND pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+                                                        pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)) LIKE '%jwt_claim(%')
+        UNION ALL
+        -- A shard on this node without the row level security of its table.
+        SELECT 'critical', 'table ' || c.oid::pg_catalog.regclass::pg_catalog.text,
+               pg_catalog.format('is this node''s shard of %s, which has row level security, but %s: a role connected to this node that queries the shard directly reads its rows unfiltered',
+                                 p.logicalrelid::pg_catalog.text,
+                                 CASE WHEN NOT c.relrowsecurity THEN 'row level security is not enabled on it'
+                                      WHEN d.relforcerowsecurity AND NOT c.relforcerowsecurity THEN 'it is not forced on it'
+                                      ELSE 'it has no policies' END),
+               pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY%s; and give it the policies of %s (Citus made them when it created the shard).',
+                                 c.oid::pg_catalog.regclass, CASE WHEN d.relforcerowsecurity THEN ', FORCE ROW LEVEL SECURITY' ELSE '' END,
+                                 p.logicalrelid::pg_catalog.text)
+          FROM pg_catalog.pg_dist_partition p
+          JOIN pg_catalog.pg_class d ON d.oid = p.logicalrelid AND d.relrowsecurity
+          JOIN pg_catalog.pg_namespace n ON n.oid = d.relnamespace
+          JOIN pg_catalog.pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+          JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = sh.shardid
+                                              AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g)
+          JOIN pg_catalog.pg_class c
+            ON c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(n.nspname) || '.'
+                                              || pg_catalog.quote_ident(d.relname || '_' || sh.shardid))
+         WHERE NOT c.relrowsecurity OR (d.relforcerowsecurity AND NOT c.relforcerowsecurity)
+            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy pol WHERE pol.polrelid = c.oid)) f(severity, object, finding, fix)
+        $findings$ INTO citus_findings USING tenant_claim;
+        PERFORM pg_catalog.set_config('citus.show_shards_for_app_name_prefixes', coalesce(shards_shown, ''), true);
+    END IF;
+    RETURN QUERY
+    WITH RECURSIVE
+    -- (member, role): every role each role is a member of, itself included,
+    -- through explicit grants only (a superuser is not a member of everything here).
+    membership(member, roleid) AS (
+        SELECT r.oid, r.oid FROM pg_catalog.pg_roles r
+        UNION
+        SELECT m.member, a.roleid FROM pg_catalog.pg_auth_members a JOIN membership m ON a.member = m.roleid
+    ),
+    user_tables AS (
+        SELECT c.oid, c.relname, c.relowner, c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, c.relacl,
+               (SELECT pg_catalog.count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid) AS policies,
+               (SELECT a.attname FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attname IN (tenant_claim, 'tenant_id') ORDER BY a.attname = tenant_claim DESC LIMIT 1) AS tenant_col,
+               (SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent
+                 WHERE i.inhrelid = c.oid AND pc.relrowsecurity LIMIT 1) AS rls_parent,
+               -- Granted to anyone but its owner (PUBLIC included)?
+               EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee <> c.relowner) AS exposed
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'jwt_rls')
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+                              AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e')
+    ),
+    rls_tables AS (SELECT * FROM user_tables t WHERE t.rls OR t.policies > 0),
+    app_roles AS (
+        SELECT DISTINCT r.oid, r.rolname, r.rolsuper, r.rolbypassrls
+          FROM pg_catalog.pg_roles r
+          JOIN membership m ON m.member = r.oid
+          JOIN rls_tables t ON true
+          JOIN LATERAL pg_catalog.aclexplode(t.relacl) g ON g.grantee = m.roleid
+         WHERE r.rolcanlogin AND r.oid <> 10
+           AND r.oid <> t.relowner
+    ),
+    policy_exprs AS (
+        SELECT p.oid, p.polname, p.polrelid, p.polpermissive, t.tenant_col,
+               pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual,
+               pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) AS expr
+          FROM pg_catalog.pg_policy p JOIN user_tables t ON t.oid = p.polrelid
+    ),
+    -- Settings a policy reads, directly or in a SQL / PL/pgSQL function it calls (one level).
+    policy_settings AS (
+        SELECT pe.oid, pe.polname, pe.polrelid, NULL::text AS via, m[1] AS fn, pg_catalog.replace(m[2], '''''', '''') AS setting
+          FROM policy_exprs pe,
+               LATERAL pg_catalog.regexp_matches(pe.expr, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'g') m
+        UNION ALL
+        SELECT pe.oid, pe.polname, pe.polrelid, pg_catalog.format('%s.%I(%s)', fn_ns.nspname, f.proname,
+                   pg_catalog.pg_get_function_identity_arguments(f.oid)), m[1], pg_catalog.replace(m[2], '''''', '''')
+          FROM policy_exprs pe
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pe.oid
+                                     AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+          JOIN pg_catalog.pg_proc f ON f.oid = d.refobjid
+          JOIN pg_catalog.pg_namespace fn_ns ON fn_ns.oid = f.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = f.prolang
+          -- A SQL-standard body (BEGIN ATOMIC / RETURN) has no prosrc: its
+          -- text comes from pg_get_functiondef().
+          , LATERAL pg_catalog.regexp_matches(CASE WHEN f.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_functiondef(f.oid)
+                                                   ELSE f.prosrc END, '(current_setting|set_config)\(\s*(?:''((?:[^'']|'''')*)'')?', 'gi') m
+         WHERE fn_ns.nspname NOT IN ('pg_catalog', 'jwt_rls') AND l.lanname IN ('sql', 'plpgsql')
+    ),
+    findings(severity, object, finding, fix) AS (
+        -- Policies that row level security ignores.
+        SELECT 'critical', 'table ' || t.oid::pg_catalog.regclass,
+               pg_catalog.format('has %s row level security %s, but row level security is not enabled: every role with privileges on the table reads and writes every tenant''s rows',
+                                 t.policies, CASE WHEN t.policies = 1 THEN 'policy' ELSE 'policies' END),
+               pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;', t.oid::pg_catalog.regclass)
+          FROM user_tables t WHERE NOT t.rls AND t.policies > 0
+        UNION ALL
+        -- Tenant tables, and partitions of protected tables, without any:
+        -- high when granted to anyone but the owner, low when nobody else
+        -- may read them yet (a later GRANT would expose every tenant).
+        SELECT CASE WHEN t.exposed THEN 'high' ELSE 'low' END, 'table ' || t.oid::pg_catalog.regclass,
+               CASE WHEN t.rls_parent IS NOT NULL
+                    THEN pg_catalog.format('is a partition (or child) of %s, which has row level security, but has none itself: queried directly it shows every tenant''s rows%s',
+                                           t.rls_parent::pg_catalog.regclass,
+                                           CASE WHEN t.exposed THEN '' ELSE ' (no role but its owner has privileges on it yet)' END)
+                    ELSE pg_catalog.format('has a tenant column (%I) but no row level security: every role with privileges on the table reads and writes every tenant''s rows%s',
+                                           t.tenant_col, CASE WHEN t.exposed THEN '' ELSE ' (no role but its owner has any yet)' END) END,
+               CASE WHEN t.rls_parent IS NOT NULL
+                    THEN pg_catalog.format('Run jwt_rls.isolate() on %s again (it isolates every partition), or ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY and copy the parent''s policies.',
+                                           t.rls_parent::pg_catalog.regclass, t.oid::pg_catalog.regclass)
+                    ELSE pg_catalog.format('SELECT jwt_rls.isolate(%L, %L, %L);', t.oid::pg_catalog.regclass, t.tenant_col, tenant_claim) END
+          FROM user_tables t WHERE NOT t.rls AND t.policies = 0 AND (t.tenant_col IS NOT NULL OR t.rls_parent IS NOT NULL)
+        UNION ALL
+        -- Row level security that the owner bypasses.
+        SELECT 'medium', 'table ' || t.oid::pg_catalog.regclass,
+               pg_catalog.format('row level security is enabled but not forced: its owner %I, and every role that is a member of it, reads and writes every row',
+                                 pg_catalog.pg_get_userbyid(t.relowner)),
+               pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', t.oid::pg_catalog.regclass)
+          FROM user_tables t WHERE t.rls AND NOT t.forced AND (t.policies > 0 OR t.tenant_col IS NOT NULL)
+        UNION ALL
+        -- Policies that trust settings any SQL can SET.
+        SELECT DISTINCT 'critical', pg_catalog.format('policy %I on table %s', s.polname, s.polrelid::pg_catalog.regclass),
+               CASE WHEN s.setting IS NULL
+                    THEN pg_catalog.format('%s %s() of a setting named at run time: settings can be changed by any SQL in the session (SET, set_config)',
+                                           coalesce('calls ' || s.via || ', which calls', 'calls'), pg_catalog.lower(s.fn))
+                    WHEN s.jwt_rls_setting
+                    THEN pg_catalog.format('%s setting %L, but jwt_rls is not preloaded: until a session first calls a jwt_rls function, jwt_rls.* settings are placeholders any role can SET',
+                                           coalesce('calls ' || s.via || ', which reads', 'reads'), s.setting)
+                    ELSE pg_catalog.format('%s setting %L, which any SQL in the session can change (SET, set_config): a tenant can claim to be another',
+                                           coalesce('calls ' || s.via || ', which reads', 'reads'), s.setting) END,
+               CASE WHEN s.jwt_rls_setting AND s.setting IS NOT NULL
+                    THEN pg_catalog.format('ALTER DATABASE %I SET session_preload_libraries = ''jwt_rls''; or read (SELECT jwt_rls.jwt_claim(''...'')) instead.', pg_catalog.current_database())
+                    ELSE pg_catalog.format('Read the verified claims instead: (SELECT jwt_rls.jwt_claim(''...'')); e.g. drop the policy and SELECT jwt_rls.isolate(%L, ''tenant_id'', ''tenant_id'');',
+                                           s.polrelid::pg_catalog.regclass) END
+          FROM (SELECT ps.*, ps.setting IS NOT NULL
+                             AND pg_catalog.lower(ps.fn) = 'current_setting'
+                             AND ((pg_catalog.lower(ps.setting) LIKE 'jwt\_rls.%'
+                                   AND pg_catalog.lower(ps.setting) <> 'jwt_rls.token')
+                                  OR (compat AND pg_catalog.lower(ps.setting) LIKE 'request.%'
+                                      AND pg_catalog.lower(ps.setting) NOT IN
+                                          ('request.method', 'request.path', 'request.headers', 'request.cookies')))
+                             AS jwt_rls_setting
+                  FROM policy_settings ps) s
+         WHERE NOT s.jwt_rls_setting OR NOT preloaded
+        UNION ALL
+        -- A "NULL claim means everything" policy.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               'tests a jwt_rls claim for IS NULL: without a token (or with the claim missing) it lets rows through, failing open',
+               'Compare the column with the claim only: col = (SELECT jwt_rls.jwt_claim(''...'')); a missing claim then matches no row.'
+          FROM policy_exprs pe
+         WHERE pe.expr ~ 'jwt_rls\.(jwt_claims?|tenant_id|user_id)\((''([^'']|'''')*''(::text)?)?\)( AS \w+\))? IS NULL'
+        UNION ALL
+        -- A claim with a fallback: coalesce(claim, column) is the column
+        -- itself when there is no token, so every row matches.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               'falls back to another value when the jwt_rls claim is missing (COALESCE): without a token it can let every row through, failing open',
+               'Compare the column with the claim only: col = (SELECT jwt_rls.jwt_claim(''...'')); a missing claim then matches no row.'
+          FROM policy_exprs pe
+         WHERE pe.expr ~* 'COALESCE\([( ]*(SELECT )?\(*jwt_rls\.(jwt_claims?|tenant_id|user_id)\('
+        UNION ALL
+        -- A permissive policy that lets every row through on a tenant table.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               pg_catalog.format('is permissive with USING (true) on a table with a tenant column (%I): every role it applies to reads every tenant''s rows', pe.tenant_col),
+               pg_catalog.format('DROP POLICY %I ON %s; then SELECT jwt_rls.isolate(%L, %L, %L);', pe.polname, pe.polrelid::pg_catalog.regclass,
+                                 pe.polrelid::pg_catalog.regclass, pe.tenant_col, tenant_claim)
+          FROM policy_exprs pe
+         WHERE pe.polpermissive AND pe.tenant_col IS NOT NULL AND pe.qual = 'true'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = pe.polrelid AND p.polname LIKE 'jwt\_rls\_isolate\_%')
+        UNION ALL
+        -- Someone's permissive policy OR'ed with isolate()'s.
+        SELECT 'high', pg_catalog.format('policy %I on table %s', pe.polname, pe.polrelid::pg_catalog.regclass),
+               'is a permissive policy on a table isolated by jwt_rls.isolate(): permissive policies are OR''ed, so it widens the tenant isolation',
+               pg_catalog.format('DROP POLICY %I ON %s; or recreate it AS RESTRICTIVE.', pe.polname, pe.polrelid::pg_catalog.regclass)
+          FROM policy_exprs pe
+         WHERE pe.polpermissive AND pe.polname NOT LIKE 'jwt\_rls\_isolate\_%'
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = pe.polrelid AND p.polname LIKE 'jwt\_rls\_isolate\_%')
+        UNION ALL
+        -- Application roles that bypass row level security.
+        SELECT 'critical', pg_catalog.format('role %I', a.rolname),
+               pg_catalog.format('is an application role (it logs in and has privileges on row-level-secured tables) and %s: row level security does not apply to it',
+                                 CASE WHEN a.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END),
+               pg_catalog.format('ALTER ROLE %I %s;', a.rolname, CASE WHEN a.rolsuper THEN 'NOSUPERUSER' ELSE 'NOBYPASSRLS' END)
+          FROM app_roles a WHERE a.rolsuper OR a.rolbypassrls
+        UNION ALL
+        SELECT 'critical', pg_catalog.format('role %I', a.rolname),
+               pg_catalog.format('is an application role and a member of %I, which %s: SET ROLE %I escapes row level security',
+                                 r.rolname, CASE WHEN r.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END, r.rolname),
+               pg_catalog.format('REVOKE %I FROM %I;', r.rolname, a.rolname)
+          FROM app_roles a JOIN membership m ON m.member = a.oid AND m.roleid <> a.oid
+          JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+         WHERE (r.rolsuper OR r.rolbypassrls) AND NOT a.rolsuper
+        UNION ALL
+        -- Application roles that own (or are members of the owner of) protected tables.
+        SELECT CASE WHEN t.forced THEN 'high' ELSE 'critical' END, pg_catalog.format('role %I', a.rolname),
+               pg_catalog.format('is an application role and %s table %s: %s',
+                                 CASE WHEN t.relowner = a.oid THEN 'owns' ELSE pg_catalog.format('is a member of %I, the owner of', pg_catalog.pg_get_userbyid(t.relowner)) END,
+                                 t.oid::pg_catalog.regclass,
+                                 CASE WHEN t.forced THEN 'it can disable row level security or drop the policies (ALTER TABLE, DROP POLICY)'
+                                      ELSE 'owners bypass row level security that is not forced, and can disable it or drop the policies' END),
+               pg_catalog.format('ALTER TABLE %s OWNER TO <a role the application does not log in as>;', t.oid::pg_catalog.regclass)
+          FROM app_roles a JOIN membership m ON m.member = a.oid
+          JOIN user_tables t ON t.relowner = m.roleid
+         WHERE NOT a.rolsuper AND (t.rls OR t.policies > 0 OR t.tenant_col IS NOT NULL)
+        UNION ALL
+        -- Views and materialized views over row-level-secured tables.
+        SELECT DISTINCT
+               CASE WHEN v.relkind = 'm' THEN 'high'
+                    WHEN o.rolsuper OR o.rolbypassrls
+                      OR (NOT t.forced AND EXISTS (SELECT 1 FROM membership m WHERE m.member = v.relowner AND m.roleid = t.relowner))
+                    THEN 'critical' ELSE 'medium' END,
+               CASE WHEN v.relkind = 'm' THEN 'materialized view ' ELSE 'view ' END || v.oid::pg_catalog.regclass,
+               CASE WHEN v.relkind = 'm'
+                    THEN pg_catalog.format('stores rows of %s, which has row level security, and has none itself: whoever may read it reads every tenant''s rows it holds', t.oid::pg_catalog.regclass)
+                    ELSE pg_catalog.format('reads %s, which has row level security, with the rights of its owner %I (no security_invoker)%s',
+                                           t.oid::pg_catalog.regclass, o.rolname,
+                                           CASE WHEN o.rolsuper THEN ': a superuser, so the policies do not apply and every tenant''s rows show'
+                                                WHEN o.rolbypassrls THEN ': it has BYPASSRLS, so the policies do not apply and every tenant''s rows show'
+                                                WHEN NOT t.forced AND EXISTS (SELECT 1 FROM membership m WHERE m.member = v.relowner AND m.roleid = t.relowner)
+                                                     THEN ': the table''s owner, and row level security is not forced, so every tenant''s rows show'
+                                                ELSE ': policies for particular roles are applied for the owner, not the caller' END) END,
+               CASE WHEN v.relkind = 'm'
+                    THEN pg_catalog.format('DROP MATERIALIZED VIEW %s; and use a view WITH (security_invoker = true) over the table instead.', v.oid::pg_catalog.regclass)
+                    ELSE pg_catalog.format('ALTER VIEW %s SET (security_invoker = true);', v.oid::pg_catalog.regclass) END
+          FROM pg_catalog.pg_class v
+          JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+          JOIN pg_catalog.pg_roles o ON o.oid = v.relowner
+          JOIN pg_catalog.pg_rewrite rw ON rw.ev_class = v.oid
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = rw.oid
+                                     AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> v.oid
+          JOIN user_tables t ON t.oid = d.refobjid AND t.rls
+         WHERE v.relkind IN ('v', 'm')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'jwt_rls')
+           AND NOT (v.relkind = 'v' AND EXISTS (
+                   SELECT 1 FROM pg_catalog.unnest(v.reloptions) opt
+                    WHERE pg_catalog.lower(opt) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1',
+                                                    'security_invoker=yes', 'security_invoker')))
+        UNION ALL
+        -- SECURITY DEFINER functions whose search_path the caller chooses.
+        SELECT CASE WHEN cfg.path IS NULL THEN 'high' ELSE 'medium' END,
+               pg_catalog.format('function %s.%I(%s)', n.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+               CASE WHEN cfg.path IS NULL
+                    THEN 'is SECURITY DEFINER without a pinned search_path: a caller can put objects of its own earlier in search_path (or in pg_temp) and run them with the owner''s rights'
+                    ELSE pg_catalog.format('is SECURITY DEFINER with search_path %s, which does not end with pg_temp: the caller''s temporary schema is searched first for tables and views', cfg.path) END,
+               pg_catalog.format('ALTER FUNCTION %s.%I(%s) SET search_path = pg_catalog, pg_temp;  -- and schema-qualify what it uses',
+                                 n.nspname, f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid))
+          FROM pg_catalog.pg_proc f
+          JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+          LEFT JOIN LATERAL (SELECT pg_catalog.substr(c, 13) AS path FROM pg_catalog.unnest(f.proconfig) c
+                              WHERE c LIKE 'search\_path=%' LIMIT 1) cfg ON true
+         WHERE f.prosecdef
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'jwt_rls')
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = f.oid
+                              AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e')
+           AND (cfg.path IS NULL OR pg_catalog.btrim(pg_catalog.regexp_replace(cfg.path, '.*,', '')) NOT IN ('pg_temp', '"pg_temp"'))
+        UNION ALL
+        -- jwt_rls's own tables: secrets, refresh tokens, revocations.
+        SELECT CASE WHEN c.relname IN ('key_list') OR (g.privs = 'SELECT' AND c.relname IN ('sessions', 'revoked_tokens', 'revoked_subjects'))
+                    THEN 'high' ELSE 'critical' END,
+               CASE c.relkind WHEN 'v' THEN 'view ' ELSE 'table ' END || c.oid::pg_catalog.regclass,
+               pg_catalog.format('%s %s on it%s', CASE WHEN g.grantee = 0 THEN 'PUBLIC has' ELSE pg_catalog.format('application role %I has', g.rolname) END,
+                                 g.privs,
+                                 CASE c.relname WHEN 'keys' THEN ': it holds HMAC secrets, which mint tokens'
+                                                WHEN 'signing_keys' THEN ': it holds private signing keys, which mint tokens'
+                                                WHEN 'decryption_keys' THEN ': it holds the private keys that decrypt encrypted tokens'
+                                                WHEN 'refresh_tokens' THEN ': it holds the refresh tokens'' hashes'
+                                                WHEN 'sessions' THEN ': sessions and their revocation state'
+                                                WHEN 'revoked_tokens' THEN ': writing it can undo a revocation'
+                                                WHEN 'revoked_subjects' THEN ': writing it can undo a revocation'
+                                                ELSE '' END),
+               pg_catalog.format('REVOKE ALL ON %s FROM %s;', c.oid::pg_catalog.regclass,
+                                 CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END)
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'jwt_rls'
+          CROSS JOIN LATERAL (
+                SELECT 0::oid AS grantee, NULL::name AS rolname,
+                       pg_catalog.string_agg(DISTINCT x.privilege_type, ', ') AS privs
+                  FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee = 0
+                UNION ALL
+                SELECT a.oid, a.rolname,
+                       pg_catalog.array_to_string(ARRAY(
+                           SELECT p FROM pg_catalog.unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+                            WHERE pg_catalog.has_table_privilege(a.oid, c.oid, p)
+                               OR (p IN ('SELECT', 'INSERT', 'UPDATE') AND pg_catalog.has_any_column_privilege(a.oid, c.oid, p))), ', ')
+                  FROM app_roles a
+                 WHERE NOT a.rolsuper
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) x WHERE x.grantee = 0)
+          ) g
+         WHERE c.relkind IN ('r', 'p', 'v', 'm') AND g.privs IS NOT NULL AND g.privs <> ''
+        UNION ALL
+        -- jwt_rls's admin functions: minting tokens, changing keys, sessions, revocations.
+        SELECT 'critical', pg_catalog.format('function jwt_rls.%I(%s)', f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid)),
+               pg_catalog.format('%s EXECUTE on it: %s', CASE WHEN g.grantee = 0 THEN 'PUBLIC has' ELSE pg_catalog.format('application role %I has', g.rolname) END,
+                                 CASE WHEN f.proname IN ('sign', 'start_session', 'rotate_refresh_token', 'refresh') THEN 'it issues tokens with any claims'
+                                      WHEN f.proname LIKE '%key%' OR f.proname = 'import_jwks' THEN 'it changes which keys are trusted'
+                                      WHEN f.proname = 'audit' THEN 'it reveals the weaknesses of the schema'
+                                      ELSE 'it is an administrator''s function' END),
+               pg_catalog.format('REVOKE EXECUTE ON %s jwt_rls.%I(%s) FROM %s;', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                                 f.proname, pg_catalog.pg_get_function_identity_arguments(f.oid),
+                                 CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(g.rolname) END)
+          FROM pg_catalog.pg_proc f
+          JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace AND n.nspname = 'jwt_rls'
+          CROSS JOIN LATERAL (
+                SELECT 0::oid AS grantee, NULL::name AS rolname
+                 WHERE f.proacl IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(f.proacl) x WHERE x.grantee = 0)
+                UNION ALL
+                SELECT a.oid, a.rolname FROM app_roles a
+                 WHERE NOT a.rolsuper AND pg_catalog.has_function_privilege(a.oid, f.oid, 'EXECUTE')
+                   AND NOT (f.proacl IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(f.proacl) x WHERE x.grantee = 0))
+          ) g
+         WHERE f.proname IN ('keys_changed', 'table_changed', 'add_hmac_key', 'add_pem_key', 'import_jwks', 'disable_key',
+                             'enable_key', 'remove_key', 'revoke_jti', 'revoke_subject', 'revoke_token',
+                             'generate_signing_key', 'import_signing_key', 'import_signing_secret', 'sign', 'random_token',
+                             'start_session', 'rotate_refresh_token', 'refresh', 'end_session', 'end_sessions', 'audit',
+                             'add_decryption_key', 'add_decryption_secret', 'disable_decryption_key',
+                             'enable_decryption_key', 'remove_decryption_key', 'create_auth_functions',
+                             'drop_auth_functions')
+        UNION ALL
+        -- Validation policy: tokens minted for anyone else.
+        SELECT 'medium', pg_catalog.format('database %I', pg_catalog.current_database()),
+               pg_catalog.format('jwt_rls.%s is not set: %s', s.name,
+                                 CASE s.name WHEN 'issuer' THEN 'tokens of any issuer whose key is in jwt_rls.keys are accepted'
+                                             ELSE 'with jwt_rls.accept_any_audience on, tokens your issuer mints for other services (other audiences) are accepted here too' END),
+               pg_catalog.format('ALTER DATABASE %I SET jwt_rls.%s = ''...'';', pg_catalog.current_database(), s.name)
+          FROM pg_catalog.unnest(ARRAY['issuer', 'audience']) s(name)
+         WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'jwt_rls')
+           AND coalesce(pg_catalog.current_setting('jwt_rls.' || s.name, true), '') = ''
+           -- Since 0.2.0 an empty audience refuses tokens that carry aud,
+           -- unless the administrator opted out.
+           AND (s.name = 'issuer' OR pg_catalog.current_setting('jwt_rls.accept_any_audience', true) = 'on')
+        UNION ALL
+        -- Citus clusters (read below; none where Citus is not installed).
+        SELECT c.severity, c.object, c.finding, c.fix
+          FROM pg_catalog.jsonb_to_recordset(citus_findings)
+               AS c(severity pg_catalog.text, object pg_catalog.text, finding pg_catalog.text, fix pg_catalog.text)
+    )
+    SELECT f.severity, f.object, f.finding, f.fix
+      FROM findings f
+     ORDER BY pg_catalog.array_position(ARRAY['critical', 'high', 'medium', 'low'], f.severity), f.object, f.finding;
+END
+$audit$;
+
 -- Citus: the extension's tables shared with every node (src/citus/sharing.rs).
 CREATE FUNCTION jwt_rls.share_with_citus()
     RETURNS SETOF regclass

@@ -76,6 +76,7 @@ def citus():
                 admin.execute("INSERT INTO docs SELECT %s, g, 'doc' FROM generate_series(1, %s) g", (tenant, n))
         # One key store for the cluster, then the key, on the coordinator only.
         with c.admin() as admin, admin.cursor() as cur:
+            c.audit_before = findings(admin)
             shared = {r[0] for r in admin.execute("SELECT * FROM jwt_rls.share_with_citus()")}
             assert shared == set(SHARED), shared
             signer.install(cur)
@@ -84,6 +85,10 @@ def citus():
     finally:
         c.remove()
         server.stop()
+
+
+def findings(conn):
+    return {(r[0], r[1]): r for r in conn.execute("SELECT severity, object, finding, fix FROM jwt_rls.audit()")}
 
 
 def app(c):
@@ -407,6 +412,38 @@ def test_a_refresh_storm_across_the_nodes_has_one_winner_and_revokes_the_family(
     finally:
         for c in conns:
             c.close()
+
+
+def test_audit_says_when_the_tables_are_not_shared_and_when_a_table_is_distributed_by_another_column(citus):
+    unshared = citus.audit_before.get(("high", "extension jwt_rls"))
+    assert unshared and "share_with_citus()" in unshared[3], citus.audit_before
+    with citus.admin() as admin:
+        assert ("high", "extension jwt_rls") not in findings(admin)
+        admin.execute("CREATE TABLE events (tenant_id uuid NOT NULL, id bigint NOT NULL)")
+        admin.execute("SELECT create_distributed_table('events', 'id')")
+        admin.execute("SELECT jwt_rls.isolate('events', 'tenant_id', 'tenant_id')")
+        found = findings(admin)
+        wrong = found.get(("medium", "table public.events"))
+        assert wrong and "distributed by id" in wrong[2] and "distribution_column := 'tenant_id'" in wrong[3], found
+        assert ("medium", "table public.docs") not in found, found
+        admin.execute("DROP TABLE events")
+
+
+def test_audit_on_a_worker_finds_a_shard_without_the_row_level_security_of_its_table(citus):
+    worker = citus.workers[0]
+    with citus.admin(worker) as admin:
+        shard = admin.execute(
+            "SELECT 'docs_' || s.shardid FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) "
+            "WHERE s.logicalrelid = 'docs'::regclass AND p.groupid = (SELECT groupid FROM pg_dist_local_group) "
+            "LIMIT 1").fetchone()[0]
+        assert not any(k[1] == f"table public.{shard}" for k in findings(admin))
+        admin.execute(f"ALTER TABLE {shard} NO FORCE ROW LEVEL SECURITY")
+        try:
+            found = findings(admin).get(("critical", f"table public.{shard}"))
+            assert found and "not forced" in found[2] and "FORCE ROW LEVEL SECURITY" in found[3], found
+        finally:
+            admin.execute(f"ALTER TABLE {shard} FORCE ROW LEVEL SECURITY")
+        assert not any(k[1] == f"table public.{shard}" for k in findings(admin))
 
 
 def test_a_node_added_later_gets_the_current_keys_and_revocations(citus):

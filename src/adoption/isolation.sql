@@ -361,6 +361,9 @@ DECLARE
     -- Under jwt_rls.postgrest_compat, request.jwt.claims and the other
     -- request.* names (but the four PostgREST writes) are jwt_rls's too.
     compat       boolean := pg_catalog.current_setting('jwt_rls.postgrest_compat', true) = 'on';
+    -- Findings about a Citus cluster, where Citus's metadata exists here.
+    citus_findings jsonb := '[]';
+    shards_shown   text;
 BEGIN
     preloaded := EXISTS (
         SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
@@ -377,6 +380,65 @@ BEGIN
         RAISE NOTICE 'jwt_rls.audit() runs as %, which cannot read the server''s shared_preload_libraries and session_preload_libraries', current_user
             USING DETAIL = 'The catalogs it reads are readable by every role, so the findings are the same a superuser sees in this database, except that jwt_rls is taken as preloaded only when ALTER DATABASE / ALTER SYSTEM-level settings in pg_db_role_setting say so; it never looks into other databases.',
                   HINT = 'GRANT pg_read_all_settings to the auditing role, or run it as a superuser.';
+    END IF;
+    -- Citus's catalogs are read through EXECUTE, so that nothing is planned
+    -- against them where Citus is not installed.
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        -- Citus hides the shards on a worker from pg_class; they are what a
+        -- role connected to that worker could query directly.
+        shards_shown := pg_catalog.current_setting('citus.show_shards_for_app_name_prefixes', true);
+        PERFORM pg_catalog.set_config('citus.show_shards_for_app_name_prefixes', '*', true);
+        EXECUTE $findings$
+        SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('severity', f.severity, 'object', f.object,
+                                                                           'finding', f.finding, 'fix', f.fix)), '[]')
+          FROM (
+        -- Keys and revocations per node.
+        SELECT 'high'::pg_catalog.text, 'extension jwt_rls'::pg_catalog.text,
+               'keys, revocations and sessions are per node on this Citus cluster: a key added or disabled, a token revoked or a session ended on the coordinator does not reach the workers, which go on accepting what it refuses'::pg_catalog.text,
+               'SELECT * FROM jwt_rls.share_with_citus();  -- on the coordinator'::pg_catalog.text
+         WHERE pg_catalog.citus_is_coordinator()
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node n WHERE n.groupid > 0 AND n.noderole = 'primary')
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p
+                            WHERE p.logicalrelid = 'jwt_rls.keys'::pg_catalog.regclass)
+        UNION ALL
+        -- Isolated by one column, distributed by another.
+        SELECT 'medium', 'table ' || p.logicalrelid::pg_catalog.text,
+               pg_catalog.format('is distributed by %I, but its row level security compares %I with the tenant claim: every query on it runs on every shard, and each tenant''s rows are spread over every worker',
+                                 d.col, t.col),
+               pg_catalog.format('SELECT alter_distributed_table(%L, distribution_column := %L);', p.logicalrelid::pg_catalog.text, t.col)
+          FROM pg_catalog.pg_dist_partition p
+          CROSS JOIN LATERAL (SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::pg_catalog.text AS col) d
+          JOIN LATERAL (SELECT a.attname::pg_catalog.text AS col FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = p.logicalrelid AND a.attnum > 0 AND NOT a.attisdropped
+                           AND a.attname IN ($1, 'tenant_id') ORDER BY a.attname = $1 DESC LIMIT 1) t ON true
+         WHERE p.partmethod = 'h' AND d.col <> t.col
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy pol WHERE pol.polrelid = p.logicalrelid
+                          AND pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+                                                        pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)) LIKE '%jwt_claim(%')
+        UNION ALL
+        -- A shard on this node without the row level security of its table.
+        SELECT 'critical', 'table ' || c.oid::pg_catalog.regclass::pg_catalog.text,
+               pg_catalog.format('is this node''s shard of %s, which has row level security, but %s: a role connected to this node that queries the shard directly reads its rows unfiltered',
+                                 p.logicalrelid::pg_catalog.text,
+                                 CASE WHEN NOT c.relrowsecurity THEN 'row level security is not enabled on it'
+                                      WHEN d.relforcerowsecurity AND NOT c.relforcerowsecurity THEN 'it is not forced on it'
+                                      ELSE 'it has no policies' END),
+               pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY%s; and give it the policies of %s (Citus made them when it created the shard).',
+                                 c.oid::pg_catalog.regclass, CASE WHEN d.relforcerowsecurity THEN ', FORCE ROW LEVEL SECURITY' ELSE '' END,
+                                 p.logicalrelid::pg_catalog.text)
+          FROM pg_catalog.pg_dist_partition p
+          JOIN pg_catalog.pg_class d ON d.oid = p.logicalrelid AND d.relrowsecurity
+          JOIN pg_catalog.pg_namespace n ON n.oid = d.relnamespace
+          JOIN pg_catalog.pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+          JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = sh.shardid
+                                              AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g)
+          JOIN pg_catalog.pg_class c
+            ON c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(n.nspname) || '.'
+                                              || pg_catalog.quote_ident(d.relname || '_' || sh.shardid))
+         WHERE NOT c.relrowsecurity OR (d.relforcerowsecurity AND NOT c.relforcerowsecurity)
+            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy pol WHERE pol.polrelid = c.oid)) f(severity, object, finding, fix)
+        $findings$ INTO citus_findings USING tenant_claim;
+        PERFORM pg_catalog.set_config('citus.show_shards_for_app_name_prefixes', coalesce(shards_shown, ''), true);
     END IF;
     RETURN QUERY
     WITH RECURSIVE
@@ -684,6 +746,11 @@ BEGIN
            -- Since 0.2.0 an empty audience refuses tokens that carry aud,
            -- unless the administrator opted out.
            AND (s.name = 'issuer' OR pg_catalog.current_setting('jwt_rls.accept_any_audience', true) = 'on')
+        UNION ALL
+        -- Citus clusters (read below; none where Citus is not installed).
+        SELECT c.severity, c.object, c.finding, c.fix
+          FROM pg_catalog.jsonb_to_recordset(citus_findings)
+               AS c(severity pg_catalog.text, object pg_catalog.text, finding pg_catalog.text, fix pg_catalog.text)
     )
     SELECT f.severity, f.object, f.finding, f.fix
       FROM findings f
