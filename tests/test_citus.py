@@ -119,6 +119,37 @@ def test_authenticate_binds_the_token_on_every_worker_a_transaction_touches(citu
         assert seen(conn, citus.signer.token(TENANT_B)) == ROWS[TENANT_B]
 
 
+def test_insert_select_a_cte_and_a_delegated_function_see_only_the_tokens_tenant(citus):
+    with citus.admin() as admin:
+        admin.execute("CREATE TABLE docs_copy (tenant_id uuid NOT NULL, id int NOT NULL, body text)")
+        admin.execute("SELECT create_distributed_table('docs_copy', 'tenant_id', colocate_with => 'docs')")
+        admin.execute("GRANT SELECT, INSERT, DELETE ON docs_copy TO app")
+        admin.execute("CREATE FUNCTION docs_of(t uuid) RETURNS bigint LANGUAGE sql AS "
+                      "$$ SELECT count(*) FROM docs WHERE tenant_id = t $$")
+        admin.execute("SELECT create_distributed_function('docs_of(uuid)', 't', colocate_with => 'docs')")
+        admin.execute("GRANT EXECUTE ON FUNCTION docs_of(uuid) TO app")
+    token = citus.signer.token(TENANT_A)
+    try:
+        with app(citus) as conn:
+            with conn.transaction():
+                conn.execute("SELECT jwt_rls.authenticate(%s)", (token,))
+                # INSERT ... SELECT: the SELECT sees the token's tenant only.
+                conn.execute("INSERT INTO docs_copy SELECT * FROM docs")
+            with citus.admin() as admin:
+                assert admin.execute("SELECT tenant_id, count(*) FROM docs_copy GROUP BY 1").fetchall() \
+                    == [(TENANT_A, ROWS[TENANT_A])]
+            assert seen(conn, token, "WITH d AS (SELECT tenant_id FROM docs) "
+                                     "SELECT count(*) FROM d JOIN docs_copy c USING (tenant_id)") \
+                == ROWS[TENANT_A] * ROWS[TENANT_A]
+            assert seen(conn, token, "SELECT docs_of(%s)", (TENANT_A,)) == ROWS[TENANT_A]
+            assert seen(conn, token, "SELECT docs_of(%s)", (TENANT_B,)) == 0
+            assert conn.execute("SELECT docs_of(%s)", (TENANT_A,)).fetchone()[0] == 0
+    finally:
+        with citus.admin() as admin:
+            admin.execute("DROP TABLE docs_copy")
+            admin.execute("DROP FUNCTION docs_of(uuid)")
+
+
 def test_writes_are_checked_on_the_workers(citus):
     token = citus.signer.token(TENANT_A)
     with app(citus) as conn:
