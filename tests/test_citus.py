@@ -477,7 +477,7 @@ def test_audit_on_a_worker_finds_a_shard_without_the_row_level_security_of_its_t
         assert not any(k[1] == f"table public.{shard}" for k in findings(admin))
 
 
-def test_a_node_added_later_gets_the_current_keys_and_revocations(citus):
+def test_a_node_added_later_fails_closed_until_it_has_the_copies_then_follows_every_change(citus):
     late = Cluster(conf=CITUS_CONF)
     try:
         late.start()
@@ -485,19 +485,63 @@ def test_a_node_added_later_gets_the_current_keys_and_revocations(citus):
             admin.execute("CREATE EXTENSION citus")
         with citus.admin() as admin:
             admin.execute("SELECT citus_add_node('127.0.0.1', %s)", (late.port,))
+        token = citus.signer.token(TENANT_A, jti="citus-late-1")
+        with citus.admin(late) as there:
+            # Citus knows the tables are shared, the node has no copy yet:
+            # refused, not read from another node's copy.
+            e = error(there, "SELECT jwt_rls.authenticate(%s)", (token,))
+            assert e is not None and e.sqlstate == "55000" and "no copy" in e.diag.message_primary, e
+        with citus.admin() as admin:
             # Citus copies reference tables to a new node when asked (or
             # when a distributed table's shards move there); without
             # logical replication here, by blocking writes for the copy.
             admin.execute("SELECT replicate_reference_tables('block_writes')")
-            admin.execute("SELECT jwt_rls.revoke_jti('citus-late-1', now() + interval '1 hour')")
         with citus.admin(late) as there:
             assert there.execute("SHOW jwt_rls.audience").fetchone()[0] == AUDIENCE
-            assert verifies(there, citus.signer.token(TENANT_A)) is None
-            assert verifies(there, citus.signer.token(TENANT_A, jti="citus-late-1")) == "28000"
+            assert verifies(there, token) is None
+            # The copies came with the triggers that announce a change.
+            there.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
+            triggers = there.execute(
+                "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE c.relname LIKE 'revoked\\_tokens\\_%' AND NOT t.tgisinternal").fetchone()[0]
+            assert triggers == 1, triggers
+            with citus.admin() as admin:
+                admin.execute("SELECT jwt_rls.revoke_jti('citus-late-1', now() + interval '1 hour')")
+            # The same connection, which verified the token before.
+            assert verifies(there, token) == "28000"
     finally:
         with citus.admin() as admin:
             admin.execute("SELECT citus_remove_node('127.0.0.1', %s)", (late.port,))
         late.remove()
+
+
+def test_share_with_citus_refuses_while_a_worker_holds_rows_of_its_own():
+    """A revocation recorded only on a worker (the per-node way before
+    sharing) would be lifted once the workers read the shared copies: the
+    call refuses, naming the worker, until it is moved and emptied."""
+    c = CitusCluster(workers=1).start()
+    try:
+        with c.admin() as admin:
+            admin.execute("CREATE EXTENSION jwt_rls")
+        with c.admin(c.workers[0]) as worker:
+            worker.execute("SELECT jwt_rls.revoke_jti('only-here', now() + interval '1 hour')")
+        with c.admin() as admin:
+            e = error(admin, "SELECT jwt_rls.share_with_citus()")
+            assert e is not None and e.sqlstate == "55000", e
+            assert f"127.0.0.1:{c.workers[0].port} (1 rows)" in e.diag.message_detail, e.diag.message_detail
+            assert admin.execute("SELECT count(*) FROM pg_dist_partition").fetchone()[0] == 0
+            admin.execute("SELECT jwt_rls.revoke_jti('only-here', now() + interval '1 hour')")
+        with c.admin(c.workers[0]) as worker:
+            worker.execute("TRUNCATE jwt_rls.revoked_tokens")
+        with c.admin() as admin, admin.transaction():
+            assert admin.execute("SELECT count(*) FROM jwt_rls.share_with_citus()").fetchone()[0] == len(SHARED)
+            # What it turned on for itself is off again for the rest of the transaction.
+            assert admin.execute("SHOW citus.enable_unsafe_triggers").fetchone()[0] == "off"
+        with c.admin(c.workers[0]) as worker:
+            assert worker.execute("SELECT count(*) FROM jwt_rls.revoked_tokens WHERE jti = 'only-here'"
+                                  ).fetchone()[0] == 1
+    finally:
+        c.remove()
 
 
 def test_a_dpop_bound_token_is_refused_on_citus_without_reaching_the_workers(citus):

@@ -383,7 +383,8 @@ BEGIN
     END IF;
     -- Citus's catalogs are read through EXECUTE, so that nothing is planned
     -- against them where Citus is not installed.
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
+       AND pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NOT NULL THEN
         -- Citus hides the shards on a worker from pg_class; they are what a
         -- role connected to that worker could query directly.
         shards_shown := pg_catalog.current_setting('citus.show_shards_for_app_name_prefixes', true);

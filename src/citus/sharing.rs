@@ -45,6 +45,9 @@ DECLARE
     rels regclass[];
     names name[];
     defs text[];
+    unready text;
+    holding text;
+    triggers text := pg_catalog.current_setting('citus.enable_unsafe_triggers', true);
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
         RAISE EXCEPTION 'citus is not installed in this database'
@@ -61,6 +64,42 @@ BEGIN
                                        WHERE p.logicalrelid OPERATOR(pg_catalog.=) u.t)) THEN
         RETURN;
     END IF;
+    -- Every node must get a copy and know it has one: the coordinator in
+    -- Citus's metadata (reference tables are placed only on nodes there),
+    -- every primary active with its metadata synced (a node without it
+    -- would read its own, stale tables).
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_node n WHERE n.groupid = 0) THEN
+        RAISE EXCEPTION 'the coordinator is not in Citus''s node metadata'
+            USING ERRCODE = '55000',
+                  DETAIL = 'Reference tables are placed only on nodes in pg_dist_node; without a copy here the coordinator could not read the keys.',
+                  HINT = 'Run SELECT citus_set_coordinator_host(''<this host>'', <port>); then call share_with_citus() again.';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s', n.nodename, n.nodeport), ', ' ORDER BY n.nodeid) INTO unready
+      FROM pg_catalog.pg_dist_node n
+     WHERE n.noderole = 'primary' AND n.groupid <> 0 AND NOT (n.isactive AND n.hasmetadata AND n.metadatasynced);
+    IF unready IS NOT NULL THEN
+        RAISE EXCEPTION 'not every worker is active with Citus''s metadata synced'
+            USING ERRCODE = '55000', DETAIL = pg_catalog.format('Not ready: %s.', unready),
+                  HINT = 'Activate the nodes and let Citus sync its metadata to them (SELECT start_metadata_sync_to_node(...)), then call share_with_citus() again.';
+    END IF;
+    -- Rows a worker holds in its own tables (added there before sharing)
+    -- would be neither read nor removed once the copies are read: a
+    -- revocation recorded only there would be lifted, a private key left
+    -- behind. Refused until they are moved to the coordinator.
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s (%s)', r.nodename, r.nodeport,
+                                 CASE WHEN r.success THEN r.result || ' rows' ELSE 'unreachable' END), ', ') INTO holding
+      FROM pg_catalog.run_command_on_workers($rows$
+            SELECT (SELECT pg_catalog.count(*) FROM jwt_rls.jwks_sources) + (SELECT pg_catalog.count(*) FROM jwt_rls.keys)
+                 + (SELECT pg_catalog.count(*) FROM jwt_rls.signing_keys) + (SELECT pg_catalog.count(*) FROM jwt_rls.decryption_keys)
+                 + (SELECT pg_catalog.count(*) FROM jwt_rls.revoked_tokens) + (SELECT pg_catalog.count(*) FROM jwt_rls.revoked_subjects)
+                 + (SELECT pg_catalog.count(*) FROM jwt_rls.sessions) + (SELECT pg_catalog.count(*) FROM jwt_rls.refresh_tokens)
+           $rows$) r
+     WHERE NOT r.success OR r.result <> '0';
+    IF holding IS NOT NULL THEN
+        RAISE EXCEPTION 'workers hold rows in their own jwt_rls tables'
+            USING ERRCODE = '55000', DETAIL = pg_catalog.format('Workers: %s.', holding),
+                  HINT = 'Add what they hold (keys, revocations) on the coordinator, empty the tables on each worker (TRUNCATE jwt_rls.keys, jwt_rls.jwks_sources, jwt_rls.signing_keys, jwt_rls.decryption_keys, jwt_rls.revoked_tokens, jwt_rls.revoked_subjects, jwt_rls.sessions, jwt_rls.refresh_tokens CASCADE;), then call share_with_citus() again.';
+    END IF;
 
     SELECT coalesce(pg_catalog.array_agg(c.conrelid::regclass ORDER BY c.conname), '{}'),
            coalesce(pg_catalog.array_agg(c.conname ORDER BY c.conname), '{}'),
@@ -72,6 +111,8 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', rels[k], names[k]);
     END LOOP;
 
+    -- Citus refuses tables with triggers unless told; ours only queue a
+    -- relcache invalidation of their own relation. Restored below.
     PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
     FOREACH t IN ARRAY tables LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_partition p
@@ -91,6 +132,7 @@ BEGIN
         EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', rels[k], names[k]);
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', rels[k], names[k], defs[k]);
     END LOOP;
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', coalesce(triggers, 'off'), true);
 END
 $share$;
 COMMENT ON FUNCTION jwt_rls.share_with_citus() IS

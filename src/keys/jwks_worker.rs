@@ -193,7 +193,8 @@ fn sources() -> Vec<SourceRow> {
         // would write the same keys again, racing it.
         let citus: Option<bool> = client
             .select(
-                "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+                "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL \
+                   AND pg_catalog.to_regprocedure('pg_catalog.citus_is_coordinator()') IS NOT NULL",
                 None,
                 &[],
             )?

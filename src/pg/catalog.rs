@@ -28,6 +28,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgRelation;
 
+use super::errors;
+
 /// One watched table: its name, the OIDs of the table and of the relation
 /// read here once looked up (0 before; the same table without Citus), the
 /// generation bumped when either changes, and the Citus shard found at a
@@ -75,7 +77,10 @@ impl Watched {
     /// The relation to read this table from (see the module comment),
     /// remembered for the invalidation callback; None when the extension
     /// is not installed in this database. The Citus lookup runs again
-    /// only after the table (or its metadata) changed.
+    /// only after the table (or its metadata) changed. A table Citus
+    /// shares but this node holds no copy of raises an error: reading the
+    /// table itself would read another node's copy, whose changes this
+    /// node's backends would never hear of.
     pub fn relation(&self) -> Option<Relation> {
         let table = table_oid(self.name)?;
         self.shell.store(table.to_u32(), Ordering::Relaxed);
@@ -83,32 +88,37 @@ impl Watched {
         let shard = if self.placed_at.load(Ordering::Relaxed) == generation.wrapping_add(1) {
             self.shard.load(Ordering::Relaxed)
         } else {
-            let shard = citus_shard(table).unwrap_or(0);
-            self.shard.store(shard, Ordering::Relaxed);
-            self.placed_at
-                .store(generation.wrapping_add(1), Ordering::Relaxed);
+            let shard = match citus_placement(table) {
+                Placement::None => 0,
+                Placement::Local(shard) => shard,
+                Placement::Elsewhere => errors::no_local_copy(&self.name.to_string_lossy()),
+            };
+            // Only an answer read under the latest snapshot is kept (a
+            // parallel worker reads under the statement's).
+            if fresh() {
+                self.shard.store(shard, Ordering::Relaxed);
+                self.placed_at
+                    .store(generation.wrapping_add(1), Ordering::Relaxed);
+            }
             shard
         };
         let name = self.name.to_string_lossy();
-        if shard != 0 {
-            let local = format!("{name}_{shard}");
-            let placement = CString::new(local.as_str())
-                .ok()
-                .and_then(|local| table_oid(&local));
-            if let Some(oid) = placement {
-                self.oid.store(oid.to_u32(), Ordering::Relaxed);
-                return Some(Relation {
-                    oid,
-                    name: format!("jwt_rls.{local}"),
-                });
-            }
+        if shard == 0 {
+            self.oid.store(table.to_u32(), Ordering::Relaxed);
+            return Some(Relation {
+                oid: table,
+                name: format!("jwt_rls.{name}"),
+            });
         }
-        // Without a local placement (no Citus, not shared, or a node that
-        // holds none) the table itself is read.
-        self.oid.store(table.to_u32(), Ordering::Relaxed);
+        let local = format!("{name}_{shard}");
+        let oid = CString::new(local.as_str())
+            .ok()
+            .and_then(|local| table_oid(&local))
+            .unwrap_or_else(|| errors::no_local_copy(&name));
+        self.oid.store(oid.to_u32(), Ordering::Relaxed);
         Some(Relation {
-            oid: table,
-            name: format!("jwt_rls.{name}"),
+            oid,
+            name: format!("jwt_rls.{local}"),
         })
     }
 
@@ -125,11 +135,21 @@ impl Watched {
     }
 }
 
-/// The one shard of `table` when Citus manages it (a reference table has
-/// exactly one, placed on every node); None without Citus or for a table
-/// it does not manage. Citus keeps its metadata in pg_catalog.pg_dist_shard
-/// in a database where its extension exists; elsewhere nothing is read.
-fn citus_shard(table: pg_sys::Oid) -> Option<u64> {
+/// Where Citus keeps `table`'s rows, seen from this node.
+enum Placement {
+    /// Not a table Citus manages (or no Citus here): the table itself.
+    None,
+    /// Its one shard (a reference table's), placed on this node.
+    Local(u64),
+    /// Managed by Citus, but with no placement on this node.
+    Elsewhere,
+}
+
+/// Citus keeps its metadata in pg_catalog.pg_dist_shard and
+/// pg_dist_placement in a database where its extension exists; elsewhere
+/// nothing is read. A table with more than one shard (not one of ours as
+/// `share_with_citus()` makes them) counts as elsewhere: fail closed.
+fn citus_placement(table: pg_sys::Oid) -> Placement {
     // SAFETY: a catalog lookup by NUL-terminated name; InvalidOid when absent.
     let metadata = unsafe {
         pg_sys::get_relname_relid(
@@ -138,18 +158,24 @@ fn citus_shard(table: pg_sys::Oid) -> Option<u64> {
         )
     };
     if metadata == pg_sys::InvalidOid {
-        return None;
+        return Placement::None;
     }
-    let (shard, count) = as_owner_of(table, || {
-        read_row::<i64, i64>(
-            "SELECT pg_catalog.min(shardid), pg_catalog.count(*) FROM pg_catalog.pg_dist_shard \
-             WHERE logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+    let (shard, local) = as_owner_of(table, || {
+        read_row::<i64, bool>(
+            "SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.=) 1 THEN pg_catalog.min(s.shardid) \
+                         WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 THEN 0 END, \
+                    pg_catalog.bool_or(EXISTS (SELECT 1 FROM pg_catalog.pg_dist_placement p \
+                        WHERE p.shardid OPERATOR(pg_catalog.=) s.shardid \
+                          AND p.groupid OPERATOR(pg_catalog.=) (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g))) \
+             FROM pg_catalog.pg_dist_shard s \
+             WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
             &[table.into()],
         )
     });
-    match (shard, count) {
-        (Some(shard), Some(1)) => u64::try_from(shard).ok(),
-        _ => None,
+    match (shard.map(u64::try_from), local) {
+        (None, _) => Placement::None,
+        (Some(Ok(shard)), Some(true)) if shard != 0 => Placement::Local(shard),
+        _ => Placement::Elsewhere,
     }
 }
 

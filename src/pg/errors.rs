@@ -164,6 +164,23 @@ pub fn not_supported_on_citus(message: &str, detail: &str) -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// Raises: Citus shares jwt_rls's table `table`, but this node holds no
+/// copy of it (fail closed: its keys and revocations cannot be read here).
+pub fn no_local_copy(table: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("this node holds no copy of jwt_rls.{table}"),
+        "jwt_rls",
+    )
+    .set_detail(
+        "Citus shares jwt_rls's tables with every node (share_with_citus()), and this node has no placement of \
+         this one yet, so its keys and revocations cannot be read here.",
+    )
+    .set_hint("On the coordinator, run SELECT replicate_reference_tables(); (see docs/guides/citus.md).")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
 /// Raises a NULL argument of a function that refuses one.
 #[track_caller]
 pub fn null_argument(name: &str) -> ! {
