@@ -322,21 +322,25 @@ def cluster_cpu_s(cluster, split=False):
     return (user, system) if split else user + system
 
 
-def pgbench_cpu(cluster, script, seconds, mode, defines, pooler_pid=None, **kw):
+def pgbench_cpu(cluster, script, seconds, mode, defines, pooler_pid=None, others=(), **kw):
     """pgbench() and the CPU time it cost per transaction, in µs: the
     server's, pgbench's own and the pooler's, if any. CPU time, unlike
-    2 / TPS, does not count time the developer's compiler took from us."""
-    children = len(children_of(postmaster_pid(cluster)))
+    2 / TPS, does not count time the developer's compiler took from us.
+    `others`: more clusters the server's work runs on (a Citus cluster's
+    workers, whose connections end with the coordinator's backends)."""
+    servers = [cluster, *others]
+    children = [len(children_of(postmaster_pid(c))) for c in servers]
 
     def cpu():
         own = resource.getrusage(resource.RUSAGE_CHILDREN)  # pgbench, once waited for
-        server = cluster_cpu_s(cluster) + (process_cpu_s(pooler_pid) if pooler_pid else 0)
+        server = sum(cluster_cpu_s(c) for c in servers) + (process_cpu_s(pooler_pid) if pooler_pid else 0)
         return server, own.ru_utime + own.ru_stime
     server0, client0 = cpu()
     tps = pgbench(cluster, script, seconds, mode, defines, **kw)
     if pooler_pid is None:
         # pgbench's own connections end with it; a pooler's stay open.
-        settle(cluster, children)
+        for c, k in zip(servers, children):
+            settle(c, k)
     server1, client1 = cpu()
     n = tps * seconds
     return tps, {"server": (server1 - server0) / n * 1e6, "client": (client1 - client0) / n * 1e6}
@@ -409,13 +413,19 @@ PAIRED_TEXT = ("Ours and the PostgREST-style side run in turns, ours first in on
                "next; ratios and CPU figures are medians over the rounds, TPS columns means.")
 
 
-def pair(cluster, name, ours, theirs, seconds, rounds, mode, defines):
+def in_turns(cluster, ours, theirs, seconds, rounds, mode, defines, others=()):
     """Runs the two scripts in turns (see `turns`), `rounds` times each."""
     paired = Paired()
     for order in turns(rounds):
         for is_ours in order:
-            tps, cpu = pgbench_cpu(cluster, ours if is_ours else theirs, seconds, mode, defines)
+            tps, cpu = pgbench_cpu(cluster, ours if is_ours else theirs, seconds, mode, defines, others=others)
             paired.add(is_ours, tps, cpu)
+    return paired
+
+
+def pair(cluster, name, ours, theirs, seconds, rounds, mode, defines):
+    """`in_turns`, logged and kept for the README's TPS table."""
+    paired = in_turns(cluster, ours, theirs, seconds, rounds, mode, defines)
     log(f"  {name:34} {paired.line()}")
     a, b = paired.tps
     results.setdefault("tps", []).append((name, a, b, paired.ratio))
@@ -1184,27 +1194,10 @@ CITUS_TEXT = ("Citus: a coordinator and two workers on this machine (jwt_rls and
               "has seen, so every node the query touches verifies it.")
 
 
-def citus_cpu_s(nodes):
-    return sum(cluster_cpu_s(n) for n in nodes)
-
-
 def citus_pair(c, name, ours, theirs, seconds, rounds, defines):
     """`pair` on a Citus cluster: pgbench through the coordinator, CPU summed
     over every node."""
-    paired = Paired()
-    for order in turns(rounds):
-        for is_ours in order:
-            children = [len(children_of(postmaster_pid(n))) for n in c.nodes]
-            own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            server0 = citus_cpu_s(c.nodes)
-            tps = pgbench(c.coordinator, ours if is_ours else theirs, seconds, "simple", defines)
-            for n, k in zip(c.nodes, children):
-                settle(n, k)
-            server1 = citus_cpu_s(c.nodes)
-            own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            client = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
-            n_tx = tps * seconds
-            paired.add(is_ours, tps, {"server": (server1 - server0) / n_tx * 1e6, "client": client / n_tx * 1e6})
+    paired = in_turns(c.coordinator, ours, theirs, seconds, rounds, "simple", defines, others=c.workers)
     log(f"  {name:34} {paired.line()}")
     (a, b), (cpu_a, cpu_b) = paired.tps, paired.cpu
     results.setdefault("citus", []).append({"name": name, "ours": a, "theirs": b, "ratio": paired.ratio,

@@ -47,6 +47,8 @@ DECLARE
     defs text[];
     unready text;
     holding text;
+    counted text;
+    listed text;
     triggers text := pg_catalog.current_setting('citus.enable_unsafe_triggers', true);
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
@@ -86,19 +88,18 @@ BEGIN
     -- would be neither read nor removed once the copies are read: a
     -- revocation recorded only there would be lifted, a private key left
     -- behind. Refused until they are moved to the coordinator.
+    SELECT pg_catalog.string_agg(pg_catalog.format('(SELECT pg_catalog.count(*) FROM %s)', u.t), ' + '),
+           pg_catalog.string_agg(u.t::text, ', ')
+      INTO counted, listed
+      FROM pg_catalog.unnest(tables) u(t);
     SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s (%s)', r.nodename, r.nodeport,
                                  CASE WHEN r.success THEN r.result || ' rows' ELSE 'unreachable' END), ', ') INTO holding
-      FROM pg_catalog.run_command_on_workers($rows$
-            SELECT (SELECT pg_catalog.count(*) FROM jwt_rls.jwks_sources) + (SELECT pg_catalog.count(*) FROM jwt_rls.keys)
-                 + (SELECT pg_catalog.count(*) FROM jwt_rls.signing_keys) + (SELECT pg_catalog.count(*) FROM jwt_rls.decryption_keys)
-                 + (SELECT pg_catalog.count(*) FROM jwt_rls.revoked_tokens) + (SELECT pg_catalog.count(*) FROM jwt_rls.revoked_subjects)
-                 + (SELECT pg_catalog.count(*) FROM jwt_rls.sessions) + (SELECT pg_catalog.count(*) FROM jwt_rls.refresh_tokens)
-           $rows$) r
+      FROM pg_catalog.run_command_on_workers('SELECT ' || counted) r
      WHERE NOT r.success OR r.result <> '0';
     IF holding IS NOT NULL THEN
         RAISE EXCEPTION 'workers hold rows in their own jwt_rls tables'
             USING ERRCODE = '55000', DETAIL = pg_catalog.format('Workers: %s.', holding),
-                  HINT = 'Add what they hold (keys, revocations) on the coordinator, empty the tables on each worker (TRUNCATE jwt_rls.keys, jwt_rls.jwks_sources, jwt_rls.signing_keys, jwt_rls.decryption_keys, jwt_rls.revoked_tokens, jwt_rls.revoked_subjects, jwt_rls.sessions, jwt_rls.refresh_tokens CASCADE;), then call share_with_citus() again.';
+                  HINT = pg_catalog.format('Add what they hold (keys, revocations) on the coordinator, empty the tables on each worker (TRUNCATE %s CASCADE;), then call share_with_citus() again.', listed);
     END IF;
 
     SELECT coalesce(pg_catalog.array_agg(c.conrelid::regclass ORDER BY c.conname), '{}'),
