@@ -1228,3 +1228,11 @@ $share$;
 COMMENT ON FUNCTION jwt_rls.share_with_citus() IS
     'On a Citus coordinator: makes the key, revocation and session tables reference tables, one copy on every node; returns the tables it shared';
 REVOKE EXECUTE ON FUNCTION jwt_rls.share_with_citus() FROM PUBLIC;
+
+-- A fetched key verifies only its source's issuer's tokens, so a source
+-- whose issuer changes changes what its keys accept: every backend reloads
+-- its keys at commit, as for a change to the key table. The worker's own
+-- status writes (last_attempt, failures, ...) do not reload anything.
+CREATE TRIGGER jwks_sources_changed
+    AFTER UPDATE OF id, issuer OR DELETE OR TRUNCATE ON jwt_rls.jwks_sources
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.keys_changed();

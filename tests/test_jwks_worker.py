@@ -178,6 +178,33 @@ def test_a_fetched_key_verifies_only_its_issuers_tokens(provider):
             conn.execute(f"ALTER DATABASE postgres SET jwt_rls.issuer = '{server.issuer}'")
 
 
+def test_a_source_given_another_issuer_changes_open_connections_keys(provider):
+    """A fetched key is bound to its source's issuer: when the source's
+    issuer changes, a connection already open stops accepting the old
+    issuer's tokens with that key from its next statement (the keys are
+    reloaded at commit, as for a change to the key table), and accepts
+    them again once the issuer is put back."""
+    c, server, first = provider
+    wait_for(lambda: key_state(c, first.kid) is not None, timeout=15)
+    with admin(c) as conn:
+        kid = conn.execute("SELECT kid FROM jwt_rls.keys WHERE enabled AND source_id IS NOT NULL LIMIT 1").fetchone()[0]
+    signer = next(s for s in SIGNERS if s.kid == kid)
+    bind = "SELECT jwt_rls.authenticate(%s)"
+    with psycopg.connect(c.dsn(user="app"), autocommit=True) as app:
+        assert error(app, bind, (signer.token(TENANT_A, iss=server.issuer),)) is None
+        with admin(c) as conn:
+            conn.execute("UPDATE jwt_rls.jwks_sources SET issuer = 'https://moved.example' WHERE issuer = %s",
+                         (server.issuer,))
+        try:
+            e = error(app, bind, (signer.token(TENANT_A, iss=server.issuer),))
+            assert e is not None and e.sqlstate == "28000", "the key now vouches only for the moved issuer"
+        finally:
+            with admin(c) as conn:
+                conn.execute("UPDATE jwt_rls.jwks_sources SET issuer = %s WHERE issuer = 'https://moved.example'",
+                             (server.issuer,))
+        assert error(app, bind, (signer.token(TENANT_A, iss=server.issuer),)) is None
+
+
 def test_deleting_a_source_deletes_its_keys(provider):
     c, server, _ = provider
     with admin(c) as conn:

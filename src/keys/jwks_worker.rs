@@ -459,6 +459,14 @@ ALTER TABLE jwt_rls.keys
     ADD COLUMN missing_since timestamptz;
 COMMENT ON COLUMN jwt_rls.keys.source_id IS
     'The JWKS source the refresh worker keeps this key for (deleting the source deletes its keys); NULL: added by hand';
+
+-- A fetched key verifies only its source's issuer's tokens, so a source
+-- whose issuer changes changes what its keys accept: every backend reloads
+-- its keys at commit, as for a change to the key table. The worker's own
+-- status writes (last_attempt, failures, ...) do not reload anything.
+CREATE TRIGGER jwks_sources_changed
+    AFTER UPDATE OF id, issuer OR DELETE OR TRUNCATE ON jwt_rls.jwks_sources
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.keys_changed();
 "#,
     name = "jwks_sources",
     requires = ["key_table"]

@@ -43,7 +43,7 @@ use jwt_rls_core::header::{algorithm, algorithm_name};
 use jwt_rls_core::{DecryptionKeySet, Error, KeySet, Policy, Verified};
 
 use crate::keys::{decryption, jwks_worker, store as keystore};
-use crate::pg::catalog::{DECRYPTION_KEYS, KEYS};
+use crate::pg::catalog::{DECRYPTION_KEYS, JWKS_SOURCES, KEYS};
 use crate::pg::{clock, fmgr};
 use crate::settings::{self, POLICY_GENERATION};
 use crate::shared::cache as shared_cache;
@@ -64,10 +64,13 @@ struct Keys {
     decrypt: DecryptionKeySet,
 }
 
-/// Changes whenever either key table changes: both generations only grow,
-/// so their sum moves whenever one does.
+/// Changes whenever either key table changes, or the JWKS sources whose
+/// issuers bind fetched keys: the generations only grow, so their sum moves
+/// whenever one does.
 pub fn keys_generation() -> u64 {
-    KEYS.generation().wrapping_add(DECRYPTION_KEYS.generation())
+    KEYS.generation()
+        .wrapping_add(DECRYPTION_KEYS.generation())
+        .wrapping_add(JWKS_SOURCES.generation())
 }
 struct Backend {
     keys: Option<(u64, Rc<Keys>)>,
