@@ -10,7 +10,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::crypto::{aws_lc::DEFAULT_PROVIDER, JwtVerifier};
+use jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
@@ -20,6 +20,7 @@ use crate::error::{Error, KeyError, Part, Result};
 use crate::fingerprint::{fingerprint, Fingerprint};
 use crate::json::parse_object;
 use crate::select::{KeyRing, Refusals, Selectable};
+use crate::verifier::Verifier;
 // The limits live in the leaf `limits` (error messages quote them);
 // re-exported because callers know them by this path.
 pub use crate::limits::{MAX_KID_BYTES, MIN_RSA_BITS};
@@ -70,7 +71,7 @@ pub struct Key {
     /// The only issuer whose tokens this key verifies, when it was fetched
     /// from that issuer (`bind_issuer`); None: whatever the policy accepts.
     pub issuer: Option<String>,
-    verifier: Box<dyn JwtVerifier>,
+    verifier: Verifier,
 }
 
 impl std::fmt::Debug for Key {
@@ -302,12 +303,8 @@ impl Key {
             Format::Pem => from_pem(alg, material)?,
             Format::Jwk => from_jwk(alg, material)?,
         };
-        let verifier = (DEFAULT_PROVIDER.verifier_factory)(&alg, &decoding).map_err(|e| {
-            KeyError::CannotVerify {
-                alg,
-                reason: e.to_string(),
-            }
-        })?;
+        let verifier = Verifier::new(alg, &decoding)
+            .map_err(|reason| KeyError::CannotVerify { alg, reason })?;
         Ok(Key {
             kid: kid.to_string(),
             alg,
@@ -335,14 +332,7 @@ impl Key {
 
     /// Checks `signature` over `signing_input` with this key's algorithm.
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        self.verify_decoded(signing_input, &signature.to_vec())
-    }
-
-    /// The same, for a signature already in the `Vec` jsonwebtoken's
-    /// verifier takes (the hot path: no copy).
-    #[allow(clippy::ptr_arg)]
-    pub fn verify_decoded(&self, signing_input: &[u8], signature: &Vec<u8>) -> bool {
-        self.verifier.verify(signing_input, signature).is_ok()
+        self.verifier.verify(signing_input, signature)
     }
 }
 

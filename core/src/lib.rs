@@ -2,13 +2,15 @@
 //! verification with no PostgreSQL dependency. The extension crate is a
 //! thin shell around `verify` (or `verify_any`), `Verified::claim` (`claims::claim_text`) and the key store types here.
 //!
-//! Signatures are checked by the `jsonwebtoken` crate's aws-lc-rs backend;
-//! everything it is lenient about (JSON duplicates and types, time claims,
+//! Keys are read by the `jsonwebtoken` crate and signatures checked by
+//! aws-lc-rs (the library behind jsonwebtoken's backend), with each key
+//! parsed once (`verifier`); everything jsonwebtoken is lenient about (JSON duplicates and types, time claims,
 //! header extensions, base64 spelling) is checked here first.
 //!
 //! Modules, each using only those on the lines above it (no module imports
 //! another that imports it back; `scripts/check-imports.py` checks this):
-//! - leaves, using nothing of the crate: `alg` (algorithm names), `limits`
+//! - leaves, using nothing of the crate: `alg` (algorithm names), `verifier`
+//!   (a key parsed once for its signature checks), `limits`
 //!   (key and proof limits), `fingerprint` (SHA-256 helpers), `thumbprint`
 //!   (RFC 7638 JWK thumbprints);
 //! - `error`: the error types and their texts;
@@ -42,6 +44,7 @@ pub mod replay;
 pub mod select;
 pub mod sign;
 pub mod thumbprint;
+pub mod verifier;
 pub mod verify;
 
 pub use claims::{Policy, Times};

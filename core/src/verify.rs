@@ -126,7 +126,7 @@ pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<V
             token_alg: algorithm_name(header.alg),
         });
     }
-    if !key.verify_decoded(seg.signing_input.as_bytes(), &signature) {
+    if !key.verify(seg.signing_input.as_bytes(), &signature) {
         return Err(Error::BadSignature);
     }
 

@@ -47,6 +47,11 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+fn base64_url(bytes: &[u8]) -> String {
+    // An HMAC secret is stored as unpadded base64url, as JWK members are.
+    encode_secret(bytes)
+}
+
 fn secret(hex_bytes: &str) -> String {
     encode_secret(&hex(hex_bytes))
 }
@@ -197,6 +202,16 @@ fn cases() -> Vec<(Error, KeyError, &'static str)> {
         (jwks_err(json!({"keys": {}})), JwksNoKeys, "invalid key: the JWKS has no \"keys\" array"),
         (jwks_err(json!({"keys": [{"use": "enc"}, 1]})), JwksEntryNotObject(1), "invalid key: key 1 of the JWKS is not an object"),
         (jwks_err(json!({"keys": [{"kid": 7}]})), JwksEntryNoKid(0), "invalid key: key 0 of the JWKS has no string kid"),
+        (
+            // Coordinates of the curve's size that are not a point on it:
+            // refused when the key is parsed, at import.
+            key_err("ES256", Format::Jwk, &jwk("ES256", |k| {
+                k.insert("x".into(), json!(base64_url(&[1; 32])));
+                k.insert("y".into(), json!(base64_url(&[1; 32])));
+            })),
+            CannotVerify { alg: Algorithm::ES256, reason: "InvalidEncoding".into() },
+            "invalid key: the key cannot verify ES256 (InvalidEncoding)",
+        ),
         (jwks_err(json!({"keys": [{"kid": "a", "kty": "OKP", "crv": "X25519"}]})), JwksEntryNoAlg("a".into()), "invalid key: key \"a\" of the JWKS names no alg"),
         (
             jwks_err(json!({"keys": [hs(&secret(SECRET_16))]})),
