@@ -1235,4 +1235,4 @@ REVOKE EXECUTE ON FUNCTION jwt_rls.share_with_citus() FROM PUBLIC;
 -- status writes (last_attempt, failures, ...) do not reload anything.
 CREATE TRIGGER jwks_sources_changed
     AFTER UPDATE OF id, issuer OR DELETE OR TRUNCATE ON jwt_rls.jwks_sources
-    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.keys_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();

@@ -349,16 +349,28 @@ def test_sessions_started_on_the_coordinator_end_and_detect_reuse_on_every_node(
             c.close()
 
 
+PROVIDER = Signer("citus-provider-1", "ES256")
+
+
+def provider_source(citus):
+    """The JWKS URL source serving PROVIDER's key, added on the coordinator
+    (once), with the key fetched; returns its URL."""
+    jwk = json.loads(ECAlgorithm.to_jwk(PROVIDER.key.public_key()))
+    citus.jwks.keys = [dict(jwk, kid=PROVIDER.kid, alg="ES256", use="sig")]
+    url = citus.jwks.issuer + "/jwks.json"
+    with citus.admin() as admin:
+        admin.execute("INSERT INTO jwt_rls.jwks_sources (jwks_uri) VALUES (%s) ON CONFLICT DO NOTHING", (url,))
+        assert wait_for(lambda: admin.execute("SELECT count(*) FROM jwt_rls.keys WHERE kid = %s",
+                                              (PROVIDER.kid,)).fetchone()[0] == 1, timeout=20)
+    return url
+
+
 def test_keys_of_a_shared_jwks_source_are_fetched_once_for_the_cluster(citus):
     """Every node runs a JWKS worker; once the sources are shared, only the
     coordinator's fetches, and its keys verify on every node."""
-    provider = Signer("citus-provider-1", "ES256")
-    jwk = json.loads(ECAlgorithm.to_jwk(provider.key.public_key()))
-    citus.jwks.keys = [dict(jwk, kid=provider.kid, alg="ES256", use="sig")]
+    provider = PROVIDER
+    provider_source(citus)
     with citus.admin() as admin:
-        admin.execute("INSERT INTO jwt_rls.jwks_sources (jwks_uri) VALUES (%s)", (citus.jwks.issuer + "/jwks.json",))
-        assert wait_for(lambda: admin.execute("SELECT count(*) FROM jwt_rls.keys WHERE kid = %s",
-                                              (provider.kid,)).fetchone()[0] == 1, timeout=20)
         assert admin.execute("SELECT last_error FROM jwt_rls.jwks_sources").fetchone()[0] is None
     conns = on_every_node(citus)
     try:
@@ -372,6 +384,42 @@ def test_keys_of_a_shared_jwks_source_are_fetched_once_for_the_cluster(citus):
         log = node.server_log()
         assert following in log, node.log
         assert "fetching JWKS source" not in log, node.log
+
+
+def test_a_shared_source_given_an_issuer_changes_what_open_connections_accept_on_every_node(citus):
+    """A fetched key verifies only its source's issuer's tokens. Every
+    node's copy of jwt_rls.jwks_sources carries the trigger that announces
+    an issuer change, so giving the source an issuer on the coordinator
+    refuses the other issuer's tokens in connections already open on every
+    node, and taking it back accepts them again."""
+    url = provider_source(citus)
+    token = PROVIDER.token(TENANT_A)
+    conns = on_every_node(citus)
+    try:
+        for c in conns:
+            c.execute("SET citus.show_shards_for_app_name_prefixes = '*'")
+            n = c.execute("SELECT count(*) FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid "
+                          "WHERE t.tgname LIKE 'jwks\\_sources\\_changed\\_%' AND r.relname LIKE 'jwks\\_sources\\_%'"
+                          ).fetchone()[0]
+            # (Citus names a placement's copy of a trigger after its shard.)
+            assert n == 1, "the node's placement carries the trigger"
+        assert [verifies(c, token) for c in conns] == [None] * len(conns)
+        with citus.admin() as admin:
+            admin.execute("UPDATE jwt_rls.jwks_sources SET jwks_uri = NULL, issuer = 'https://moved.example' "
+                          "WHERE jwks_uri = %s", (url,))
+        try:
+            for c in conns:
+                e = error(c, "SELECT jwt_rls.authenticate(%s)", (token,))
+                assert e is not None and e.sqlstate == "28000", e
+                assert e.diag.message_primary == "token issuer is not accepted", e
+        finally:
+            with citus.admin() as admin:
+                admin.execute("UPDATE jwt_rls.jwks_sources SET issuer = NULL, jwks_uri = %s "
+                              "WHERE issuer = 'https://moved.example'", (url,))
+        assert [verifies(c, token) for c in conns] == [None] * len(conns)
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_refresh_and_revocation_through_a_worker_hold_on_every_node(citus):

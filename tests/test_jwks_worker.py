@@ -198,6 +198,7 @@ def test_a_source_given_another_issuer_changes_open_connections_keys(provider):
         try:
             e = error(app, bind, (signer.token(TENANT_A, iss=server.issuer),))
             assert e is not None and e.sqlstate == "28000", "the key now vouches only for the moved issuer"
+            assert e.diag.message_primary == "token issuer is not accepted", "refused for its issuer, not its key"
         finally:
             with admin(c) as conn:
                 conn.execute("UPDATE jwt_rls.jwks_sources SET issuer = %s WHERE issuer = 'https://moved.example'",

@@ -23,7 +23,7 @@ use crate::select::{KeyRing, Refusals, Selectable};
 use crate::verifier::Verifier;
 // The limits live in the leaf `limits` (error messages quote them);
 // re-exported because callers know them by this path.
-pub use crate::limits::{MAX_KID_BYTES, MIN_RSA_BITS};
+pub use crate::limits::{MAX_KID_BYTES, MAX_RSA_BITS, MIN_RSA_BITS};
 
 /// How key material is written in the key table's `format` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +150,12 @@ fn check_rsa_bits(bits: usize) -> KeyResult<()> {
     if bits < MIN_RSA_BITS {
         return Err(KeyError::RsaTooSmall {
             min: MIN_RSA_BITS,
+            bits,
+        });
+    }
+    if bits > MAX_RSA_BITS {
+        return Err(KeyError::RsaTooLarge {
+            max: MAX_RSA_BITS,
             bits,
         });
     }

@@ -7,6 +7,11 @@
 
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted, in bits: the largest the signature
+/// algorithms verify (RFC 7518's RS/PS names with aws-lc's 2048-8192 bit
+/// range), so a larger key is refused when stored rather than failing
+/// every token.
+pub const MAX_RSA_BITS: usize = 8192;
 /// Longest kid accepted, in bytes.
 pub const MAX_KID_BYTES: usize = 256;
 /// Longest DPoP proof accepted, in bytes (RFC 9449). A proof is a header

@@ -47,8 +47,9 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Unpadded base64url, as JWK members are written (and as the key table
+/// stores HMAC secrets, hence the helper's name).
 fn base64_url(bytes: &[u8]) -> String {
-    // An HMAC secret is stored as unpadded base64url, as JWK members are.
     encode_secret(bytes)
 }
 
@@ -167,6 +168,17 @@ fn cases() -> Vec<(Error, KeyError, &'static str)> {
             key_err("RS256", Format::Jwk, &jwk("RS256", |k| drop(k.insert("n".into(), json!(RSA_1024_N))))),
             RsaTooSmall { min: 2048, bits: 1024 },
             "invalid key: RSA keys must have at least 2048 bits, this one has 1024",
+        ),
+        (
+            // 1025 bytes, the top bit set: an 8200-bit modulus, beyond
+            // what the RS and PS algorithms verify.
+            key_err("RS256", Format::Jwk, &jwk("RS256", |k| {
+                let mut n = vec![0xc5u8; 1025];
+                n[1024] = 0x01;
+                k.insert("n".into(), json!(base64_url(&n)));
+            })),
+            RsaTooLarge { max: 8192, bits: 8200 },
+            "invalid key: RSA keys must have at most 8192 bits, this one has 8200",
         ),
         (
             key_err("HS256", Format::Jwk, &jwk("HS256", |k| drop(k.insert("k".into(), json!("k+/"))))),

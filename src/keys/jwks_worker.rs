@@ -466,8 +466,8 @@ COMMENT ON COLUMN jwt_rls.keys.source_id IS
 -- status writes (last_attempt, failures, ...) do not reload anything.
 CREATE TRIGGER jwks_sources_changed
     AFTER UPDATE OF id, issuer OR DELETE OR TRUNCATE ON jwt_rls.jwks_sources
-    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.keys_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION jwt_rls.table_changed();
 "#,
     name = "jwks_sources",
-    requires = ["key_table"]
+    requires = ["key_table", pg::catalog::table_changed]
 );

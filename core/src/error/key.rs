@@ -39,6 +39,8 @@ pub enum KeyError {
     BadRsa(String),
     /// An RSA modulus of `bits` bits, below `min`.
     RsaTooSmall { min: usize, bits: usize },
+    /// An RSA modulus of `bits` bits, above `max`.
+    RsaTooLarge { max: usize, bits: usize },
     /// The EC key of a PEM is not on the algorithm's curve.
     PemWrongCurve(Algorithm),
     /// An EdDSA key (PEM or JWK) that is not Ed25519.

@@ -43,6 +43,9 @@ impl fmt::Display for KeyError {
             RsaTooSmall { min, bits } => {
                 write!(f, "RSA keys must have at least {min} bits, this one has {bits}")
             }
+            RsaTooLarge { max, bits } => {
+                write!(f, "RSA keys must have at most {max} bits, this one has {bits}")
+            }
             PemWrongCurve(alg) => {
                 write!(f, "this EC key is not on the curve of {}", algorithm_name(*alg))
             }
@@ -159,6 +162,10 @@ mod tests {
             (
                 RsaTooSmall { min: 2048, bits: 1024 },
                 "RSA keys must have at least 2048 bits, this one has 1024",
+            ),
+            (
+                RsaTooLarge { max: 8192, bits: 8200 },
+                "RSA keys must have at most 8192 bits, this one has 8200",
             ),
             (PemWrongCurve(Algorithm::ES384), "this EC key is not on the curve of ES384"),
             (NotEd25519, "EdDSA keys must be Ed25519"),
