@@ -40,9 +40,14 @@ fn stats() -> TableIterator<
     rows.push(("shared_cache_slots".into(), slots as i64, scope));
     rows.push(("shared_cache_used".into(), used as i64, scope));
     rows.push(("shared_cache_bytes".into(), bytes as i64, scope));
-    let (live, slots) = replay::usage(clock::wall_seconds());
+    let now = clock::wall_seconds();
+    let (live, slots, keys) = replay::usage(now);
     rows.push(("dpop_replay_slots".into(), slots as i64, scope));
     rows.push(("dpop_replay_used".into(), live as i64, scope));
+    rows.push(("dpop_replay_keys".into(), keys as i64, scope));
+    if let Some(since) = replay::recording_since(now) {
+        rows.push(("dpop_replay_recording_since".into(), since, scope));
+    }
     TableIterator::new(rows)
 }
 

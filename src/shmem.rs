@@ -22,17 +22,19 @@ static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 /// The parts, in the order they lie in the segment, with the bytes each
 /// asks for (read once the postmaster's settings are final).
-fn parts() -> [(&'static Region, usize); 4] {
+fn parts() -> [(&'static Region, usize); 6] {
     [
         (&counters::REGION, counters::SHARED_BYTES),
         (&jwks_worker::REGION, jwks_worker::SHARED_BYTES),
         (&cache::REGION, cache::shared_bytes()),
+        (&replay::STATE, replay::STATE_BYTES),
+        (&replay::SHARES, replay::share_bytes()),
         (&replay::REGION, replay::shared_bytes()),
     ]
 }
 
 /// Asks for the LWLocks of the parts that take them (the DPoP replay
-/// table's partitions), with the segment.
+/// table's and its shares' partitions), with the segment.
 ///
 /// # Safety
 /// Only while shared memory is being sized (the request hook, or _PG_init
@@ -118,6 +120,10 @@ unsafe extern "C-unwind" fn startup() {
         }
         if replay::locks_wanted() > 0 {
             replay::attach_locks(pg_sys::GetNamedLWLockTranche(replay::TRANCHE.as_ptr()));
+        }
+        if !found {
+            // A new segment: the replay table is empty from now on.
+            replay::new_segment(crate::pg::clock::wall_seconds());
         }
     }
 }

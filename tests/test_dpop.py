@@ -9,12 +9,17 @@ COMMIT; the hostile proofs of RFC 9449 section 4.3 refused with 28000, the
 malformed ones and bad URLs with 22023, NULL arguments raising, and no
 error carrying the token's or the proof's text; a proof accepted once, in
 one backend, in another, and among 8 racing ones; a full replay table
-refusing with 53400 and never forgetting early; a cnf-bound token refused
+refusing with 53400 and never forgetting early; a flood of one key's
+proofs refused past its share (53400) while other keys' are all accepted;
+proofs made before a restart, a crash restart or a standby's promotion
+refused after it (28000); a cnf-bound token refused
 without a proof unless a superuser switches `jwt_rls.dpop_require_proof`
 off; 55000 without shared_preload_libraries."""
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 
@@ -22,8 +27,8 @@ import psycopg
 import pytest
 
 from support import b64url_decode, claim, error, make_db, pg
-from support.dpop import DROP, ProofKey, ath
-from support.pgcluster import Cluster
+from support.dpop import DROP, ProofKey, ath, recording_since, wait_until_proofs_accepted
+from support.pgcluster import PG_BIN, Cluster, as_postgres, wait_for
 from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, count, insert_invoices
 from support.tokens import AUDIENCE, ISSUER, Signer
 
@@ -85,6 +90,7 @@ def dpop():
     try:
         env = Env(c)
         install_schema(c, [env.rs, env.hs], events=EVENTS)
+        wait_until_proofs_accepted(c.dsn())
         yield env
     finally:
         c.remove()
@@ -169,18 +175,6 @@ def test_an_htu_differing_only_in_query_fragment_or_spelling_is_accepted(dpop, c
     proof = dpop.key.proof(METHOD, htu, token)
     e = present(conn, token, proof, METHOD, url)
     assert e is None, describe(e)
-
-
-def test_iat_within_max_age_and_leeway_is_accepted_and_beyond_them_refused(dpop, conn):
-    """iat up to dpop_max_age (60 s) in the past and up to 10 s
-    in the future; margins of several seconds either side."""
-    now = int(time.time())
-    results = {}
-    for label, iat in {"50 s old": now - 50, "5 s ahead": now + 5, "75 s old": now - 75,
-                       "25 s ahead": now + 25}.items():
-        token = dpop.token()
-        results[label] = state(present(conn, token, dpop.key.proof(METHOD, URL, token, iat=iat)))
-    assert results == {"50 s old": None, "5 s ahead": None, "75 s old": "28000", "25 s ahead": "28000"}
 
 
 def test_the_proof_form_is_not_strict_and_a_null_argument_raises(dpop, conn):
@@ -415,6 +409,7 @@ def test_a_full_replay_table_refuses_new_proofs_with_53400_and_forgets_none_earl
     try:
         signer, key = Signer("dpop-full-hs256", "HS256"), ProofKey("ES256")
         install_schema(c, [signer])
+        wait_until_proofs_accepted(c.dsn())
         with psycopg.connect(c.dsn(), autocommit=True) as admin:
             shown = admin.execute("SHOW jwt_rls.dpop_replay_entries").fetchone()[0]
         slots = max(128, int(re.match(r"\d+", shown).group()))  # rounded up to a multiple of 128
@@ -441,6 +436,194 @@ def test_a_full_replay_table_refuses_new_proofs_with_53400_and_forgets_none_earl
             assert replayed == ["28000"] * len(accepted), replayed
     finally:
         c.remove()
+
+
+# --- floods, restarts and promotion ---------------------------------------------------
+
+
+def stats_of(conn):
+    return dict(conn.execute("SELECT name, value FROM jwt_rls.stats()").fetchall())
+
+
+def test_a_flood_from_one_key_never_makes_another_keys_proof_fail():
+    """One key sends 6,000 fresh proofs from two connections at full speed
+    into a 4,096-slot table (more than it holds) while 24 other keys send
+    up to 60 each (within their share): the flooding key has exactly its
+    share (128) accepted and
+    every other proof refused with 53400 "too many DPoP proofs from one
+    key", counted in stats(); every proof of the other keys is accepted;
+    the table holds exactly the accepted proofs (nothing refused took a
+    slot, nothing accepted was dropped). Without the share the flood fills
+    the table and the other keys' proofs are refused as full."""
+    c = Cluster(conf=["shared_preload_libraries = 'jwt_rls'", "jwt_rls.dpop_replay_entries = 4096",
+                      "jwt_rls.dpop_proofs_per_key = 128"]).start()
+    try:
+        signer = Signer("dpop-flood-hs256", "HS256")
+        install_schema(c, [signer])
+        wait_until_proofs_accepted(c.dsn())
+        flooder, others = ProofKey("EdDSA"), [ProofKey("ES256") for _ in range(24)]
+        flood_token = signer.token(TENANT_A, cnf={"jkt": flooder.jkt})
+        other_tokens = [signer.token(TENANT_B, cnf={"jkt": k.jkt}) for k in others]
+        flood, mine, stop = [], [], threading.Event()
+        per_thread, each_other = 3000, 60
+
+        def flood_from_one_connection():
+            with psycopg.connect(c.dsn(user="app"), autocommit=True) as conn:
+                for _ in range(per_thread):
+                    proof = flooder.proof(METHOD, URL, flood_token)
+                    e = present(conn, flood_token, proof)
+                    flood.append(None if e is None else (e.sqlstate, e.diag.message_primary, leaks(e, proof)))
+
+        def other_keys():
+            with psycopg.connect(c.dsn(user="app"), autocommit=True) as conn:
+                for _ in range(each_other - 1):  # the last one after the flood
+                    for key, token in zip(others, other_tokens):
+                        if stop.is_set():
+                            return
+                        mine.append(describe(present(conn, token, key.proof(METHOD, URL, token))))
+
+        flooders = [threading.Thread(target=flood_from_one_connection) for _ in range(2)]
+        bystander = threading.Thread(target=other_keys)
+        started = time.time()
+        for t in flooders + [bystander]:
+            t.start()
+        for t in flooders:
+            t.join()
+        stop.set()
+        bystander.join()
+        elapsed = time.time() - started
+        with psycopg.connect(c.dsn(user="app"), autocommit=True) as conn:
+            for key, token in zip(others, other_tokens):  # and once more, after the flood
+                mine.append(describe(present(conn, token, key.proof(METHOD, URL, token))))
+        accepted = sum(1 for r in flood if r is None)
+        refused = [r for r in flood if r is not None]
+        print(f"\nflood: {len(flood)} proofs of one key in {elapsed:.1f} s ({len(flood) / elapsed:.0f}/s), "
+              f"{accepted} accepted, {len(refused)} refused; {len(mine)} proofs of {len(others)} other keys")
+        assert accepted == 128, accepted
+        assert {r[:2] for r in refused} == {("53400", "too many DPoP proofs from one key")}, set(refused)
+        assert not any(r[2] for r in refused), "a proof's text in an error"
+        assert len(mine) > len(others), "the other keys sent no proof during the flood"
+        assert set(mine) == {"accepted"}, sorted(set(mine))
+        with psycopg.connect(c.dsn(), autocommit=True) as admin:
+            stats = stats_of(admin)
+        assert stats["refused_dpop_over_share"] == len(refused)
+        assert stats["dpop_replay_used"] == accepted + len(mine)
+        assert stats["dpop_replay_keys"] == 1 + len(others)
+    finally:
+        c.remove()
+
+
+def made_before_recording(e):
+    return e is not None and e.sqlstate == "28000" and \
+        e.diag.message_primary == "DPoP proof was made before this server began recording proofs"
+
+
+def test_a_proof_captured_before_a_restart_is_refused_after_it():
+    """Proofs accepted (one with an iat 8 s ahead, as a client with a fast
+    clock makes) and one captured but never sent, before an immediate
+    shutdown and before a backend's kill -9 (a crash restart): after each,
+    all three are refused with 28000 "made before this server began
+    recording" (the replay table was emptied; an iat up to 10 s past the
+    restart may still be an old proof), stats() shows the new start, and
+    once that allowance has passed a new proof is accepted."""
+    c = Cluster(conf=["shared_preload_libraries = 'jwt_rls'"]).start()
+    try:
+        signer, key = Signer("dpop-restart-hs256", "HS256"), ProofKey("ES256")
+        install_schema(c, [signer])
+        wait_until_proofs_accepted(c.dsn())
+        token = signer.token(TENANT_A, cnf={"jkt": key.jkt}, ttl=3600)
+        used, ahead, unsent = (key.proof(METHOD, URL, token), key.proof(METHOD, URL, token, iat=int(time.time()) + 8),
+                               key.proof(METHOD, URL, token))
+        with dpop_app(c) as conn:
+            assert present(conn, token, used) is None
+            assert present(conn, token, ahead) is None
+        with psycopg.connect(c.dsn(), autocommit=True) as admin:
+            since = recording_since(admin)
+        for how in ["pg_ctl stop -m immediate", "kill -9 of a backend"]:
+            if how.startswith("pg_ctl"):
+                c.stop("immediate")
+                c.start()
+            else:
+                victim = dpop_app(c)
+                os.kill(victim.info.backend_pid, signal.SIGKILL)  # the postmaster restarts every backend
+                victim.close()
+                assert wait_for(lambda: can_connect(c), 60), "the server did not come back"
+            with dpop_app(c) as conn:
+                for name, proof in [("used", used), ("ahead", ahead), ("unsent", unsent)]:
+                    e = present(conn, token, proof)
+                    assert made_before_recording(e), f"after {how}, the {name} proof: {describe(e)}"
+                    assert not leaks(e, token, proof)
+                    assert claim(conn) is None
+            with psycopg.connect(c.dsn(), autocommit=True) as admin:
+                restarted = recording_since(admin)
+            assert restarted > since or how.startswith("kill"), (how, restarted, since)
+            assert restarted >= since
+            since = restarted
+        wait_until_proofs_accepted(c.dsn())
+        with dpop_app(c) as conn:
+            assert present(conn, token, key.proof(METHOD, URL, token)) is None
+            assert state(present(conn, token, used)) == "28000"
+    finally:
+        c.remove()
+
+
+def test_a_promoted_standby_refuses_proofs_made_before_its_promotion():
+    """A hot standby binds DPoP tokens with a replay table of its own: a
+    proof accepted by the primary is accepted once more there (the limit
+    SECURITY.md states), and once only. Promoted, it refuses the proofs
+    the primary accepted (its table never saw them) with 28000 "made
+    before this server began recording", and accepts new proofs once the
+    allowance after the promotion has passed."""
+    primary = Cluster(conf=["shared_preload_libraries = 'jwt_rls'", "wal_level = replica",
+                            "max_wal_senders = 4"]).start()
+    standby = None
+    try:
+        signer, key = Signer("dpop-standby-hs256", "HS256"), ProofKey("EdDSA")
+        install_schema(primary, [signer])
+        standby = Cluster(init=False)
+        as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby.data, "-R", "-X", "stream",
+                     "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"])
+        with open(standby.conf_path, "a") as f:
+            f.write(f"port = {standby.port}\nunix_socket_directories = '{standby.base}'\nhot_standby = on\n")
+        standby.start()
+        wait_until_proofs_accepted(primary.dsn())
+        wait_until_proofs_accepted(standby.dsn())
+        token = signer.token(TENANT_A, cnf={"jkt": key.jkt}, ttl=3600)
+        first, second = key.proof(METHOD, URL, token), key.proof(METHOD, URL, token)
+        with dpop_app(primary) as conn:
+            assert present(conn, token, first) is None
+            assert present(conn, token, second) is None
+        with dpop_app(standby) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+            assert present(conn, token, first) is None, "the standby's own table"
+            assert state(present(conn, token, first)) == "28000"
+        as_postgres([f"{PG_BIN}/pg_ctl", "-D", standby.data, "-w", "promote"])
+        with dpop_app(standby) as conn:
+            assert wait_for(lambda: not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0], 30)
+            for proof in (second, first):
+                e = present(conn, token, proof)
+                assert made_before_recording(e), describe(e)
+        wait_until_proofs_accepted(standby.dsn())
+        with dpop_app(standby) as conn:
+            assert present(conn, token, key.proof(METHOD, URL, token)) is None
+            assert state(present(conn, token, second)) == "28000"
+    finally:
+        if standby is not None:
+            standby.remove()
+        primary.remove()
+
+
+def dpop_app(c):
+    return psycopg.connect(c.dsn(user="app"), autocommit=True)
+
+
+def can_connect(c):
+    try:
+        with psycopg.connect(c.dsn(), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
 
 
 # --- tokens bound to a key, without a proof -----------------------------------------
@@ -928,3 +1111,19 @@ def test_a_proof_covers_its_token_only_until_its_transaction_commits_even_inside
                                      (token, dpop.key.proof(METHOD, URL, token), URL)).fetchone()
         assert before == str(TENANT_A)
         assert after.startswith("refused: ") and "dpop" in after, after
+
+
+# Last in the module: it waits until the server has recorded proofs for a minute.
+def test_iat_within_max_age_and_leeway_is_accepted_and_beyond_them_refused(dpop, conn):
+    """iat up to dpop_max_age (60 s) in the past and up to 10 s
+    in the future; margins of several seconds either side (once the
+    server has recorded proofs for long enough that a 50 s old one cannot
+    predate its start)."""
+    wait_until_proofs_accepted(dpop.cluster.dsn(), age=50)
+    now = int(time.time())
+    results = {}
+    for label, iat in {"50 s old": now - 50, "5 s ahead": now + 5, "75 s old": now - 75,
+                       "25 s ahead": now + 25}.items():
+        token = dpop.token()
+        results[label] = state(present(conn, token, dpop.key.proof(METHOD, URL, token, iat=iat)))
+    assert results == {"50 s old": None, "5 s ahead": None, "75 s old": "28000", "25 s ahead": "28000"}

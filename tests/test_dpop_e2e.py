@@ -32,7 +32,7 @@ import pytest
 from jwcrypto import jwk, jws
 
 from support import b64url_decode
-from support.dpop import ath
+from support.dpop import ath, wait_until_proofs_accepted
 from support.pgbouncer import PgBouncer
 from support.pgcluster import Cluster
 from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, insert_invoices
@@ -150,6 +150,7 @@ def site():
             admin.execute("GRANT EXECUTE ON FUNCTION jwt_rls.rotate_refresh_token(text) TO "
                           f"{LOGIN_ROLE}")
             admin.execute(f"GRANT EXECUTE ON PROCEDURE jwt_rls.refresh(text, text, text, uuid) TO {LOGIN_ROLE}")
+        wait_until_proofs_accepted(c.dsn())
         with PgBouncer(c, "transaction", pool_size=2) as apps, \
                 PgBouncer(c, "transaction", pool_size=1, user=LOGIN_ROLE) as logins:
             yield SimpleNamespace(cluster=c, apps=apps, logins=logins)

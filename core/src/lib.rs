@@ -23,7 +23,8 @@
 //! - `dpop` (RFC 9449 proofs of possession), beside `verify`: it uses
 //!   `compact`, `json`, `header` and `keys`, and nothing uses it;
 //! - `replay` (the table of DPoP proofs seen, laid out for shared memory):
-//!   it uses only `fingerprint`, and nothing uses it.
+//!   it uses only `fingerprint`; `replay_quota` (each DPoP key's share of
+//!   that table) uses `fingerprint` and `replay`, and nothing uses it.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ pub mod jwe_keys;
 pub mod keys;
 pub mod limits;
 pub mod replay;
+pub mod replay_quota;
 pub mod select;
 pub mod sign;
 pub mod thumbprint;

@@ -32,6 +32,7 @@ use jwt_rls_core::dpop::{access_token_hash, verify_proof, ProofPolicy, Request};
 use jwt_rls_core::error::DpopError;
 use jwt_rls_core::limits::MAX_DPOP_PROOF_BYTES;
 use jwt_rls_core::replay::{replay_key, Outcome};
+use jwt_rls_core::replay_quota::{owner_key, Share};
 use jwt_rls_core::{Error, Verified};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
@@ -147,12 +148,37 @@ fn check(
             max_age: policy.max_age,
         });
     }
+    // A proof made before the table began recording (a restart, a crash or
+    // a promotion emptied it) may have been accepted and forgotten; one
+    // accepted just before could carry an iat up to MAX_AHEAD later.
+    let since = replay::recording_since(now).unwrap_or_else(|| errors::dpop_unavailable());
+    let accepted_from = since + MAX_AHEAD;
+    if accepted.iat < accepted_from {
+        refuse(&DpopError::MadeBeforeRecording {
+            iat: accepted.iat,
+            accepted_from,
+        });
+    }
     // Kept past the window a little, in case this server's clock steps back.
     let expires = accepted.iat + policy.max_age + MAX_AHEAD;
-    match replay::record(&replay_key(&accepted.jkt, &accepted.jti), expires, now) {
-        Some(Outcome::Recorded) => {}
-        Some(Outcome::Replay) => refuse(&DpopError::Replayed),
-        Some(Outcome::Full) => errors::dpop_replay_full(replay::slots()),
+    let owner = owner_key(&accepted.jkt);
+    match replay::record(
+        &owner,
+        &replay_key(&accepted.jkt, &accepted.jti),
+        expires,
+        now,
+    ) {
+        Some(Share::Asked(Outcome::Recorded)) => {}
+        Some(Share::Asked(Outcome::Replay)) => refuse(&DpopError::Replayed),
+        Some(Share::Asked(Outcome::Full) | Share::NoRoom) => {
+            errors::dpop_replay_full(replay::slots())
+        }
+        Some(Share::OverShare { counted }) => {
+            counters::add(Counter::Refused);
+            counters::add(Counter::RefusedDpop);
+            counters::add(Counter::RefusedDpopOverShare);
+            errors::dpop_over_share(counted, policy.max_age + 2 * MAX_AHEAD)
+        }
         None => errors::dpop_unavailable(),
     }
     counters::add(Counter::DpopProofs);

@@ -136,6 +136,24 @@ pub fn dpop_replay_full(slots: usize) -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// Raises the refusal of a proof whose key already holds its share of the
+/// replay table (`jwt_rls.dpop_proofs_per_key`): one key flooding the
+/// table is refused, not every other key.
+#[track_caller]
+pub fn dpop_over_share(counted: u32, window: i64) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+        "too many DPoP proofs from one key",
+        "jwt_rls",
+    )
+    .set_detail(format!(
+        "The proof was not accepted: its key has {counted} proofs inside their window, the most one key may hold (jwt_rls.dpop_proofs_per_key); older ones leave it within {window} s."
+    ))
+    .set_hint("Slow the client down and retry with a new proof; an administrator can raise jwt_rls.dpop_proofs_per_key (takes effect at reload).")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
 /// Raises the error of a DPoP proof presented where no replay table exists.
 #[track_caller]
 pub fn dpop_unavailable() -> ! {

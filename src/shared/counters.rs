@@ -48,11 +48,14 @@ pub enum Counter {
     /// DPoP refusals: a proof that failed, or a token naming a DPoP key
     /// bound without one.
     RefusedDpop,
+    /// DPoP proofs refused because their key held its share of the replay
+    /// table already (`jwt_rls.dpop_proofs_per_key`); also in RefusedDpop.
+    RefusedDpopOverShare,
 }
 
 use Counter::*;
 
-const ALL: [Counter; 20] = [
+const ALL: [Counter; 21] = [
     Binds,
     Verifications,
     CacheHitsLocal,
@@ -73,6 +76,7 @@ const ALL: [Counter; 20] = [
     RefusedEncryption,
     DpopProofs,
     RefusedDpop,
+    RefusedDpopOverShare,
 ];
 
 impl Counter {
@@ -98,6 +102,7 @@ impl Counter {
             RefusedEncryption => "refused_encryption",
             DpopProofs => "dpop_proofs",
             RefusedDpop => "refused_dpop",
+            RefusedDpopOverShare => "refused_dpop_over_share",
         }
     }
 }

@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 
+import psycopg
 from jwcrypto import jwk, jws
 
 from support import b64url
@@ -116,3 +117,27 @@ class ProofKey:
         mac = hmac.new(secret, unsigned.encode(), hashlib.sha256).digest()
         return f"{unsigned}.{b64url(mac)}"
 
+
+
+# Seconds a proof's iat may lie ahead of the server's clock (MAX_AHEAD in
+# src/dpop/mod.rs): a server accepts proofs made from this long after its
+# replay table began recording (server start, crash restart, promotion).
+MAX_AHEAD = 10
+
+
+def recording_since(conn) -> int:
+    """Unix seconds since which the server's replay table records
+    (stats()' dpop_replay_recording_since)."""
+    return conn.execute("SELECT value FROM jwt_rls.stats() WHERE name = 'dpop_replay_recording_since'"
+                        ).fetchone()[0]
+
+
+def wait_until_proofs_accepted(dsn: str, age: int = 0):
+    """Sleeps until proofs made now (iat = the current second), or `age`
+    seconds ago, are accepted: from MAX_AHEAD seconds after the replay
+    table began recording (SECURITY.md: a restart refuses DPoP proofs for
+    that long)."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        accepted_from = recording_since(admin) + MAX_AHEAD
+    while int(time.time()) - age < accepted_from:
+        time.sleep(0.2)

@@ -91,6 +91,14 @@ pub enum DpopError {
     // --- checked by the extension, after the proof verified ---------------
     /// The proof (its key and `jti`) was accepted before, inside its window.
     Replayed,
+    /// The proof's `iat` lies before `accepted_from`, the first moment
+    /// from which this server's replay table has seen every accepted proof
+    /// (it was emptied by a restart, a crash or a promotion): the proof
+    /// may have been accepted before and cannot be checked.
+    MadeBeforeRecording {
+        iat: i64,
+        accepted_from: i64,
+    },
 }
 
 impl std::error::Error for DpopError {}

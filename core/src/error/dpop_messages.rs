@@ -47,7 +47,8 @@ impl DpopError {
             | IatInFuture { .. }
             | AthMismatch
             | JktMismatch
-            | Replayed => Class::Rejected,
+            | Replayed
+            | MadeBeforeRecording { .. } => Class::Rejected,
         }
     }
 
@@ -82,6 +83,9 @@ impl DpopError {
             AthMismatch => "DPoP proof is for another access token".into(),
             JktMismatch => "DPoP proof key is not the key the access token is bound to".into(),
             Replayed => "DPoP proof was used before".into(),
+            MadeBeforeRecording { .. } => {
+                "DPoP proof was made before this server began recording proofs".into()
+            }
         }
     }
 
@@ -137,6 +141,9 @@ impl DpopError {
                 "The thumbprint of the proof's jwk is not the access token's cnf.jkt.".into()
             }
             Replayed => "A proof with this key and jti was accepted before, within its iat window.".into(),
+            MadeBeforeRecording { iat, accepted_from } => format!(
+                "iat is {iat}; this server accepts proofs made from {accepted_from} on: its table of proofs seen was emptied by a restart or a promotion, and an earlier proof may have been accepted before it."
+            ),
             Empty | Base64(_) | BadRequestUrl | Unsecured | NoJwk | BadSignature | BadHtu => {
                 return None
             }
@@ -172,6 +179,9 @@ impl DpopError {
             AthMismatch => "Set ath to the base64url SHA-256 of the access token sent with the proof.",
             JktMismatch => "Sign the proof with the key the access token was bound to.",
             Replayed => "Create a new proof, with a new jti, for each request.",
+            MadeBeforeRecording { .. } => {
+                "Create a new proof; right after the server starts, retry until its iat reaches the time in DETAIL."
+            }
             TooLarge { .. } | BadSignature => return None,
         })
     }
@@ -384,6 +394,15 @@ mod tests {
                 Rejected,
                 "DPoP proof was used before",
                 Some("A proof with this key and jti was accepted before, within its iat window."),
+            ),
+            (
+                MadeBeforeRecording {
+                    iat: 100,
+                    accepted_from: 110,
+                },
+                Rejected,
+                "DPoP proof was made before this server began recording proofs",
+                Some("iat is 100; this server accepts proofs made from 110 on: its table of proofs seen was emptied by a restart or a promotion, and an earlier proof may have been accepted before it."),
             ),
         ];
         for (e, class, message, detail) in cases {
