@@ -581,11 +581,7 @@ def test_a_promoted_standby_refuses_proofs_made_before_its_promotion():
         signer, key = Signer("dpop-standby-hs256", "HS256"), ProofKey("EdDSA")
         install_schema(primary, [signer])
         standby = Cluster(init=False)
-        as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby.data, "-R", "-X", "stream",
-                     "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"])
-        with open(standby.conf_path, "a") as f:
-            f.write(f"port = {standby.port}\nunix_socket_directories = '{standby.base}'\nhot_standby = on\n")
-        standby.start()
+        standby.start_as_standby_of(primary)
         wait_until_proofs_accepted(primary.dsn())
         wait_until_proofs_accepted(standby.dsn())
         token = signer.token(TENANT_A, cnf={"jkt": key.jkt}, ttl=3600)

@@ -36,7 +36,7 @@ import pytest
 
 from support import b64url, error
 from support.jwks_server import JwksServer
-from support.pgcluster import PG_BIN, Cluster, as_postgres, wait_for
+from support.pgcluster import Cluster, wait_for
 from support.schema import ROWS, SCHEMA, TENANT_A, authenticate, insert_invoices
 from support.tokens import AUDIENCE, ISSUER, Signer
 
@@ -468,12 +468,7 @@ def test_key_and_revocation_changes_committed_before_an_immediate_shutdown_hold_
                 insert_invoices(cur)
             changes.install(conn)
         standby = Cluster(init=False)
-        as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby.data, "-R", "-X", "stream", "-c", "fast",
-                     "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"])
-        with open(standby.conf_path, "a") as f:
-            f.write(f"port = {standby.port}\nunix_socket_directories = '{standby.base}'\nhot_standby = on\n"
-                    "wal_retrieve_retry_interval = 200ms\n")
-        standby.start()
+        standby.start_as_standby_of(primary, ["wal_retrieve_retry_interval = 200ms"], fast_checkpoint=True)
         with admin(primary) as conn:
             conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
             conn.execute("ALTER SYSTEM SET synchronous_commit = 'remote_apply'")

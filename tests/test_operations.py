@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from support import claim
-from support.pgcluster import PG_BIN, Cluster, as_postgres, wait_for
+from support.pgcluster import Cluster, wait_for
 from support.schema import ROWS, SCHEMA, TENANT_A, TENANT_B, authenticate, insert_invoices
 from support.tokens import AUDIENCE, ISSUER, Signer
 
@@ -34,11 +34,7 @@ def test_hot_standby_verifies_and_follows_key_changes():
                 hs.install(cur)
                 insert_invoices(cur)
             standby = Cluster(init=False)
-            as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby.data, "-R", "-X", "stream",
-                         "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"])
-            with open(standby.conf_path, "a") as f:
-                f.write(f"port = {standby.port}\nunix_socket_directories = '{standby.base}'\nhot_standby = on\n")
-            standby.start()
+            standby.start_as_standby_of(primary)
             with psycopg.connect(standby.dsn(), autocommit=True) as sb_admin, \
                     psycopg.connect(standby.dsn(user="app"), autocommit=True) as app:
                 assert sb_admin.execute("SELECT pg_is_in_recovery()").fetchone()[0]

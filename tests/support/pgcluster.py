@@ -61,6 +61,20 @@ class Cluster:
         as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start"])
         return self
 
+    def start_as_standby_of(self, primary, conf=(), fast_checkpoint=False):
+        """For a Cluster(init=False): a streaming hot standby of `primary`
+        (pg_basebackup -R, so standby.signal and primary_conninfo are
+        written), its own port and socket directory, `conf` lines
+        appended; started."""
+        checkpoint = ["-c", "fast"] if fast_checkpoint else []
+        as_postgres([f"{PG_BIN}/pg_basebackup", "-D", self.data, "-R", "-X", "stream", *checkpoint,
+                     "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"])
+        with open(self.conf_path, "a") as f:
+            f.write(f"port = {self.port}\nunix_socket_directories = '{self.base}'\nhot_standby = on\n")
+            for line in conf:
+                f.write(line + "\n")
+        return self.start()
+
     def stop(self, mode="fast"):
         subprocess.run((["sudo", "-n", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
                        + with_env([f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"]),
