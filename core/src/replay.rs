@@ -91,17 +91,18 @@ pub fn replay_key(jkt: &str, jti: &str) -> ReplayKey {
 
 /// Bytes for a table of `slots` slots, rounded up to whole sets.
 pub const fn bytes_for(slots: usize) -> usize {
-    slots.div_ceil(WAYS) * SET_BYTES
+    bytes_for_sets(slots, SET_BYTES)
 }
 
 /// Slots a table of `bytes` bytes holds: whole sets only (the bytes past the
 /// last whole set are not used).
 pub const fn slots_in(bytes: usize) -> usize {
-    bytes / SET_BYTES * WAYS
+    slots_in_sets(bytes, SET_BYTES)
 }
 
-/// The partition (of `partitions`, 0 taken as 1) a key belongs to.
-pub fn partition_of(key: &ReplayKey, partitions: usize) -> usize {
+/// The partition (of `partitions`, 0 taken as 1) a key belongs to; any
+/// 32-byte digest (`replay_quota`'s owners too).
+pub fn partition_of(key: &[u8; 32], partitions: usize) -> usize {
     (word(key, 0) % partitions.max(1) as u64) as usize
 }
 
@@ -110,15 +111,48 @@ pub fn partition_of(key: &ReplayKey, partitions: usize) -> usize {
 /// other from the region's start. Panics if `index` is not below
 /// `partitions`.
 pub fn partition_span(region_bytes: usize, partitions: usize, index: usize) -> Range<usize> {
+    partition_span_of_sets(region_bytes, partitions, index, SET_BYTES)
+}
+
+// The layout of a table of sets of WAYS slots each, whatever a slot's size:
+// shared with `replay_quota`, whose slots are larger.
+
+/// Bytes for `slots` slots in whole sets of `set_bytes`.
+pub(crate) const fn bytes_for_sets(slots: usize, set_bytes: usize) -> usize {
+    slots.div_ceil(WAYS) * set_bytes
+}
+
+/// Slots in the whole sets of `set_bytes` that `bytes` bytes hold.
+pub(crate) const fn slots_in_sets(bytes: usize, set_bytes: usize) -> usize {
+    bytes / set_bytes * WAYS
+}
+
+/// `partition_span` for sets of `set_bytes`.
+pub(crate) fn partition_span_of_sets(
+    region_bytes: usize,
+    partitions: usize,
+    index: usize,
+    set_bytes: usize,
+) -> Range<usize> {
     let partitions = partitions.max(1);
     assert!(index < partitions, "partition {index} of {partitions}");
-    let each = bytes_for(slots_in(region_bytes / partitions));
+    let each = bytes_for_sets(
+        slots_in_sets(region_bytes / partitions, set_bytes),
+        set_bytes,
+    );
     index * each..(index + 1) * each
+}
+
+/// The two sets (of `sets`) a 32-byte digest may live in, from its words 1
+/// and 2 (the same one twice in a one-set table); None without a set.
+pub(crate) fn two_sets(key: &[u8; 32], sets: usize) -> Option<[usize; 2]> {
+    let n = sets as u64;
+    (n > 0).then(|| [(word(key, 1) % n) as usize, (word(key, 2) % n) as usize])
 }
 
 /// Word `i` (0 to 3) of a key, little-endian: 0 picks the partition, 1 and 2
 /// the two sets, independently since the key is a digest.
-fn word(key: &ReplayKey, i: usize) -> u64 {
+fn word(key: &[u8; 32], i: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&key[i * 8..i * 8 + 8]);
     u64::from_le_bytes(w)
@@ -158,8 +192,7 @@ impl<B: AsRef<[u8]>> ReplayTable<B> {
     /// The key's two candidate sets (the same one twice in a one-set table);
     /// None when the table has no set.
     fn sets(&self, key: &ReplayKey) -> Option<[usize; 2]> {
-        let n = (self.slots() / WAYS) as u64;
-        (n > 0).then(|| [(word(key, 1) % n) as usize, (word(key, 2) % n) as usize])
+        two_sets(key, self.slots() / WAYS)
     }
 }
 

@@ -39,20 +39,20 @@
 //! runs out before the replay table does (`NoRoom` is then as rare as
 //! `Full`).
 //!
-//! Uses `fingerprint` and `replay` (its `Outcome`).
+//! Uses `fingerprint` and `replay` (its `Outcome`, and the layout of sets
+//! and partitions both tables share).
 
 use std::ops::Range;
 
 use crate::fingerprint::parts_digest;
-use crate::replay::Outcome;
+use crate::replay::{bytes_for_sets, partition_span_of_sets, slots_in_sets, two_sets, Outcome};
+pub use crate::replay::{partition_of, WAYS};
 
 /// An owner: SHA-256 of a proof key's thumbprint (`owner_key`).
 pub type OwnerKey = [u8; 32];
 
 /// Bytes of one slot: owner (32), two expiries (8 each), two counts (4 each).
 pub const SLOT_BYTES: usize = 56;
-/// Slots per set.
-pub const WAYS: usize = 8;
 /// Bytes of one set.
 pub const SET_BYTES: usize = SLOT_BYTES * WAYS;
 
@@ -85,33 +85,19 @@ pub fn owner_key(jkt: &str) -> OwnerKey {
 
 /// Bytes for a table of `slots` slots, rounded up to whole sets.
 pub const fn bytes_for(slots: usize) -> usize {
-    slots.div_ceil(WAYS) * SET_BYTES
+    bytes_for_sets(slots, SET_BYTES)
 }
 
 /// Slots a table of `bytes` bytes holds (whole sets only).
 pub const fn slots_in(bytes: usize) -> usize {
-    bytes / SET_BYTES * WAYS
-}
-
-/// The partition (of `partitions`, 0 taken as 1) an owner belongs to.
-pub fn partition_of(owner: &OwnerKey, partitions: usize) -> usize {
-    (word(owner, 0) % partitions.max(1) as u64) as usize
+    slots_in_sets(bytes, SET_BYTES)
 }
 
 /// The bytes of partition `index` of a region split into `partitions`
-/// (0 taken as 1): equal runs of whole sets. Panics if `index` is not below
-/// `partitions`.
+/// (0 taken as 1), as `replay::partition_span` for this table's sets.
+/// An owner's partition is `partition_of` (re-exported from `replay`).
 pub fn partition_span(region_bytes: usize, partitions: usize, index: usize) -> Range<usize> {
-    let partitions = partitions.max(1);
-    assert!(index < partitions, "partition {index} of {partitions}");
-    let each = bytes_for(slots_in(region_bytes / partitions));
-    index * each..(index + 1) * each
-}
-
-fn word(key: &[u8; 32], i: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&key[i * 8..i * 8 + 8]);
-    u64::from_le_bytes(w)
+    partition_span_of_sets(region_bytes, partitions, index, SET_BYTES)
 }
 
 /// One generation of an owner's proofs: how many, and the latest expiry.
@@ -227,8 +213,7 @@ impl<B: AsRef<[u8]>> ShareTable<B> {
     }
 
     fn sets(&self, owner: &OwnerKey) -> Option<[usize; 2]> {
-        let n = (self.slots() / WAYS) as u64;
-        (n > 0).then(|| [(word(owner, 1) % n) as usize, (word(owner, 2) % n) as usize])
+        two_sets(owner, self.slots() / WAYS)
     }
 
     /// The owner's slot (its index and pruned contents) at `now`.
