@@ -22,7 +22,7 @@ export async function invoiceTenants(q) {
 
 export async function probe(q) {
   const { rows } = await sql`SELECT pg_backend_pid() AS pid, jwt_rls.jwt_claim('tenant_id') AS claim,
-                                    clock_timestamp()::text AS at`.execute(q);
+                                    to_char(clock_timestamp(), 'YYYY-MM-DD HH24:MI:SS.US') AS at`.execute(q);
   return rows[0];
 }
 

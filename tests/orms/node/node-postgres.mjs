@@ -39,4 +39,5 @@ export async function probe(q) {
 
 export const close = (pool) => pool.end();
 
-const PROBE = "SELECT pg_backend_pid() AS pid, jwt_rls.jwt_claim('tenant_id') AS claim, clock_timestamp()::text AS at";
+const PROBE = `SELECT pg_backend_pid() AS pid, jwt_rls.jwt_claim('tenant_id') AS claim,
+                      to_char(clock_timestamp(), 'YYYY-MM-DD HH24:MI:SS.US') AS at`;

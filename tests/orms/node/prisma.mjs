@@ -24,7 +24,7 @@ export async function invoiceTenants(q) {
 
 export async function probe(q) {
   const [row] = await q.$queryRaw`SELECT pg_backend_pid() AS pid, jwt_rls.jwt_claim('tenant_id') AS claim,
-                                         clock_timestamp()::text AS at`;
+                                         to_char(clock_timestamp(), 'YYYY-MM-DD HH24:MI:SS.US') AS at`;
   return row;
 }
 

@@ -33,8 +33,8 @@ export async function invoiceTenants(q) {
 }
 
 export async function probe(q) {
-  const [row] = await q.query(
-    "SELECT pg_backend_pid() AS pid, jwt_rls.jwt_claim('tenant_id') AS claim, clock_timestamp()::text AS at");
+  const [row] = await q.query(`SELECT pg_backend_pid() AS pid, jwt_rls.jwt_claim('tenant_id') AS claim,
+                                      to_char(clock_timestamp(), 'YYYY-MM-DD HH24:MI:SS.US') AS at`);
   return row;
 }
 
