@@ -261,6 +261,7 @@ def test_psycopg_prepared_statements_across_server_connections(prepare_threshold
         psycopg_transaction(tokens["a"]), lambda conn: conn.close())
     assert first == {"pid": held, "claim": str(TENANT_A), "rows": ROWS[TENANT_A]}
     if prepare_threshold is None:
+        assert "error" not in second, second
         assert second["pid"] != held and (second["claim"], second["rows"]) == (str(TENANT_A), ROWS[TENANT_A])
     else:
         assert second["error"]["code"] == "26000", second
@@ -296,6 +297,7 @@ def test_asyncpg_statement_cache_across_server_connections(statement_cache_size,
         asyncio.set_event_loop(None)
     assert first == {"pid": held, "claim": str(TENANT_A), "rows": ROWS[TENANT_A]}
     if statement_cache_size == 0:
+        assert "error" not in second, second
         assert second["pid"] != held and (second["claim"], second["rows"]) == (str(TENANT_A), ROWS[TENANT_A])
     else:
         assert second["error"]["code"] == "26000", second
