@@ -205,7 +205,7 @@ def test_asyncpg_recipe_isolates_pooled_tenants(bouncer, tokens):
 # -- Pitfalls ---------------------------------------------------------------
 
 @pytest.mark.parametrize("bind", ["SELECT set_config('jwt_rls.token', %s, true)",
-                                  "SELECT jwt_rls.authenticate(%s)"])
+                                  "SELECT jwt_rls.authenticate(%s)"], ids=["set_config", "authenticate"])
 def test_a_binding_in_autocommit_lasts_one_statement(bind, bouncer, tokens):
     """Outside BEGIN..COMMIT each statement is its own transaction: the
     next statement (here on the same server connection) has no claims and
