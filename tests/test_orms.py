@@ -9,7 +9,8 @@ Each recipe runs ROUNDS rounds of a tenant A transaction, a tenant B
 transaction and a request without a token, all started at once over a
 client pool of two connections: each transaction sees its claim and only
 its tenant's invoices, the tokenless requests see no claim and no rows, and
-the tenants' transactions alternate on that one backend.
+the tenants' transactions alternate on that one backend; and the recipe
+left no statement prepared by name there (its prepared-statement setting).
 
 Then the pitfalls, run through the pooler for real: a binding outside
 BEGIN..COMMIT lasts one statement (the next sees nothing), and a statement
@@ -79,6 +80,14 @@ def check_isolated(results, tokens):
     assert not any(t in json.dumps(results) for t in tokens.values())
 
 
+def named_statements(bouncer):
+    """The statements prepared by name on the pooler's one server
+    connection: a recipe that leaves one would break on PgBouncer < 1.21
+    as soon as its next transaction ran on another server connection."""
+    with psycopg.connect(url(bouncer), autocommit=True, prepare_threshold=None) as conn:
+        return conn.execute("SELECT name, statement FROM pg_prepared_statements").fetchall()
+
+
 def failure(who, e):
     sqlstate = getattr(e, "sqlstate", None) or getattr(getattr(e, "orig", None), "sqlstate", None)
     return {"who": who, "error": {"code": sqlstate, "message": str(e)[:300]}}
@@ -92,7 +101,7 @@ def node_missing():
     if node is None:
         return "node is not installed (bash scripts/setup.sh installs it)"
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 20:
+    if tuple(int(n) for n in version.lstrip("v").split(".")[:2]) < (20, 19):
         return f"node {version} is too old for these ORMs (Prisma 7 and TypeORM 1 need 20.19 or later)"
     if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "@prisma", "adapter-pg")):
         return "tests/orms/node/node_modules is missing (bash scripts/setup.sh runs npm ci there)"
@@ -127,6 +136,7 @@ def run_node(recipe, bouncer, tokens):
 @pytest.mark.parametrize("recipe", ["node-postgres", "prisma", "kysely", "typeorm"])
 def test_node_recipe_isolates_pooled_tenants(recipe, node_recipes, bouncer, tokens):
     check_isolated(run_node(recipe, bouncer, tokens), tokens)
+    assert named_statements(bouncer) == []
 
 
 # -- Python -----------------------------------------------------------------
@@ -166,6 +176,7 @@ def test_python_recipe_isolates_pooled_tenants(name, module, bouncer, tokens):
     finally:
         recipe.close(handle)
     check_isolated(results, tokens)
+    assert named_statements(bouncer) == []
 
 
 def test_django_recipe_isolates_pooled_tenants(bouncer, tokens):
@@ -175,6 +186,7 @@ def test_django_recipe_isolates_pooled_tenants(bouncer, tokens):
         pytest.skip("Django's settings were configured elsewhere in this process")
     recipe.configure("127.0.0.1", bouncer.port)
     check_isolated(interleave(recipe, None, tokens, finish=recipe.close_in_threads), tokens)
+    assert named_statements(bouncer) == []
 
 
 def test_asyncpg_recipe_isolates_pooled_tenants(bouncer, tokens):
@@ -200,6 +212,7 @@ def test_asyncpg_recipe_isolates_pooled_tenants(bouncer, tokens):
             await recipe.close(pool)
 
     check_isolated(asyncio.run(main()), tokens)
+    assert named_statements(bouncer) == []
 
 
 # -- Pitfalls ---------------------------------------------------------------
