@@ -35,6 +35,7 @@ import pytest
 
 from support import backend_pid, claim
 from support.pgbouncer import PgBouncer
+from support.pgcluster import wait_for
 from support.schema import ROWS, TENANT_A, TENANT_B, count
 
 pytestmark = pytest.mark.skipif(
@@ -77,7 +78,8 @@ def check_isolated(results, tokens):
     assert len({r["pid"] for r in results}) == 1, "one server connection served every client"
     order = [r["who"] for r in sorted(results, key=lambda r: r["at"]) if r["who"] != "none"]
     assert sum(x != y for x, y in zip(order, order[1:])) >= 2, order  # A after B after A on that backend
-    assert not any(t in json.dumps(results) for t in tokens.values())
+    leaked = any(t in json.dumps(results) for t in tokens.values())
+    assert not leaked, "a token in what the recipe returned"
 
 
 def named_statements(bouncer):
@@ -89,7 +91,9 @@ def named_statements(bouncer):
 
 
 def failure(who, e):
-    sqlstate = getattr(e, "sqlstate", None) or getattr(getattr(e, "orig", None), "sqlstate", None)
+    # The driver's SQLSTATE; SQLAlchemy keeps the driver's error as .orig, Django as __cause__.
+    sqlstate = next((getattr(x, "sqlstate") for x in (e, getattr(e, "orig", None), e.__cause__)
+                     if getattr(x, "sqlstate", None)), None)
     return {"who": who, "error": {"code": sqlstate, "message": str(e)[:300]}}
 
 
@@ -179,7 +183,10 @@ def test_python_recipe_isolates_pooled_tenants(name, module, bouncer, tokens):
     assert named_statements(bouncer) == []
 
 
-def test_django_recipe_isolates_pooled_tenants(bouncer, tokens):
+def test_django_recipe_isolates_pooled_tenants(cluster, bouncer, tokens):
+    """Also: a refused token stays out of the server log. PostgreSQL logs a
+    failing statement's text; the recipe's server_side_binding keeps the
+    token a parameter (Django's default would inline it into that text)."""
     recipe = python_recipe("django_recipe", "django")
     from django.conf import settings
     if settings.configured:
@@ -187,6 +194,16 @@ def test_django_recipe_isolates_pooled_tenants(bouncer, tokens):
     recipe.configure("127.0.0.1", bouncer.port)
     check_isolated(interleave(recipe, None, tokens, finish=recipe.close_in_threads), tokens)
     assert named_statements(bouncer) == []
+
+    forged = tokens["a"][:-6] + "AAAAAA"
+    with ThreadPoolExecutor(1) as executor:
+        refused = failure("a", executor.submit(recipe.as_tenant, None, forged, recipe.probe).exception())
+        recipe.close_in_threads(executor, 1)
+    assert refused["error"]["code"] == "28000", refused
+    # The refusal is logged with its statement; the token must not be in it.
+    assert wait_for(lambda: "STATEMENT:  SELECT jwt_rls.authenticate(" in cluster.server_log(), 10)
+    leaked = forged in cluster.server_log()
+    assert not leaked, "the refused token is in the server log"
 
 
 def test_asyncpg_recipe_isolates_pooled_tenants(bouncer, tokens):
@@ -279,7 +296,8 @@ def test_psycopg_prepared_statements_across_server_connections(prepare_threshold
     else:
         assert second["error"]["code"] == "26000", second
         assert "does not exist" in second["error"]["message"]
-        assert tokens["a"] not in second["error"]["message"]
+        leaked = tokens["a"] in second["error"]["message"]
+        assert not leaked, "the token in the error"
 
 
 @pytest.mark.parametrize("statement_cache_size", [100, 0])
@@ -314,4 +332,5 @@ def test_asyncpg_statement_cache_across_server_connections(statement_cache_size,
         assert second["pid"] != held and (second["claim"], second["rows"]) == (str(TENANT_A), ROWS[TENANT_A])
     else:
         assert second["error"]["code"] == "26000", second
-        assert tokens["a"] not in second["error"]["message"]
+        leaked = tokens["a"] in second["error"]["message"]
+        assert not leaked, "the token in the error"
