@@ -6,9 +6,9 @@
 //
 // Environment: DATABASE_URL (through PgBouncer in transaction mode), PORT
 // (0: any free port), POOL_SIZE (the pg pool's size, default 2), SCHEMA
-// (default public), WATCH=1 for PostGraphile's watch mode with
-// OWNER_DATABASE_URL (a superuser's, to install its event triggers). Once listening it
-// prints one JSON line, {"port": N}.
+// (default public); WATCH=1 for PostGraphile's watch mode, with
+// OWNER_DATABASE_URL, a superuser's, to install its event triggers. Once
+// listening it prints one JSON line, {"port": N}.
 'use strict';
 
 // PostGraphile keeps up to 100 named prepared statements per connection.
@@ -95,6 +95,9 @@ server.listen(Number(process.env.PORT || 0), '127.0.0.1', () => {
 function stop() {
   server.close();
   pool.end();
+  // pool.end() waits for every checked-out connection, and watch mode keeps
+  // one for its LISTEN: do not wait for it for more than a second.
+  setTimeout(() => process.exit(0), 1000).unref();
 }
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
