@@ -18,7 +18,7 @@ prepared (cached by name) on one server connection fails with 26000 on the
 next, where the recipe's setting works. A session-level SET jwt_rls.token
 is not here: it is not safe behind a transaction pooler (see the guide).
 
-Runs on PostgreSQL 15 only; the Node recipes skip without node 20+ or
+Runs on PostgreSQL 15 only; the Node recipes skip without node 20.19+ or
 tests/orms/node/node_modules (npm ci there), the Python ones without their
 packages (tests/requirements.txt)."""
 
@@ -255,7 +255,7 @@ def prepared_on_one_server_connection_then_another(cluster, connect_cached, run_
     """Runs a transaction on a client whose statements are cached, holds the
     server connection it used with another client, and runs the same
     transaction again: PgBouncer (2 server connections) has to put it on
-    the other one. Returns (first, second) outcomes and both backends."""
+    the other one. Returns both outcomes and the backend the first ran on."""
     with PgBouncer(cluster, "transaction", pool_size=2) as b:
         cached = connect_cached(url(b))
         try:
@@ -308,7 +308,6 @@ def test_asyncpg_statement_cache_across_server_connections(statement_cache_size,
     tenant's rows there."""
     asyncpg = pytest.importorskip("asyncpg", reason="asyncpg is not installed (tests/requirements.txt)")
     loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
 
     async def transaction(conn):
         async with conn.transaction():
@@ -325,7 +324,6 @@ def test_asyncpg_statement_cache_across_server_connections(statement_cache_size,
             lambda conn: loop.run_until_complete(conn.close()))
     finally:
         loop.close()
-        asyncio.set_event_loop(None)
     assert first == {"pid": held, "claim": str(TENANT_A), "rows": ROWS[TENANT_A]}
     if statement_cache_size == 0:
         assert "error" not in second, second
