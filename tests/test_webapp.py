@@ -378,8 +378,14 @@ XSS_SNOOP = """async () => {
   for (const name of Object.getOwnPropertyNames(window)) {
     try { if (typeof window[name] === 'string') strings.push(window[name]); } catch { /* a getter that throws */ }
   }
-  const found = { cookie: document.cookie, html: document.documentElement.outerHTML, globals: strings.join(' '),
-                  storage: JSON.stringify([{ ...localStorage }, { ...sessionStorage }]) };
+  // document.cookie shows the cookies of the document's path: a window of
+  // the origin at the refresh path would show the refresh cookie, were it
+  // readable by scripts at all.
+  const there = window.open('/auth/refresh');
+  await new Promise((resolve) => there.addEventListener('load', resolve));
+  const found = { cookie: document.cookie + ' ' + there.document.cookie, html: document.documentElement.outerHTML,
+                  globals: strings.join(' '), storage: JSON.stringify([{ ...localStorage }, { ...sessionStorage }]) };
+  there.close();
   const { loadKey } = await import('/dpop.js');
   const pair = await loadKey();
   found.extractable = pair.privateKey.extractable;
@@ -404,8 +410,10 @@ def test_page_script_cannot_read_the_refresh_token_or_export_the_dpop_key(site, 
 
     found = tab.evaluate(XSS_SNOOP)
     for where in ("cookie", "html", "globals", "storage"):
-        assert cookie["value"] not in found[where], f"the refresh token is readable in {where}"
-        assert token not in found[where], f"the access token is readable in {where}"
+        # (booleans, so that a failure does not print the tokens)
+        refresh_readable, access_readable = cookie["value"] in found[where], token in found[where]
+        assert not refresh_readable, f"the refresh token is readable in {where}"
+        assert not access_readable, f"the access token is readable in {where}"
     assert found["extractable"] is False
     assert found["exports"] == {"jwk": "InvalidAccessError", "pkcs8": "InvalidAccessError"}
     # The browser sent the cookie with the script's call, but a refresh
@@ -539,6 +547,54 @@ def test_an_expired_access_token_is_refreshed_silently(site, browsers, admin):
     assert session(admin, payload(old)["sid"])[::3] == (False, 2)  # one refresh: two refresh tokens
 
 
+def test_two_tabs_refreshing_at_once_take_turns_and_keep_the_session(site, browsers, admin):
+    browser, first = logged_in(browsers, "bob", "busy-tabs")
+    second = browser.tab()
+    second.open()
+    assert second.page() == "invoices"
+    calls = api_calls(browser.requests())
+    sid = session_id(calls[-1])
+    time.sleep(max(payload(access_token(r))["exp"] for r in calls) - time.time() + 1)  # both tokens expired
+
+    # Both tabs find their token refused at the same moment and refresh:
+    # the second waits for the first (a Web Lock) and presents the refresh
+    # token the first got, instead of the same one again (which would be
+    # reuse, and end the session).
+    at = int(time.time() * 1000) + 500  # the same moment in both tabs, by their clock (this machine's)
+    for tab in (first, second):
+        tab.evaluate("(at) => { setTimeout(() => document.getElementById('reload').click(), at - Date.now()); }", at)
+    time.sleep(max(0, at / 1000 - time.time()) + 0.2)
+    first.idle()
+    second.idle()
+    assert (first.page(), second.page()) == ("invoices", "invoices")
+    refreshes = [r["status"] for r in browser.requests() if r["path"] == "/auth/refresh"]
+    assert refreshes == [200, 200], refreshes
+    assert session(admin, sid)[:2] == (False, None) and session(admin, sid)[3] == 4  # login, 2nd tab, 2 refreshes
+
+
+def test_a_wrong_password_or_an_unknown_user_is_refused_and_passwords_are_stored_as_scrypt_hashes(
+        site, browsers, admin):
+    tab = browsers("guesser").tab()
+    sessions = "SELECT count(*) FROM jwt_rls.sessions WHERE sub = %s"
+    alice_sessions = admin.execute(sessions, ("alice",)).fetchone()[0]
+    for user, password in [("alice", "not-alice-s-password"), ("mallory", "no-such-user-here")]:
+        tab.open()
+        tab.fill("input[name=username]", user)
+        tab.fill("input[name=password]", password)
+        tab.click("#login-form button")
+        assert tab.page() == "login" and tab.text("#login-message") == "Wrong user name or password."
+    assert admin.execute(sessions, ("alice",)).fetchone()[0] == alice_sessions
+    assert admin.execute(sessions, ("mallory",)).fetchone()[0] == 0
+    for user, (_, password) in USERS.items():
+        stored = admin.execute("SELECT password_hash FROM webapp.users WHERE username = %s", (user,)).fetchone()[0]
+        assert stored.startswith("scrypt$17$8$1$") and password not in stored
+    # The login service may read the hashes, the API role may not.
+    with psycopg.connect(site.cluster.dsn(user="app"), autocommit=True) as app:
+        with pytest.raises(psycopg.Error) as e:
+            app.execute("SELECT password_hash FROM webapp.users")
+        assert e.value.sqlstate == "42501"
+
+
 def test_logout_ends_the_session_in_every_tab(site, browsers, admin):
     browser, first = logged_in(browsers, "alice", "tabs")
     second = browser.tab()
@@ -668,8 +724,12 @@ def test_no_token_proof_refresh_token_or_password_reaches_a_log(site, browsers, 
                                            "DPoP": replayed["headers"]["dpop"]})  # refused: a logged error
     secrets_seen = {USERS["alice"][1], browser.cookie()["value"]}
     for r in seen:
-        secrets_seen.update(v for k, v in r["headers"].items() if k in ("dpop", "authorization", "cookie"))
-    pieces = {p for s in secrets_seen for p in [s] + s.replace("=", ".").replace(" ", ".").split(".") if len(p) >= 20}
+        h = r["headers"]
+        secrets_seen.update(filter(None, [h.get("dpop"), h.get("authorization", "").removeprefix("DPoP ")]))
+        secrets_seen.update(c.split("=", 1)[1] for c in h.get("cookie", "").split("; ") if "=" in c)
+    assert len(secrets_seen) >= 6, secrets_seen.__len__()
+    # Each whole, and each segment of a JWT of 20 characters or more.
+    pieces = {p for s in secrets_seen for p in [s, *s.split(".")] if len(p) >= 20}
     logs = {"app": site.server_log(), "postgres": site.cluster.server_log(),
             "pgbouncer (app)": site.apps.read_log(), "pgbouncer (login)": site.logins.read_log()}
     assert "GET /api/invoices 401" in logs["app"] and "used before" in logs["app"]
