@@ -16,6 +16,7 @@ npm folders (bash scripts/setup.sh runs npm ci in both) or
 /usr/bin/chromium are missing."""
 
 import http.client
+import importlib.util
 import http.server
 import json
 import os
@@ -24,7 +25,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,11 +43,13 @@ WEBAPP = os.path.join(ROOT, "examples", "webapp")
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = os.path.join(ROOT, "target", "webapp-screenshots")
-LIFETIME = 5  # seconds an access token lives
+LIFETIME = 8  # seconds an access token lives (short: the silent refresh happens within a test)
 COOKIE = "__Secure-refresh_token"
 
-sys.path.insert(0, WEBAPP)
-from stack import Stack  # noqa: E402
+# examples/webapp/stack.py, the stack `start.sh` runs, loaded by its path.
+_spec = importlib.util.spec_from_file_location("webapp_stack", os.path.join(WEBAPP, "stack.py"))
+webapp_stack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(webapp_stack)
 
 # Made up at each run, like the demo's: no password is written down anywhere.
 USERS = {"alice": (TENANT_A, secrets.token_urlsafe(12)), "bob": (TENANT_B, secrets.token_urlsafe(12)),
@@ -213,7 +215,7 @@ def site():
         pytest.skip(reason)
     os.makedirs(SHOTS, exist_ok=True)
     logs = tempfile.mkdtemp(prefix="jwt_rls_webapp_")
-    stack = Stack(USERS, access_token_lifetime=LIFETIME, log_path=os.path.join(logs, "app.log")).start()
+    stack = webapp_stack.Stack(USERS, access_token_lifetime=LIFETIME, log_path=os.path.join(logs, "app.log")).start()
     try:
         yield stack
     finally:

@@ -39,6 +39,11 @@ if (protocol !== 'https:' && !['127.0.0.1', '[::1]', 'localhost'].includes(hostn
 // prepared statements (node-postgres uses the unnamed one unless told).
 const apiDb = new pg.Pool({ connectionString: process.env.WEBAPP_APP_DATABASE_URL, max: 8 });
 const loginDb = new pg.Pool({ connectionString: process.env.WEBAPP_LOGIN_DATABASE_URL, max: 4 });
+// An idle pooled connection that breaks (PgBouncer restarted, say) is
+// dropped by the pool; without a listener its error would end the process.
+for (const pool of [apiDb, loginDb]) {
+  pool.on('error', (e) => console.log(`idle database connection lost: ${e.code ?? ''} ${e.message}`));
+}
 
 // The refresh token lives only in this cookie: HttpOnly (no page script
 // reads it), Secure (the __Secure- prefix makes browsers insist), SameSite
