@@ -1,4 +1,6 @@
-//! Records the commit the extension is built from, for `jwt_rls.build_info()`.
+//! Records the commit the extension is built from, for `jwt_rls.build_info()`,
+//! and from PostgreSQL 18 on compiles `src/oauth/hba.c` (the OAuth
+//! validator's reader of the pg_hba line) against that server's headers.
 
 use std::process::Command;
 
@@ -9,7 +11,33 @@ fn git(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The major being built for, from the pgNN feature cargo-pgrx enables.
+fn major() -> Option<u32> {
+    (13..=30).find(|m| std::env::var_os(format!("CARGO_FEATURE_PG{m}")).is_some())
+}
+
+/// Compiles the C shim of the OAuth validator (PostgreSQL 18 and later),
+/// with the include directory of the pg_config pgrx builds against.
+fn compile_hba_shim(major: u32) {
+    let label = format!("pg{major}");
+    let config = pgrx_pg_config::Pgrx::from_config()
+        .and_then(|p| p.get(&label))
+        .unwrap_or_else(|e| panic!("no pg_config for {label}: {e}"));
+    let include = config
+        .includedir_server()
+        .unwrap_or_else(|e| panic!("pg_config --includedir-server for {label}: {e}"));
+    cc::Build::new()
+        .file("src/oauth/hba.c")
+        .include(include)
+        .warnings(true)
+        .compile("jwt_rls_hba");
+    println!("cargo:rerun-if-env-changed=PGRX_PG_CONFIG_PATH");
+}
+
 fn main() {
+    if let Some(major) = major().filter(|m| *m >= 18) {
+        compile_hba_shim(major);
+    }
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c) => {
             let dirty = git(&["status", "--porcelain", "--untracked-files=no"])

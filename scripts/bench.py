@@ -1282,6 +1282,59 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu})"
 
 
+OAUTH_SCOPES = "openid invoices"
+
+
+def bench_oauth(smoke):
+    """A login with an OAuth bearer token (jwt_rls as the validator) beside
+    a password login (SCRAM-SHA-256, PostgreSQL's default), each a new
+    connection closed at once, by one libpq client in turns. An OAuth
+    login is what libpq 18 does: a first connection asks the server which
+    issuer to use, a second one presents the token."""
+    from support.oauth_client import connect_loop
+
+    if PG_MAJOR < 18:
+        results["oauth_skipped"] = f"PostgreSQL {PG_MAJOR} has no OAuth logins (18 and later)"
+        log("\n== OAuth login: skipped, " + results["oauth_skipped"])
+        return
+    n, rounds = (20, 1) if smoke else (400, 4)
+    conf = CONF + [PRELOAD, "oauth_validator_libraries = 'jwt_rls'", "jwt_rls.oauth_database = 'postgres'"]
+    c = Cluster(conf=conf)
+    with open(os.path.join(c.data, "pg_hba.conf"), "w") as f:
+        f.write("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                "host all app_pw 127.0.0.1/32 scram-sha-256\n"
+                f'host all app 127.0.0.1/32 oauth issuer="{ISSUER}" scope="{OAUTH_SCOPES}" map=tokens\n')
+    with open(os.path.join(c.data, "pg_ident.conf"), "w") as f:
+        f.write("tokens /^.+$ app\n")
+    with c:  # starts it; removes it on the way out
+        signer = Signer("oauth-bench", "ES256")
+        with psycopg.connect(c.dsn(), autocommit=True) as admin:
+            admin.execute(SCHEMA)
+            admin.execute("CREATE ROLE app_pw LOGIN PASSWORD 'bench-password'")
+            with admin.cursor() as cur:
+                signer.install(cur)
+        token = signer.token("t1", scope=OAUTH_SCOPES, ttl=3600)
+        oauth = f"{c.dsn(user='app')} oauth_issuer={ISSUER} oauth_client_id=bench"
+        password = c.dsn(user="app_pw", password="bench-password")
+        deadline = time.time() + 30
+        while True:  # the key snapshot worker's first copy
+            try:
+                connect_loop(oauth, token, 1)
+                break
+            except subprocess.CalledProcessError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        ms = {"oauth": [], "password": []}
+        for _ in range(rounds):
+            ms["oauth"].append(connect_loop(oauth, token, n) / n * 1000)
+            ms["password"].append(connect_loop(password, None, n) / n * 1000)
+    o, p = statistics.median(ms["oauth"]), statistics.median(ms["password"])
+    results["oauth"] = {"oauth_ms": o, "password_ms": p, "ratio": o / p, "logins": n * rounds}
+    log(f"\n== OAuth login: {o:.2f} ms per connection vs {p:.2f} ms with a password (SCRAM): "
+        f"ratio {o / p:.2f} ({n * rounds} logins of each, in turns)")
+
+
 def this_run(workloads, smoke):
     """`results`, with the major and machine they were measured on."""
     return {"major": PG_MAJOR, "version": pg_version(), "date": datetime.date.today().isoformat(),
@@ -1383,6 +1436,13 @@ def readme_table(runs):
         logins = ", ".join(f"{run['results']['sessions']:.0f}{on(run)}" for run in measured("sessions"))
         lines += ["", f"Sessions: {logins} logins and as many refreshes per second "
                   "(`start_session` + `CALL refresh`, ES256 access tokens, 2 pgbench clients)."]
+    if measured("oauth"):
+        for run in measured("oauth"):
+            o = run["results"]["oauth"]
+            lines += ["", f"OAuth login{on(run)}: {o['oauth_ms']:.2f} ms per connection with a bearer token "
+                      f"(jwt_rls as the validator, libpq 18's two connections per login) vs "
+                      f"{o['password_ms']:.2f} ms with a password (SCRAM-SHA-256): ratio {o['ratio']:.2f}, "
+                      f"{o['logins']} logins of each in turns."]
     if "cache_hit_us" in core:
         hit = core["cache_hit_us"]
         lines += ["", f"Cache hit (same token again): {hit:.3f} µs in the core, target < 2 µs: {verdict(hit < 2)}."]
@@ -1558,7 +1618,7 @@ def publish(table, partial):
 
 
 WORKLOADS = ["core", "sql", "scan", "revocation", "sessions", "explain", "memory", "pooled", "fresh", "dpop",
-             "citus"]
+             "citus", "oauth"]
 
 
 def main():
@@ -1615,6 +1675,8 @@ def main():
         bench_dpop(args.smoke)
     if "citus" in run:
         bench_citus(args.smoke)
+    if "oauth" in run:
+        bench_oauth(args.smoke)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(this_run(run, args.smoke), f, indent=1)

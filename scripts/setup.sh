@@ -18,7 +18,9 @@ need_apt=()
 dpkg -s "postgresql-server-dev-${DEBIAN_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-server-dev-${DEBIAN_MAJOR}")
 dpkg -s "postgresql-${DEBIAN_MAJOR}" >/dev/null 2>&1 || need_apt+=("postgresql-${DEBIAN_MAJOR}")
 # gcc and make: the C compiler and linker Rust and pgrx's build call as `cc`.
-for pkg in gcc make libclang-dev clang sudo pgbouncer; do
+# libkrb5-dev: the server headers of the PyPI builds (GSSAPI on) include
+# gssapi.h, which src/oauth/hba.c (PostgreSQL 18 on) compiles against.
+for pkg in gcc make libclang-dev clang sudo pgbouncer libkrb5-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # The tests' virtual environment needs venv with pip (Debian: python3-venv).

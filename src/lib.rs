@@ -8,6 +8,8 @@
 //! - `adoption/`: PostgREST/Supabase names for the claims, `isolate()` and
 //!   `audit()`;
 //! - `diagnostics`: `stats()`, `cache_stats()`, `build_info()`;
+//! - `oauth/`: logging in with a token (PostgreSQL 18's OAuth validator),
+//!   checked against a copy of one database's key store in shared memory;
 //! - `binding/`: the bound token setting, the claims' SQL surface, roles;
 //! - `citus/`: binding on every node of a Citus cluster, and sharing the
 //!   key, revocation and session tables with every node;
@@ -35,6 +37,7 @@ mod diagnostics;
 mod dpop;
 mod keys;
 mod lifecycle;
+mod oauth;
 mod pg;
 mod settings;
 mod shared;
@@ -54,6 +57,9 @@ pub extern "C-unwind" fn _PG_init() {
         shared::cache::init();
         keys::jwks_worker::init();
         dpop::replay::init();
+        // Logging in with a token exists from PostgreSQL 18 on.
+        #[cfg(feature = "pg18")]
+        oauth::init();
         shmem::init();
     }
     // The token setting comes last: defining it checks a value stored

@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 use crate::dpop::replay;
 use crate::keys::jwks_worker;
+use crate::oauth::snapshot as oauth_snapshot;
 use crate::pg::region::Region;
 use crate::shared::{cache, counters};
 
@@ -22,7 +23,7 @@ static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 /// The parts, in the order they lie in the segment, with the bytes each
 /// asks for (read once the postmaster's settings are final).
-fn parts() -> [(&'static Region, usize); 6] {
+fn parts() -> [(&'static Region, usize); 7] {
     [
         (&counters::REGION, counters::SHARED_BYTES),
         (&jwks_worker::REGION, jwks_worker::SHARED_BYTES),
@@ -30,11 +31,13 @@ fn parts() -> [(&'static Region, usize); 6] {
         (&replay::STATE, replay::STATE_BYTES),
         (&replay::SHARES, replay::share_bytes()),
         (&replay::REGION, replay::shared_bytes()),
+        (&oauth_snapshot::REGION, oauth_snapshot::shared_bytes()),
     ]
 }
 
 /// Asks for the LWLocks of the parts that take them (the DPoP replay
-/// table's and its shares' partitions), with the segment.
+/// table's and its shares' partitions, the OAuth login snapshot's lock),
+/// with the segment.
 ///
 /// # Safety
 /// Only while shared memory is being sized (the request hook, or _PG_init
@@ -44,6 +47,11 @@ unsafe fn request_locks() {
     if n > 0 {
         // SAFETY: see the function's contract; the name is 'static.
         unsafe { pg_sys::RequestNamedLWLockTranche(replay::TRANCHE.as_ptr(), n as i32) };
+    }
+    let n = oauth_snapshot::locks_wanted();
+    if n > 0 {
+        // SAFETY: as above.
+        unsafe { pg_sys::RequestNamedLWLockTranche(oauth_snapshot::TRANCHE.as_ptr(), n as i32) };
     }
 }
 
@@ -120,6 +128,11 @@ unsafe extern "C-unwind" fn startup() {
         }
         if replay::locks_wanted() > 0 {
             replay::attach_locks(pg_sys::GetNamedLWLockTranche(replay::TRANCHE.as_ptr()));
+        }
+        if oauth_snapshot::locks_wanted() > 0 {
+            oauth_snapshot::attach_locks(pg_sys::GetNamedLWLockTranche(
+                oauth_snapshot::TRANCHE.as_ptr(),
+            ));
         }
         if !found {
             // A new segment: the replay table is empty from now on.

@@ -24,8 +24,9 @@ const REGISTERED: [&str; 7] = ["exp", "nbf", "iat", "iss", "aud", "sub", "jti"];
 /// Latest NumericDate accepted: 9999-12-31T23:59:59Z.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
-/// What a token's claims must satisfy. Built from the extension's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a token's claims must satisfy. Built from the extension's settings
+/// (and copied into shared memory for the OAuth login, `login::Snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     /// Accepted `iss` values; empty means any string (or none).
     pub issuers: Vec<String>,

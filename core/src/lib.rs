@@ -24,7 +24,11 @@
 //!   `compact`, `json`, `header` and `keys`, and nothing uses it;
 //! - `replay` (the table of DPoP proofs seen, laid out for shared memory):
 //!   it uses only `fingerprint`; `replay_quota` (each DPoP key's share of
-//!   that table) uses `fingerprint` and `replay`, and nothing uses it.
+//!   that table) uses `fingerprint` and `replay`, and nothing uses it;
+//! - `revocation` (whether the revocation lists refuse a verified token)
+//!   uses `error` and `verify`; `login` (a token presented to log in, checked
+//!   against a snapshot of the key store) uses it with `claims`, `keys`,
+//!   `jwe` and `verify`, and nothing uses `login`.
 
 #![forbid(unsafe_code)]
 
@@ -41,8 +45,10 @@ pub mod jwe;
 pub mod jwe_keys;
 pub mod keys;
 pub mod limits;
+pub mod login;
 pub mod replay;
 pub mod replay_quota;
+pub mod revocation;
 pub mod select;
 pub mod sign;
 pub mod thumbprint;

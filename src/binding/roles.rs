@@ -8,13 +8,15 @@
 //!   without the claim is refused too (fail closed).
 //! - The switch is transaction-local: gone at COMMIT/ROLLBACK, so it never
 //!   outlives the transaction behind a pooler.
-//! - Claims are readable only while the role set by SET ROLE is the claimed
-//!   one: `RESET ROLE` or `SET ROLE` to another role inside the transaction
-//!   leaves the token's claims unreadable (42501) instead of combining them
-//!   with other privileges. (SECURITY DEFINER functions keep working: they
+//! - Claims are readable only while the role in force (set by SET ROLE,
+//!   or the session user when none is) is the claimed one: `RESET ROLE`
+//!   or `SET ROLE` to another role inside the transaction leaves the
+//!   token's claims unreadable (42501) instead of combining them with
+//!   other privileges. (SECURITY DEFINER functions keep working: they
 //!   change the current user, not the role set by SET ROLE.) A token bound
 //!   with `SET jwt_rls.token` does not switch: its claims are readable only
-//!   after the application itself sets the claimed role.
+//!   after the application itself sets the claimed role (or in a session
+//!   logged in as that role).
 
 use std::ffi::CString;
 
@@ -100,8 +102,16 @@ pub fn check(verified: &Verified) {
     let Some((name, oid)) = claimed(verified) else {
         return;
     };
-    // SAFETY: reads a backend-global variable.
-    if unsafe { pg_sys::GetCurrentRoleId() } != oid {
+    // The role in force: the one SET ROLE set, or without one the session
+    // user (an OAuth login whose token chose its role, `crate::oauth`).
+    // SAFETY: both read backend-global variables.
+    let in_force = unsafe {
+        match pg_sys::GetCurrentRoleId() {
+            pg_sys::InvalidOid => pg_sys::GetSessionUserId(),
+            set => set,
+        }
+    };
+    if in_force != oid {
         refuse(
             "the bound token's claims are readable only under its role",
             format!(

@@ -232,7 +232,7 @@ unsafe extern "C-unwind" fn assign_token(value: *const c_char, _extra: *mut c_vo
 /// loudly. Returning false makes Postgres report our message (never the
 /// value, which it would otherwise quote). Where no verification can run
 /// (outside a transaction, while a parallel worker restores the leader's
-/// settings), and on a Citus worker sent the token by the coordinator
+/// settings, while the backend starts), and on a Citus worker sent the token by the coordinator
 /// (`citus::forwarded_here`), the value is accepted here and verified at
 /// first read.
 #[pg_guard]
@@ -252,9 +252,17 @@ unsafe extern "C-unwind" fn check_token(
     if token.is_empty() {
         return true;
     }
-    // SAFETY: both read backend-global state and cannot raise.
-    let deferred = unsafe { !pg_sys::IsTransactionState() || pg_sys::ParallelWorkerNumber >= 0 }
-        || citus::forwarded_here();
+    // SAFETY: these read backend-global state and cannot raise. While the
+    // backend starts (not yet in normal processing) the policy is not the
+    // database's yet: an OAuth login binds its token before a database is
+    // chosen (`crate::oauth`), and the connection's `-c jwt_rls.token` is
+    // applied before the database's and role's settings (ALTER DATABASE
+    // ... SET jwt_rls.audience) are.
+    let deferred = unsafe {
+        !pg_sys::IsTransactionState()
+            || pg_sys::ParallelWorkerNumber >= 0
+            || pg_sys::Mode != pg_sys::ProcessingMode::NormalProcessing
+    } || citus::forwarded_here();
     BACKEND.with_borrow_mut(|b| b.handed = None);
     if deferred {
         return true;

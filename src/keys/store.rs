@@ -6,6 +6,7 @@
 //! them.
 
 use jwt_rls_core::keys::{check_kid, encode_secret, parse_jwks, Format};
+use jwt_rls_core::login::KeyRow;
 use jwt_rls_core::{Key, KeySet};
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
@@ -17,24 +18,12 @@ use crate::pg::clock::unix_seconds;
 use crate::pg::errors;
 use crate::settings;
 
-struct Row {
-    kid: String,
-    alg: String,
-    format: String,
-    material: String,
-    enabled: bool,
-    not_before: Option<i64>,
-    not_after: Option<i64>,
-    /// The issuer of the JWKS source the refresh worker keeps the key for.
-    issuer: Option<String>,
-}
-
 pub(crate) fn seconds(ts: Option<TimestampWithTimeZone>) -> Option<i64> {
     ts.filter(|t| t.is_finite())
         .map(|t| unix_seconds(pg_sys::TimestampTz::from(t)))
 }
 
-fn read_rows(keys: &Relation) -> Vec<Row> {
+fn read_rows(keys: &Relation) -> Vec<KeyRow> {
     // The source's issuer binds a fetched key to it (a JWKS URL source has
     // none). Plain equality: search_path is pinned to pg_catalog for
     // owner-rights reads (catalog.rs). Before ALTER EXTENSION UPDATE to
@@ -55,7 +44,7 @@ fn read_rows(keys: &Relation) -> Vec<Row> {
         let table = client.select(&query, None, &[])?;
         let mut rows = Vec::new();
         for row in table {
-            rows.push(Row {
+            rows.push(KeyRow {
                 kid: row.get::<String>(1)?.unwrap_or_default(),
                 alg: row.get::<String>(2)?.unwrap_or_default(),
                 format: row.get::<String>(3)?.unwrap_or_default(),
@@ -71,28 +60,21 @@ fn read_rows(keys: &Relation) -> Vec<Row> {
     .unwrap_or_else(|e| error!("jwt_rls could not read its key table: {e}"))
 }
 
+/// Every row of the key table as stored, read as the table owner (the
+/// OAuth login's snapshot copies them).
+pub fn rows() -> Vec<KeyRow> {
+    let Some(keys) = KEYS.relation() else {
+        return Vec::new();
+    };
+    catalog::as_owner_of(keys.oid, || read_rows(&keys))
+}
+
 /// Reads every key, as the table owner. Rows that fail the import checks
 /// (written around the key functions) are skipped with a WARNING.
 pub fn load() -> KeySet {
-    let Some(keys) = KEYS.relation() else {
-        return KeySet::default();
-    };
-    let rows = catalog::as_owner_of(keys.oid, || read_rows(&keys));
-
-    let keys = rows.into_iter().filter_map(|row| {
-        let built = Format::from_name(&row.format)
-            .and_then(|f| Key::new(&row.kid, &row.alg, f, &row.material))
-            .map(|mut key| {
-                key.enabled = row.enabled;
-                key.not_before = row.not_before;
-                key.not_after = row.not_after;
-                if let Some(issuer) = &row.issuer {
-                    key.bind_issuer(issuer);
-                }
-                key
-            });
-        errors::usable_key("jwt_rls.keys", &row.kid, built)
-    });
+    let keys = rows()
+        .into_iter()
+        .filter_map(|row| errors::usable_key("jwt_rls.keys", &row.kid, row.key()));
     KeySet::new(keys.collect())
 }
 

@@ -9,13 +9,13 @@
 //! the current one. Between changes a cached token costs one comparison;
 //! with both lists empty (the default) no lookup runs at all.
 //!
-//! Fail closed: when a subject has a cutoff, a token of that subject
-//! without `iat` cannot prove it was issued after it, and is refused. A
-//! token without `jti` cannot be revoked by jti (revoke its subject).
+//! What a list entry refuses is `jwt_rls_core::revocation`'s decision (the
+//! OAuth login takes the same one over a copy of the lists).
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
+use jwt_rls_core::revocation;
 use jwt_rls_core::{Error, Verified};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -108,14 +108,10 @@ fn subject_cutoff(sub: &str) -> Option<i64> {
 
 /// Whether the session (refresh-token family) `sid` is revoked.
 fn session_revoked(sid: &str) -> bool {
-    // Sessions are uuids; a sid of another shape (another issuer's) names
-    // none of them.
-    let uuid_shaped = sid.len() == 36
-        && sid.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    let Some(table) = uuid_shaped.then(|| SESSIONS.relation()).flatten() else {
+    let Some(table) = revocation::is_session_id(sid)
+        .then(|| SESSIONS.relation())
+        .flatten()
+    else {
         return false;
     };
     let query = format!(
@@ -145,6 +141,29 @@ fn jti_revoked(jti: &str) -> bool {
     .unwrap_or(true)
 }
 
+/// The lists as this database's tables hold them, looked up one token at
+/// a time.
+impl revocation::Lists for Occupancy {
+    fn has_tokens(&self) -> bool {
+        self.tokens
+    }
+    fn has_sessions(&self) -> bool {
+        self.sessions
+    }
+    fn has_subjects(&self) -> bool {
+        self.subjects
+    }
+    fn jti_revoked(&self, jti: &str) -> bool {
+        jti_revoked(jti)
+    }
+    fn session_revoked(&self, sid: &str) -> bool {
+        session_revoked(sid)
+    }
+    fn subject_cutoff(&self, sub: &str) -> Option<i64> {
+        subject_cutoff(sub)
+    }
+}
+
 /// Refuses a verified token that a committed revocation names. The answer
 /// is remembered with the token (its stamp) until the lists change.
 pub fn check(verified: &Verified) -> Result<(), Error> {
@@ -152,40 +171,75 @@ pub fn check(verified: &Verified) -> Result<(), Error> {
     if verified.stamp.load(Ordering::Relaxed) == generation + 1 {
         return Ok(());
     }
-    let lists = occupancy(generation);
-    if lists.tokens {
-        if let Some(jti) = verified.claim("jti") {
-            if jti_revoked(&jti) {
-                return Err(Error::Revoked);
-            }
-        }
-    }
-    if lists.sessions {
-        if let Some(sid) = verified.claim("sid") {
-            if session_revoked(&sid) {
-                return Err(Error::Revoked);
-            }
-        }
-    }
-    if lists.subjects {
-        if let Some(sub) = verified.claim("sub") {
-            if let Some(cutoff) = subject_cutoff(&sub) {
-                match verified.times.iat {
-                    None => return Err(Error::RevokedSubjectNoIat),
-                    Some(iat) if iat.saturating_mul(1_000_000) < cutoff => {
-                        return Err(Error::RevokedSubject)
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-    }
+    revocation::check(verified, &occupancy(generation))?;
     // Stamps are generation + 1, so that 0 means "never checked". An answer
     // read under an older snapshot (parallel mode) is not kept.
     if catalog::fresh() {
         verified.stamp.store(generation + 1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Every entry of the three lists, read as their owner: what the OAuth
+/// login's snapshot copies (`crate::oauth`). Revoked jtis are kept only
+/// until their tokens expire, so that list stays short; revoked sessions
+/// and subjects stay until an administrator deletes them.
+pub struct Entries {
+    pub jtis: Vec<String>,
+    /// Lower-case uuids.
+    pub sessions: Vec<String>,
+    /// Subject and cutoff, in microseconds since the Unix epoch.
+    pub subjects: Vec<(String, i64)>,
+}
+
+pub fn entries() -> Entries {
+    let mut entries = Entries {
+        jtis: Vec::new(),
+        sessions: Vec::new(),
+        subjects: Vec::new(),
+    };
+    let lists = (
+        REVOKED_TOKENS.relation(),
+        REVOKED_SUBJECTS.relation(),
+        SESSIONS.relation(),
+    );
+    let (Some(tokens), Some(subjects), Some(sessions)) = lists else {
+        return entries;
+    };
+    let queries = [
+        format!(
+            "SELECT jti, NULL::pg_catalog.int8 FROM {} \
+             WHERE expires_at OPERATOR(pg_catalog.>) pg_catalog.now()",
+            tokens.name()
+        ),
+        format!(
+            "SELECT id::pg_catalog.text, NULL::pg_catalog.int8 FROM {} WHERE revoked_at IS NOT NULL",
+            sessions.name()
+        ),
+        format!(
+            "SELECT sub, ((extract(epoch FROM issued_before) OPERATOR(pg_catalog.*) 1000000)::bigint) FROM {}",
+            subjects.name()
+        ),
+    ];
+    catalog::as_owner_of(tokens.oid, || {
+        Spi::connect(|client| {
+            for (i, query) in queries.iter().enumerate() {
+                for row in client.select(query, None, &[])? {
+                    let name = row.get::<String>(1)?.unwrap_or_default();
+                    match i {
+                        0 => entries.jtis.push(name),
+                        1 => entries.sessions.push(name),
+                        _ => entries
+                            .subjects
+                            .push((name, row.get::<i64>(2)?.unwrap_or(i64::MAX))),
+                    }
+                }
+            }
+            Ok::<_, pgrx::spi::Error>(())
+        })
+        .unwrap_or_else(|e| error!("jwt_rls could not read its revocation lists: {e}"))
+    });
+    entries
 }
 
 extension_sql!(

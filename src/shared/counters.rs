@@ -51,11 +51,15 @@ pub enum Counter {
     /// DPoP proofs refused because their key held its share of the replay
     /// table already (`jwt_rls.dpop_proofs_per_key`); also in RefusedDpop.
     RefusedDpopOverShare,
+    /// OAuth logins admitted by the validator (PostgreSQL 18 and later).
+    OauthLogins,
+    /// OAuth logins refused by the validator, for any reason.
+    RefusedOauth,
 }
 
 use Counter::*;
 
-const ALL: [Counter; 21] = [
+const ALL: [Counter; 23] = [
     Binds,
     Verifications,
     CacheHitsLocal,
@@ -77,6 +81,8 @@ const ALL: [Counter; 21] = [
     DpopProofs,
     RefusedDpop,
     RefusedDpopOverShare,
+    OauthLogins,
+    RefusedOauth,
 ];
 
 impl Counter {
@@ -103,6 +109,8 @@ impl Counter {
             DpopProofs => "dpop_proofs",
             RefusedDpop => "refused_dpop",
             RefusedDpopOverShare => "refused_dpop_over_share",
+            OauthLogins => "oauth_logins",
+            RefusedOauth => "refused_oauth",
         }
     }
 }
