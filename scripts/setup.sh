@@ -54,7 +54,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography, jwcrypto' >/dev/null 2>&1; then
+if ! .venv/bin/python -c 'import psycopg, jwt, pytest, cryptography, jwcrypto, psycopg_pool, sqlalchemy, django, asyncpg' >/dev/null 2>&1; then
   echo "setup: installing Python test dependencies into .venv"
   .venv/bin/python -m pip install -q -r tests/requirements.txt
 fi
@@ -64,6 +64,40 @@ fi
 if [ ! -d tests/node/node_modules/jose ]; then
   echo "setup: installing the Node test client's packages (tests/node)"
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# The reference web app's package (pg), for examples/webapp/start.sh and
+# its test, as its package-lock.json pins it.
+if [ ! -d examples/webapp/node_modules/pg ]; then
+  echo "setup: installing the reference web app's packages (examples/webapp)"
+  npm ci --prefix examples/webapp --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# What only the test command needs (scripts/test.sh sets JWT_RLS_TEST_DEPS):
+# Debian's Chromium, driven headless by playwright-core in
+# tests/test_webapp.py (no browser download); the browser driver's,
+# PostGraphile's and the ORM recipes' packages, as their package-lock.json
+# files pin them (--ignore-scripts for the recipes: no install script may
+# try a download, as Prisma's would).
+if [ -n "${JWT_RLS_TEST_DEPS:-}" ]; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium (the browser tests)"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+  fi
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "setup: installing the browser tests' packages (tests/browser)"
+    npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+  if [ ! -d tests/postgraphile/node_modules/postgraphile ]; then
+    echo "setup: installing PostGraphile for its test (tests/postgraphile)"
+    npm ci --prefix tests/postgraphile --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+  if [ ! -d tests/orms/node/node_modules/@prisma/adapter-pg ]; then
+    echo "setup: installing the ORM recipes' Node packages (tests/orms/node)"
+    npm ci --prefix tests/orms/node --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+  fi
 fi
 
 # Every supported PostgreSQL major (scripts/pg-majors.sh: 15 from Debian,

@@ -25,7 +25,7 @@ SUBSET=(tests/test_regress.py tests/test_hostile.py tests/test_isolation.py test
         tests/test_audit.py tests/test_isolate.py tests/test_dpop.py)
 
 # shellcheck disable=SC2086  # lists of words
-JWT_RLS_MAJORS="$MAJORS" bash scripts/setup.sh
+JWT_RLS_MAJORS="$MAJORS" JWT_RLS_TEST_DEPS=1 bash scripts/setup.sh
 
 echo "== lint: no import circle among modules or folders (scripts/check-imports.py)"
 python3 scripts/check-imports.py src core/src fetch/src
