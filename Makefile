@@ -2,7 +2,7 @@
 # `make` and `make install` are what PGXN's client runs on a source
 # distribution: build and install the release build with cargo-pgrx
 # (Rust and cargo-pgrx required), for the pg_config on PATH or PG_CONFIG.
-.PHONY: all install demo test bench bench-smoke fuzz deb pgxn
+.PHONY: all install demo test bench bench-smoke bench-instructions fuzz deb pgxn
 PG_CONFIG ?= $(shell command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
 # Build for that pg_config's major only (Cargo.toml's default feature is pg15).
 BUILD_MAJOR := $(shell "$(PG_CONFIG)" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
@@ -25,6 +25,9 @@ bench:
 
 bench-smoke:
 	bash scripts/bench.sh --smoke
+
+bench-instructions:
+	bash scripts/bench-instructions.sh
 
 fuzz:
 	bash scripts/fuzz.sh $(SECONDS)

@@ -74,17 +74,21 @@ if [ ! -d examples/webapp/node_modules/pg ]; then
 fi
 
 # What only the test command needs (scripts/test.sh sets JWT_RLS_TEST_DEPS):
-# Debian's Chromium, driven headless by playwright-core in
+# valgrind, and Debian's Chromium, driven headless by playwright-core in
 # tests/test_webapp.py (no browser download); the browser driver's,
 # PostGraphile's and the ORM recipes' packages, as their package-lock.json
 # files pin them (--ignore-scripts for the recipes: no install script may
 # try a download, as Prisma's would).
 if [ -n "${JWT_RLS_TEST_DEPS:-}" ]; then
-  if ! command -v chromium >/dev/null 2>&1; then
-    echo "setup: installing chromium (the browser tests)"
+  test_apt=()
+  command -v chromium >/dev/null 2>&1 || test_apt+=(chromium)
+  # valgrind: the bind path counted in instructions (scripts/bench_instructions.py).
+  command -v valgrind >/dev/null 2>&1 || test_apt+=(valgrind)
+  if [ ${#test_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${test_apt[*]} (the browser tests, the instruction counts)"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${test_apt[@]}"
   fi
   if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "setup: installing the browser tests' packages (tests/browser)"

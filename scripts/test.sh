@@ -86,6 +86,10 @@ for major in $MAJORS; do
     echo "== benchmarks, smoke run (checks the scripts run; the numbers mean nothing here)"
     .venv/bin/python scripts/bench.py --smoke > target/bench-smoke.log 2>&1 || { tail -40 target/bench-smoke.log; exit 1; }
     tail -3 target/bench-smoke.log
+    echo "== benchmarks in instructions, smoke run (callgrind; scripts/bench_instructions.py --smoke)"
+    .venv/bin/python scripts/bench_instructions.py --smoke > target/bench-instructions-smoke.log 2>&1 \
+      || { tail -40 target/bench-instructions-smoke.log; exit 1; }
+    grep -E "^\| (never-seen|same token|DPoP)" target/bench-instructions-smoke.log
   fi
 
   if [ "$full" = 1 ]; then

@@ -102,7 +102,7 @@ pub fn prove(token: &str, verified: &Verified, proof: &str, method: &str, url: &
         errors::raise!(&Error::NotSenderConstrained);
     };
     check(proof, method, url, Some(token), Some(&jkt));
-    let mark = CString::new(access_token_hash(token))
+    let mark = CString::new(ath_of(token))
         .unwrap_or_else(|_| errors::internal("base64url holds a NUL byte"));
     settings::set_local_privileged(c"jwt_rls.dpop_proven", &mark);
 }
@@ -209,6 +209,28 @@ fn refuse(e: &DpopError) -> ! {
     errors::raise_dpop(e)
 }
 
+thread_local! {
+    /// The last token whose `ath` this backend computed, and that `ath`: a
+    /// DPoP-bound token is checked against the mark at its bind, its
+    /// setting's check and its reads, and comparing a token (~1 KB) costs a
+    /// memcmp where its SHA-256 costs ~34,000 instructions
+    /// (`make bench-instructions`).
+    static LAST_ATH: std::cell::RefCell<Option<(Box<str>, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `access_token_hash(token)`, computed once for the token bound lately.
+fn ath_of(token: &str) -> String {
+    LAST_ATH.with_borrow_mut(|last| match last {
+        Some((t, ath)) if **t == *token => ath.clone(),
+        _ => {
+            let ath = access_token_hash(token);
+            *last = Some((token.into(), ath.clone()));
+            ath
+        }
+    })
+}
+
 /// Whether `token` (verified as `verified`) may be bound now: refused when
 /// it names a DPoP key and was not proven in this transaction.
 pub fn admit(token: &str, verified: &Verified) -> Result<(), Error> {
@@ -218,7 +240,7 @@ pub fn admit(token: &str, verified: &Verified) -> Result<(), Error> {
     let proven = PROVEN.get();
     let proven = proven.as_ref().map(|p| p.to_bytes()).unwrap_or_default();
     // Not secret: the mark is the hash of a token the caller holds.
-    if !proven.is_empty() && proven == access_token_hash(token).as_bytes() {
+    if !proven.is_empty() && proven == ath_of(token).as_bytes() {
         Ok(())
     } else {
         Err(Error::ProofRequired)
