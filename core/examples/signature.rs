@@ -21,7 +21,9 @@ fn read(path: &str) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 6 {
-        eprintln!("usage: signature ALG FORMAT MATERIAL_FILE TOKEN_FILE N [--ath ACCESS_TOKEN_FILE]");
+        eprintln!(
+            "usage: signature ALG FORMAT MATERIAL_FILE TOKEN_FILE N [--ath ACCESS_TOKEN_FILE]"
+        );
         std::process::exit(2);
     }
     let format = Format::from_name(&args[2]).expect("format: secret, pem or jwk");
