@@ -33,6 +33,7 @@ static SIGN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(900);
 static SESSION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(30 * 86400);
 static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(7 * 86400);
 static REFRESH_REUSE_GRACE: GucSetting<i32> = GucSetting::<i32>::new(0);
+static ALLOW_SESSION_BINDING: GucSetting<bool> = GucSetting::<bool>::new(true);
 static USER_ID_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"sub"));
 static ROLE_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -71,7 +72,7 @@ fn guc_records() -> &'static [*mut pg_sys::config_generic] {
 
 /// The superuser-only settings jwt_rls defines (not `jwt_rls.token`, which
 /// anyone may set and which is verified when it is defined).
-const GUARDED: [&str; 19] = [
+const GUARDED: [&str; 20] = [
     "jwt_rls.issuer",
     "jwt_rls.audience",
     "jwt_rls.accept_any_audience",
@@ -91,6 +92,7 @@ const GUARDED: [&str; 19] = [
     "jwt_rls.tenant_id_claim",
     "jwt_rls.counters",
     "jwt_rls.claims",
+    "jwt_rls.allow_session_binding",
 ];
 
 /// Notes placeholders of jwt_rls's superuser-only settings whose *reset*
@@ -230,6 +232,20 @@ pub fn sign_typ() -> &'static str {
 /// Seconds from `iat` to `exp` of a token jwt_rls.sign() issues.
 pub fn sign_lifetime() -> i64 {
     i64::from(SIGN_LIFETIME.get())
+}
+
+/// Whether a token may be bound for the session with `SET` or
+/// `set_config(..., false)` (off behind a transaction pooler).
+pub fn allow_session_binding() -> bool {
+    ALLOW_SESSION_BINDING.get()
+}
+
+/// The GUC record of the setting `name`, once defined.
+pub fn guc_record(name: &CStr) -> Option<*mut pg_sys::config_generic> {
+    guc_records().iter().copied().find(|&record| {
+        // SAFETY: each record of the GUC table has a NUL-terminated name.
+        !record.is_null() && unsafe { CStr::from_ptr((*record).name) } == name
+    })
 }
 
 /// The claim that names the role authenticate() switches to; None: off.
@@ -417,6 +433,15 @@ pub fn init() {
             None,
         )
     };
+    // Not part of the validation policy: read at commit (binding/token.rs).
+    GucRegistry::define_bool_guc(
+        c"jwt_rls.allow_session_binding",
+        c"Allow binding a token for the session (SET jwt_rls.token, set_config(..., false)).",
+        c"Turn off behind a transaction pooler: a session's token would stay on the server connection for its next client. Bindings per transaction, connection options and OAuth logins are not affected.",
+        &ALLOW_SESSION_BINDING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // Not part of the validation policy: no generation bump.
     GucRegistry::define_bool_guc(
         c"jwt_rls.sign_at_jwt",

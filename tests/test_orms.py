@@ -16,7 +16,9 @@ Then the pitfalls, run through the pooler for real: a binding outside
 BEGIN..COMMIT lasts one statement (the next sees nothing), and a statement
 prepared (cached by name) on one server connection fails with 26000 on the
 next, where the recipe's setting works. A session-level SET jwt_rls.token
-is not here: it is not safe behind a transaction pooler (see the guide).
+would stay on the server connection for the pooler's next client; with
+jwt_rls.allow_session_binding = off (the guide's advice behind a
+transaction pooler) it is refused and rolled back, so nothing stays.
 
 Runs on PostgreSQL 15 only; the Node recipes skip without node 20.19+ or
 tests/orms/node/node_modules (npm ci there), the Python ones without their
@@ -249,6 +251,41 @@ def test_a_binding_in_autocommit_lasts_one_statement(bind, bouncer, tokens):
         with conn.transaction():
             conn.execute(bind, (tokens["a"],))
             assert count(conn) == ROWS[TENANT_A]
+
+
+def test_a_session_binding_is_refused_with_the_guard_and_nothing_stays(db, cluster, tokens):
+    """With jwt_rls.allow_session_binding = off for the pooler's role (and
+    jwt_rls loaded at connect), a session-level binding (SET, set_config(..., false), SET inside BEGIN)
+    fails with 0A000 and is rolled back: the next client of the same server
+    connection has no claims and sees no rows. Per-transaction binding works."""
+    # The guard is jwt_rls's: it holds from the session's first statement
+    # when the library is loaded at connect (here session_preload_libraries).
+    db.execute("ALTER ROLE app SET jwt_rls.allow_session_binding = off")
+    db.execute("ALTER ROLE app SET session_preload_libraries = 'jwt_rls'")
+    try:
+        with PgBouncer(cluster, "transaction", pool_size=1) as guarded:
+            with psycopg.connect(url(guarded), autocommit=True, prepare_threshold=None) as alice:
+                pid = backend_pid(alice)
+                for attempt in ["SET jwt_rls.token = '%s'" % tokens["a"],
+                                "SELECT set_config('jwt_rls.token', '%s', false)" % tokens["a"]]:
+                    with pytest.raises(psycopg.errors.FeatureNotSupported):
+                        alice.execute(attempt)
+                    assert claim(alice) is None
+                with pytest.raises(psycopg.errors.FeatureNotSupported):
+                    with alice.transaction():
+                        alice.execute("SET jwt_rls.token = '%s'" % tokens["a"])
+                        assert count(alice) == ROWS[TENANT_A]  # bound until the commit refuses it
+                with alice.transaction():
+                    alice.execute("SELECT jwt_rls.authenticate(%s)", (tokens["a"],))
+                    assert count(alice) == ROWS[TENANT_A]
+                alice.execute("SET jwt_rls.token = ''")  # unbinding stays allowed
+            with psycopg.connect(url(guarded), autocommit=True, prepare_threshold=None) as bob:
+                assert backend_pid(bob) == pid  # the same server connection
+                assert claim(bob) is None
+                assert count(bob) == 0
+    finally:
+        db.execute("ALTER ROLE app RESET jwt_rls.allow_session_binding")
+        db.execute("ALTER ROLE app RESET session_preload_libraries")
 
 
 def prepared_on_one_server_connection_then_another(cluster, connect_cached, run_transaction, close):

@@ -38,7 +38,7 @@ use crate::citus;
 use crate::dpop;
 use crate::lifecycle::revocation;
 use crate::pg::{clock, errors};
-use crate::settings::POLICY_GENERATION;
+use crate::settings::{self, POLICY_GENERATION};
 use crate::shared::counters::{self, Counter};
 use crate::verification::{self, keys_generation, verify_at};
 
@@ -309,6 +309,58 @@ unsafe extern "C-unwind" fn check_token(
     }
 }
 
+/// The setting's record in the GUC table, found once it is defined.
+static RECORD: std::sync::atomic::AtomicPtr<pg_sys::config_generic> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// With `jwt_rls.allow_session_binding` off, refuses at commit a
+/// transaction that bound a token for the session (`SET jwt_rls.token`,
+/// `set_config(..., false)`, in autocommit too: each statement is a
+/// transaction), so that the error rolls the binding back and nothing is
+/// left on the connection for a pooler's next client. The session's own
+/// default (connection options, an OAuth login) and unbinding stay
+/// allowed: what is refused is a non-empty value that differs from it.
+/// Postgres keeps a setting's changes of the transaction on a stack: at
+/// the top level, GUC_SET means a session-level SET is about to be
+/// committed (GUC_SET_LOCAL: one, then SET LOCAL over it, which keeps the
+/// former in `masked`).
+#[pg_guard]
+unsafe extern "C-unwind" fn refuse_session_binding(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut c_void,
+) {
+    if event != pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT || settings::allow_session_binding() {
+        return;
+    }
+    let record = RECORD.load(Ordering::Relaxed);
+    if record.is_null() {
+        return;
+    }
+    // SAFETY: the record is jwt_rls.token's, a string setting (so a
+    // config_string), alive for the server's life; its stack and values are
+    // read between statements, when Postgres does not change them. A
+    // stack's masked value is the string of a GUC_SET_LOCAL entry.
+    unsafe {
+        let stack = (*record).stack;
+        if stack.is_null() {
+            return;
+        }
+        let committed = match (*stack).state {
+            pg_sys::GucStackState::GUC_SET => token_ptr(),
+            pg_sys::GucStackState::GUC_SET_LOCAL => (*stack).masked.val.stringval.cast_const(),
+            _ => return,
+        };
+        if committed.is_null() || *committed == 0 {
+            return;
+        }
+        let default = (*record.cast::<pg_sys::config_string>()).reset_val;
+        if !default.is_null() && CStr::from_ptr(default) == CStr::from_ptr(committed) {
+            return;
+        }
+    }
+    errors::session_binding_refused();
+}
+
 /// Defines `jwt_rls.token`. Called last in _PG_init: defining it converts a
 /// value stored before the library loaded, and runs the check hook on it,
 /// which must see the configured policy and the key store.
@@ -328,4 +380,10 @@ pub fn init() {
             None,
         );
     }
+    RECORD.store(
+        settings::guc_record(c"jwt_rls.token").unwrap_or(std::ptr::null_mut()),
+        Ordering::Relaxed,
+    );
+    // SAFETY: registers a #[pg_guard] callback once per process (_PG_init).
+    unsafe { pg_sys::RegisterXactCallback(Some(refuse_session_binding), std::ptr::null_mut()) };
 }

@@ -154,6 +154,22 @@ pub fn dpop_over_share(counted: u32, window: i64) -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// Raises the error of a token bound for the session where
+/// `jwt_rls.allow_session_binding` is off (at the commit of the transaction
+/// that bound it, which the error rolls back).
+#[track_caller]
+pub fn session_binding_refused() -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        "binding a token for the whole session is off in this database",
+        "jwt_rls",
+    )
+    .set_detail("jwt_rls.allow_session_binding is off: SET jwt_rls.token and set_config('jwt_rls.token', ..., false) would leave the token on the server connection after this client, where a transaction pooler hands it to the next one. The transaction is rolled back.")
+    .set_hint("Bind the token per transaction: SET LOCAL jwt_rls.token, set_config('jwt_rls.token', $1, true) or jwt_rls.authenticate($1), inside BEGIN ... COMMIT.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
 /// Raises the error of a DPoP proof presented where no replay table exists.
 #[track_caller]
 pub fn dpop_unavailable() -> ! {
