@@ -236,7 +236,7 @@ def measure(smoke):
                                  "cache": cache, "ours": ours, "theirs": theirs, "hit": hit,
                                  "primitive": prims[alg]})
                     if alg in ("HS256", "ES256") and (cache == "off" or smoke):
-                        splits[f"never-seen ES256, shared cache {cache}"] = split(files, n)
+                        splits[f"never-seen {alg}, shared cache {cache}"] = split(files, n)
                     log(f"  {rows[-1]['row']}: ours {ours:,.0f}, theirs {theirs:,.0f}, same token {hit:,.0f}, "
                         f"primitive {prims[alg]:,.0f} instructions per transaction")
                 if cache == "on":
