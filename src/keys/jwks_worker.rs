@@ -176,8 +176,9 @@ const CITUS_FOLLOWER: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_part
 static FOLLOWING: AtomicBool = AtomicBool::new(false);
 
 /// Pins this session's search_path, over the database's and role's own
-/// settings (which the database owner controls).
-fn pin_search_path() {
+/// settings (which the database owner controls); the OAuth key snapshot
+/// worker pins its own the same way.
+pub(crate) fn pin_search_path() {
     Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
         .unwrap_or_else(|e| error!("jwt_rls could not pin its search_path: {e}"));
 }

@@ -24,6 +24,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::snapshot;
+use crate::keys::jwks_worker;
 use crate::keys::store as keystore;
 use crate::lifecycle::revocation;
 use crate::pg::clock::wall_seconds;
@@ -86,10 +87,7 @@ pub extern "C-unwind" fn jwt_rls_oauth_publisher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     // Everything this worker runs is pinned to pg_catalog, over the
     // database's and role's search_path (which the database owner sets).
-    BackgroundWorker::transaction(|| {
-        Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
-            .unwrap_or_else(|e| error!("jwt_rls could not pin its search_path: {e}"))
-    });
+    BackgroundWorker::transaction(jwks_worker::pin_search_path);
     let started_with = BackgroundWorker::transaction(database_settings);
     let mut published: Option<((u64, u64, u64), Instant)> = None;
     let mut too_large_said = false;
